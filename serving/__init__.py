@@ -1,0 +1,1 @@
+"""Serving: the HTTP event collector now; the recommendation API and loop later (issue 5)."""

@@ -1,0 +1,193 @@
+"""The ``streamrec`` command line.
+
+Core commands (stack, topics, replay, quick-start, schemas) live here;
+components add theirs through the ``streamrec.cli`` entry-point group (see
+pyproject.toml), so this package never imports ``serving``, ``streams`` or
+``trainer``. Settings are read once here and passed down.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamrec.settings import REPO_ROOT, Settings
+from streamrec.stack import LocalStack, StackError
+
+console = Console(highlight=False)
+app = typer.Typer(help="streamrec: real-time recommendations for online shops.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj
+
+
+@app.callback()
+def _load_settings(ctx: typer.Context) -> None:
+    """Read settings once (environment variables prefixed STREAMREC_)."""
+    if ctx.obj is None:
+        ctx.obj = Settings()
+
+
+def _stack(settings: Settings) -> LocalStack:
+    return LocalStack(settings.stack, say=lambda message: console.print(f"[dim]·[/dim] {message}"))
+
+
+def _print_status(statuses) -> None:
+    table = Table(title="streamrec local stack")
+    for column in ("service", "address", "pid", "health"):
+        table.add_column(column)
+    for status in statuses:
+        health = "[green]healthy[/green]" if status.healthy else f"[red]{status.detail}[/red]"
+        table.add_row(status.name, status.address, str(status.pid or "-"), health)
+    console.print(table)
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start the local stack (Kafka, Redis, Triton) and wait until every service is healthy."""
+    try:
+        statuses = _stack(_settings(ctx)).up()
+    except StackError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    _print_status(statuses)
+    if not all(status.healthy for status in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop the local stack (SIGTERM, then SIGKILL after the grace period); data is kept."""
+    _stack(_settings(ctx)).down()
+
+
+@app.command()
+def status(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+) -> None:
+    """Health and address of each local service; exits 0 only when all are healthy."""
+    statuses = _stack(_settings(ctx)).status()
+    if as_json:
+        print(json.dumps([s.as_dict() for s in statuses], indent=2))
+    else:
+        _print_status(statuses)
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@topics_app.command("create")
+def topics_create(ctx: typer.Context) -> None:
+    """Create streamrec's topics with the configured partitions (idempotent)."""
+    from streamrec.kafka_admin import create_topics
+
+    table = Table(title="topics")
+    for column in ("topic", "partitions", "action"):
+        table.add_column(column)
+    for state in create_topics(_settings(ctx)):
+        table.add_row(state.name, str(state.partitions), "created" if state.created else "exists")
+    console.print(table)
+
+
+@topics_app.command("counts")
+def topics_counts(ctx: typer.Context) -> None:
+    """Messages retained per streamrec topic."""
+    from streamrec.kafka_admin import message_counts
+    from streamrec.topics import TOPIC_SPECS
+
+    _print_counts(message_counts(_settings(ctx), [spec.name.value for spec in TOPIC_SPECS]))
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    table = Table(title="messages per topic")
+    table.add_column("topic")
+    table.add_column("messages", justify="right")
+    for topic, count in counts.items():
+        table.add_row(topic, f"{count:,}")
+    console.print(table)
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="amazon_scientific, diginetica or yoochoose.")],
+    speed: Annotated[
+        float, typer.Option(help="Time compression: 60 plays an hour in a minute; 0 sends as fast as possible.")
+    ] = 0.0,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many interaction events.")] = None,
+    data_dir: Annotated[Path, typer.Option(help="Folder with the shared datasets.")] = REPO_ROOT.parent / "shared" / "data",
+) -> None:
+    """Replay a real dataset into Kafka: its catalog first, then its events with their real relative timing."""
+    from streamrec.datasets.replay import replay_dataset
+
+    settings = _settings(ctx)
+    result = replay_dataset(settings, dataset, data_dir=data_dir, speed=speed, limit=limit, console=console)
+    console.print(
+        f"replayed {result.catalog_items:,} catalog items and {result.events:,} events "
+        f"from {dataset} in {result.seconds:.1f} s ({result.events / max(result.seconds, 1e-9):,.0f} events/s)"
+    )
+
+
+@app.command()
+def quickstart(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="Dataset to replay.")] = "diginetica",
+    limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    data_dir: Annotated[Path, typer.Option(help="Folder with the shared datasets.")] = REPO_ROOT.parent / "shared" / "data",
+) -> None:
+    """The main job on the local stack: start it, create topics, load the catalog, replay real events, count."""
+    from streamrec.datasets.replay import replay_dataset
+    from streamrec.kafka_admin import create_topics, message_counts
+    from streamrec.topics import TOPIC_SPECS
+
+    settings = _settings(ctx)
+    try:
+        _print_status(_stack(settings).up())
+    except StackError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    create_topics(settings)
+    result = replay_dataset(settings, dataset, data_dir=data_dir, speed=0.0, limit=limit, console=console)
+    console.print(
+        f"replayed {result.catalog_items:,} catalog items and {result.events:,} real events from {dataset} "
+        f"in {result.seconds:.1f} s"
+    )
+    _print_counts(message_counts(settings, [spec.name.value for spec in TOPIC_SPECS]))
+    console.print("The stack keeps running: `streamrec status`, `streamrec down`.")
+
+
+@app.command()
+def schemas(
+    out_dir: Annotated[Path, typer.Option(help="Where to write the JSON Schema files.")] = REPO_ROOT / "docs" / "schemas",
+) -> None:
+    """Write the event contract as JSON Schema files (one per event type)."""
+    from streamrec.events import json_schemas
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        path = out_dir / f"{name}.v1.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        console.print(f"wrote {path}")
+
+
+def _add_component_commands() -> None:
+    for entry in entry_points(group="streamrec.cli"):
+        app.add_typer(entry.load(), name=entry.name)
+
+
+def main() -> None:
+    _add_component_commands()
+    try:
+        app()
+    except StackError as error:  # pragma: no cover - printed for people, exit code for scripts
+        console.print(f"[red]error:[/red] {error}")
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Readers and replay for the shared real e-commerce datasets."""

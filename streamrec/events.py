@@ -1,0 +1,211 @@
+"""The event contract: versioned JSON events that shops send into streamrec.
+
+Every event carries ``schema_version`` (currently 1) and a ``type`` that selects
+its model. Interactions (click, add-to-cart, purchase) share ``event_id`` (a UUID
+and the dedup key), ``user_id``, ``session_id``, ``item_id``, ``ts`` (epoch
+milliseconds, UTC) and a ``context`` that records where the interaction happened
+and, when it came from a served recommendation, its ``rec_id`` and ``variant``
+for attribution. Catalog items describe an item for the catalog topic.
+
+Models reject unknown fields (``extra="forbid"``) so that a misspelt field is a
+clear error at the edge rather than silently missing data downstream.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from streamrec.topics import Topic
+
+SCHEMA_VERSION = 1
+# 2001-09-09 in epoch ms: anything smaller is almost certainly seconds, not milliseconds.
+MIN_TS_MS = 1_000_000_000_000
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+EpochMillis = Annotated[
+    int,
+    Field(
+        ge=MIN_TS_MS,
+        lt=10**14,
+        description="Event time in epoch milliseconds (UTC).",
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class EventContext(_Model):
+    """Where the interaction happened; ``rec_id``/``variant`` attribute it to a recommendation."""
+
+    page: Annotated[str, Field(max_length=2048)] | None = None
+    query: Annotated[str, Field(max_length=1024)] | None = None
+    position: Annotated[int, Field(ge=0)] | None = None
+    rec_id: Identifier | None = None
+    variant: Identifier | None = None
+
+
+class _EventBase(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique per event; the dedup key.")
+    item_id: Identifier
+    ts: EpochMillis = Field(default_factory=lambda: int(time.time() * 1000))
+
+
+class _InteractionBase(_EventBase):
+    user_id: Identifier
+    session_id: Identifier | None = None
+    context: EventContext = EventContext()
+
+
+class ClickEvent(_InteractionBase):
+    """A user viewed or clicked an item."""
+
+    type: Literal["click"] = "click"
+
+
+class CartEvent(_InteractionBase):
+    """A user added an item to the cart."""
+
+    type: Literal["add_to_cart"] = "add_to_cart"
+    quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
+
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")]
+Price = Annotated[float, Field(ge=0, lt=1e9, allow_inf_nan=False, description="Unit price; never negative.")]
+
+
+class PurchaseEvent(_InteractionBase):
+    """A user bought ``quantity`` units of an item in order ``order_id``.
+
+    ``price`` (unit price) and ``currency`` may be unknown (replayed research data
+    has none); the streams layer fills them from the catalog when missing.
+    """
+
+    type: Literal["purchase"] = "purchase"
+    order_id: Identifier
+    price: Price | None = None
+    quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
+    currency: Currency | None = None
+
+
+class CatalogItem(_EventBase):
+    """An item upsert for the catalog (compacted topic, keyed by ``item_id``)."""
+
+    type: Literal["catalog_item"] = "catalog_item"
+    title: Annotated[str, Field(min_length=1, max_length=1024)]
+    description: Annotated[str, Field(max_length=20_000)] = ""
+    category_path: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=16, description="Root first, e.g. ['Industrial & Scientific', 'Tapes']."
+    )
+    brand: Annotated[str, Field(max_length=256)] | None = None
+    price: Price | None = None
+    currency: Currency | None = None
+    available: bool = True
+
+    @field_validator("category_path")
+    @classmethod
+    def _no_blank_levels(cls, path: list[str]) -> list[str]:
+        if any(not level.strip() for level in path):
+            raise ValueError("category_path levels must not be blank")
+        return path
+
+
+Interaction = ClickEvent | CartEvent | PurchaseEvent
+AnyEvent = Annotated[Union[ClickEvent, CartEvent, PurchaseEvent, CatalogItem], Field(discriminator="type")]
+EVENT_TYPES: dict[str, type[_EventBase]] = {
+    "click": ClickEvent,
+    "add_to_cart": CartEvent,
+    "purchase": PurchaseEvent,
+    "catalog_item": CatalogItem,
+}
+_TOPIC_BY_TYPE: dict[str, Topic] = {
+    "click": Topic.CLICKS,
+    "add_to_cart": Topic.CARTS,
+    "purchase": Topic.PURCHASES,
+    "catalog_item": Topic.CATALOG,
+}
+_EVENT_ADAPTER: TypeAdapter[ClickEvent | CartEvent | PurchaseEvent | CatalogItem] = TypeAdapter(AnyEvent)
+
+
+def topic_for(event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> Topic:
+    return _TOPIC_BY_TYPE[event.type]
+
+
+def key_for(event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> bytes:
+    """Per-user order for interactions, per-item latest-wins for the catalog."""
+    if isinstance(event, CatalogItem):
+        return event.item_id.encode()
+    return event.user_id.encode()
+
+
+def encode(event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; ``reason`` is one line a person can act on."""
+
+    def __init__(self, reason: str, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = errors or []
+
+
+def _describe(error: ValidationError) -> tuple[str, list[dict[str, str]]]:
+    details = [
+        {"loc": ".".join(str(part) for part in e["loc"]) or "(event)", "msg": e["msg"], "type": e["type"]}
+        for e in error.errors(include_url=False)
+    ]
+    first = details[0]
+    more = f" (+{len(details) - 1} more)" if len(details) > 1 else ""
+    return f"{first['loc']}: {first['msg']}{more}", details
+
+
+class EventValidator:
+    """Turns raw JSON objects into events, applying the contract and the receiver's clock.
+
+    The future-skew rule needs "now", so it lives here rather than in the models:
+    a model stays a pure description of the data, the validator adds the checks
+    that depend on who receives it and when.
+    """
+
+    def __init__(self, *, max_future_skew_s: float, clock_ms=lambda: int(time.time() * 1000)) -> None:
+        self._max_future_skew_ms = int(max_future_skew_s * 1000)
+        self._clock_ms = clock_ms
+
+    def parse(self, raw: object) -> ClickEvent | CartEvent | PurchaseEvent | CatalogItem:
+        """Validate one decoded JSON value; raises :class:`InvalidEvent` with the reason."""
+        if not isinstance(raw, dict):
+            raise InvalidEvent(f"event must be a JSON object, got {type(raw).__name__}")
+        event_type = raw.get("type")
+        if event_type not in EVENT_TYPES:
+            known = ", ".join(EVENT_TYPES)
+            raise InvalidEvent(f"unknown event type {event_type!r}; expected one of: {known}")
+        try:
+            event = _EVENT_ADAPTER.validate_python(raw)
+        except ValidationError as error:
+            reason, details = _describe(error)
+            raise InvalidEvent(reason, details) from None
+        self.check(event)
+        return event
+
+    def check(self, event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> None:
+        """Rules that depend on the receiver, applied to an already-built event too."""
+        ahead_ms = event.ts - self._clock_ms()
+        if ahead_ms > self._max_future_skew_ms:
+            raise InvalidEvent(
+                f"ts: {ahead_ms / 1000:.0f} s in the future (limit {self._max_future_skew_ms / 1000:.0f} s); "
+                "is the sender's clock wrong?",
+                [{"loc": "ts", "msg": "timestamp too far in the future", "type": "future_timestamp"}],
+            )
+
+
+def json_schemas() -> dict[str, dict]:
+    """JSON Schema per event type, for docs/schemas and for non-Python producers."""
+    return {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}

@@ -1,0 +1,81 @@
+"""Topic administration through confluent-kafka's AdminClient.
+
+``create_topics`` is idempotent: existing topics are left alone (their
+partition count is reported, never silently changed). ``message_counts`` reads
+watermark offsets, which is what operators and the quick-start print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamrec.settings import Settings
+from streamrec.topics import TOPIC_SPECS, TopicSpec
+
+
+@dataclass(frozen=True)
+class TopicState:
+    name: str
+    partitions: int
+    created: bool
+
+
+def admin_client(bootstrap_servers: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap_servers})
+
+
+def create_topics(
+    settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC_SPECS, timeout_s: float = 30.0
+) -> list[TopicState]:
+    admin = admin_client(settings.bootstrap_servers)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted = [
+        NewTopic(
+            spec.name.value,
+            num_partitions=settings.kafka.partitions,
+            replication_factor=settings.kafka.replication_factor,
+            config=spec.kafka_config(),
+        )
+        for spec in specs
+        if spec.name.value not in existing
+    ]
+    created: set[str] = set()
+    if wanted:
+        for name, future in admin.create_topics(wanted, operation_timeout=timeout_s).items():
+            try:
+                future.result(timeout=timeout_s)
+                created.add(name)
+            except KafkaException as error:
+                # Another process created it between our listing and our request: fine.
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    topics = admin.list_topics(timeout=timeout_s).topics
+    return [
+        TopicState(spec.name.value, len(topics[spec.name.value].partitions), spec.name.value in created)
+        for spec in specs
+    ]
+
+
+def message_counts(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[str, int]:
+    """Messages currently retained per topic (sum of high minus low watermarks)."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": "streamrec-watermarks", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s).topics
+        counts: dict[str, int] = {}
+        for topic in topics:
+            if topic not in metadata:
+                counts[topic] = 0
+                continue
+            total = 0
+            for partition in metadata[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                total += high - low
+            counts[topic] = total
+        return counts
+    finally:
+        consumer.close()

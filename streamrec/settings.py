@@ -1,0 +1,164 @@
+"""Typed settings for every streamrec process, read once in the entry point.
+
+Every field can be set from the environment with the ``STREAMREC_`` prefix and
+``__`` between nested names, e.g. ``STREAMREC_KAFKA__BOOTSTRAP_SERVERS`` or
+``STREAMREC_STACK__KAFKA_PORT``. Components receive the parsed objects; nothing
+reads the environment anywhere else, so a test can build a ``Settings`` by hand
+and be sure no stray variable leaks in.
+
+Client addresses (Kafka bootstrap servers, Redis URL, Triton URLs) default to
+the embedded local stack's ports: change ``STREAMREC_STACK__KAFKA_PORT`` once and
+every client follows; set the client address explicitly to point at a remote
+cluster instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StackSettings(_Section):
+    """The embedded local stack started by ``streamrec up`` (and by the test session)."""
+
+    state_dir: Path = Field(
+        default=REPO_ROOT / ".streamrec",
+        description="Data, PID files and logs of the local services (STREAMREC_STACK__STATE_DIR).",
+    )
+    cache_dir: Path = Field(
+        default=REPO_ROOT / ".cache",
+        description="Downloaded Kafka jars, shared by every stack on the machine (STREAMREC_STACK__CACHE_DIR).",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the local services bind to.")
+    kafka_version: str = Field(default="4.1.1", description="Apache Kafka version resolved from Maven Central.")
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_heap: str = Field(default="768m", description="JVM heap of the local broker (-Xmx).")
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    triton_http_port: int = Field(default=8000, ge=1, le=65535)
+    triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
+    triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
+    model_repo: Path = Field(default=REPO_ROOT / "model_repo", description="Triton model repository.")
+    triton_load_models: list[str] = Field(
+        default_factory=list,
+        description="Models Triton loads at start (explicit model control); empty loads none.",
+    )
+    services: list[Literal["kafka", "redis", "triton"]] = Field(
+        default_factory=lambda: ["kafka", "redis", "triton"],
+        description="Services that `streamrec up` starts.",
+    )
+    start_timeout_s: float = Field(default=90.0, gt=0, description="Health-check deadline per service.")
+    stop_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM grace period before SIGKILL.")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str | None = Field(
+        default=None, description="Broker list; unset means the local stack's broker."
+    )
+    partitions: int = Field(default=6, ge=1, description="Partitions of each topic created by `streamrec topics create`.")
+    replication_factor: int = Field(default=1, ge=1)
+    client_id: str = Field(default="streamrec")
+
+
+class RedisSettings(_Section):
+    url: str | None = Field(default=None, description="redis:// URL; unset means the local stack's Redis.")
+
+
+class TritonSettings(_Section):
+    http_url: str | None = Field(default=None, description="host:port of Triton's HTTP API; unset means the local stack.")
+    grpc_url: str | None = Field(default=None, description="host:port of Triton's gRPC API; unset means the local stack.")
+
+
+class EventRules(_Section):
+    """Checks every entry point (SDK, collector, streams) applies to incoming events."""
+
+    max_future_skew_s: float = Field(
+        default=300.0, ge=0, description="An event stamped further ahead of the receiver's clock is rejected."
+    )
+
+
+class CollectorSettings(_Section):
+    """The HTTP collector that web and mobile frontends post events to."""
+
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_batch_events: int = Field(default=500, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    auth_token: SecretStr | None = Field(
+        default=None, description="When set, requests need `Authorization: Bearer <token>`."
+    )
+    delivery_timeout_s: float = Field(default=10.0, gt=0, description="How long a request waits for Kafka acks.")
+    dlq_raw_max_bytes: int = Field(
+        default=262_144, ge=1024, description="Raw payload kept on a DLQ record; longer payloads are truncated and flagged."
+    )
+
+
+class Settings(BaseSettings):
+    """Root settings object; build it once per process with ``Settings()``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    stack: StackSettings = StackSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    triton: TritonSettings = TritonSettings()
+    events: EventRules = EventRules()
+    collector: CollectorSettings = CollectorSettings()
+
+    @model_validator(mode="after")
+    def _default_clients_to_local_stack(self) -> "Settings":
+        """Point unset client addresses at the local stack so one port setting moves both."""
+        host = self.stack.host
+        if self.kafka.bootstrap_servers is None:
+            object.__setattr__(
+                self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": f"{host}:{self.stack.kafka_port}"})
+            )
+        if self.redis.url is None:
+            object.__setattr__(
+                self, "redis", self.redis.model_copy(update={"url": f"redis://{host}:{self.stack.redis_port}/0"})
+            )
+        updates = {}
+        if self.triton.http_url is None:
+            updates["http_url"] = f"{host}:{self.stack.triton_http_port}"
+        if self.triton.grpc_url is None:
+            updates["grpc_url"] = f"{host}:{self.stack.triton_grpc_port}"
+        if updates:
+            object.__setattr__(self, "triton", self.triton.model_copy(update=updates))
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        assert self.kafka.bootstrap_servers is not None  # filled by the validator
+        return self.kafka.bootstrap_servers
+
+    @property
+    def redis_url(self) -> str:
+        assert self.redis.url is not None
+        return self.redis.url
+
+
+def env_names(model: type[BaseModel] = Settings, prefix: str = "STREAMREC_") -> set[str]:
+    """Every environment variable name that maps to a setting (used to check deployment files)."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        full = f"{prefix}{name.upper()}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= env_names(annotation, f"{full}__")
+        else:
+            names.add(full)
+    return names

@@ -1,0 +1,155 @@
+"""Background services in their own process groups, tracked by PID files.
+
+A service started here survives the CLI that started it (``streamrec up``
+returns), so its identity is kept on disk: ``<state>/run/<name>.pid`` plus a
+marker string that must appear in the process's command line. The marker (a
+path inside the stack's state folder) stops ``down`` from ever signalling an
+unrelated process that happens to reuse a stale PID, and keeps two stacks on
+one machine (a developer's and the test session's) apart.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A local-stack problem with a message that says what to do."""
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: list[str]
+    run_dir: Path
+    log_path: Path
+    marker: str
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+    @property
+    def pid_path(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        """PID of our running process, or None (stale PID files are removed)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if _cmdline_contains(pid, self.marker):
+            return pid
+        self.pid_path.unlink(missing_ok=True)
+        return None
+
+    def start(self) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                cwd=self.cwd,
+                start_new_session=True,  # own process group: `down` signals the whole tree
+            )
+        self.pid_path.write_text(str(process.pid))
+        return process.pid
+
+    def exited(self) -> bool:
+        """True when the process we started is gone (it may have crashed on start-up)."""
+        return self.pid() is None
+
+    def stop(self, timeout_s: float) -> str:
+        """SIGTERM the process group, SIGKILL it after ``timeout_s``; returns what happened."""
+        pid = self.pid()
+        if pid is None:
+            return "not running"
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                self.pid_path.unlink(missing_ok=True)
+                return "stopped"
+            time.sleep(0.1)
+        _signal_group(pid, signal.SIGKILL)
+        for _ in range(50):
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        self.pid_path.unlink(missing_ok=True)
+        return "killed after timeout"
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"  # zombies count as gone
+    except FileNotFoundError:
+        return False
+
+
+def _cmdline_contains(pid: int, marker: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return marker.encode() in cmdline.read() and _alive(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def require_binary(binary: str, debian_package: str, *, install: bool = True) -> str:
+    """Path of ``binary``; installs its Debian package when missing and running as root."""
+    path = shutil.which(binary)
+    if path:
+        return path
+    if install and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", debian_package], check=True, env=env)
+        path = shutil.which(binary)
+        if path:
+            return path
+    raise StackError(
+        f"`{binary}` was not found. Install it first, e.g. `sudo apt-get install {debian_package}` "
+        "(setup installs it automatically when run as root)."
+    )

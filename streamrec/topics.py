@@ -1,0 +1,42 @@
+"""Kafka topic names and their configuration: the one place they are spelled.
+
+Events are keyed by ``user_id`` so that one user's events stay in order on one
+partition; catalog items are keyed by ``item_id`` on a compacted topic so the
+latest version of every item survives retention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Topic(StrEnum):
+    CLICKS = "events.clicks"
+    CARTS = "events.carts"
+    PURCHASES = "events.purchases"
+    CATALOG = "catalog.items"
+    RECOMMENDATIONS = "recommendations"
+    DLQ = "events.dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: Topic
+    compacted: bool = False
+    config: dict[str, str] = field(default_factory=dict)
+
+    def kafka_config(self) -> dict[str, str]:
+        base = {"cleanup.policy": "compact"} if self.compacted else {}
+        return {**base, **self.config}
+
+
+TOPIC_SPECS: tuple[TopicSpec, ...] = (
+    TopicSpec(Topic.CLICKS),
+    TopicSpec(Topic.CARTS),
+    TopicSpec(Topic.PURCHASES),
+    TopicSpec(Topic.CATALOG, compacted=True),
+    TopicSpec(Topic.RECOMMENDATIONS),
+    # Dead letters keep their raw payloads for a month so that nothing is lost.
+    TopicSpec(Topic.DLQ, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+)
