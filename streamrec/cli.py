@@ -179,6 +179,27 @@ def schemas(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def config(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (for the README).")] = False,
+) -> None:
+    """Every setting: its environment variable, default and meaning."""
+    from streamrec.settings import setting_docs
+
+    docs = setting_docs()
+    if markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for doc in docs:
+            print(f"| `{doc.env}` | `{doc.default}` | {doc.description} |")
+        return
+    table = Table(title="settings (environment variables)")
+    for column in ("variable", "default", "meaning"):
+        table.add_column(column)
+    for doc in docs:
+        table.add_row(doc.env, doc.default, doc.description)
+    console.print(table)
+
+
 def _add_component_commands() -> None:
     for entry in entry_points(group="streamrec.cli"):
         app.add_typer(entry.load(), name=entry.name)

@@ -14,6 +14,7 @@ cluster instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,21 +33,21 @@ class StackSettings(_Section):
 
     state_dir: Path = Field(
         default=REPO_ROOT / ".streamrec",
-        description="Data, PID files and logs of the local services (STREAMREC_STACK__STATE_DIR).",
+        description="Data, PID files and logs of the local services.",
     )
     cache_dir: Path = Field(
         default=REPO_ROOT / ".cache",
-        description="Downloaded Kafka jars, shared by every stack on the machine (STREAMREC_STACK__CACHE_DIR).",
+        description="Downloaded Kafka jars, shared by every stack on the machine.",
     )
     host: str = Field(default="127.0.0.1", description="Address the local services bind to.")
     kafka_version: str = Field(default="4.1.1", description="Apache Kafka version resolved from Maven Central.")
-    kafka_port: int = Field(default=9092, ge=1, le=65535)
-    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_port: int = Field(default=9092, ge=1, le=65535, description="Local broker port.")
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535, description="Local KRaft controller port.")
     kafka_heap: str = Field(default="768m", description="JVM heap of the local broker (-Xmx).")
-    redis_port: int = Field(default=6379, ge=1, le=65535)
-    triton_http_port: int = Field(default=8000, ge=1, le=65535)
-    triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
-    triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
+    redis_port: int = Field(default=6379, ge=1, le=65535, description="Local Redis port.")
+    triton_http_port: int = Field(default=8000, ge=1, le=65535, description="Local Triton HTTP port.")
+    triton_grpc_port: int = Field(default=8001, ge=1, le=65535, description="Local Triton gRPC port.")
+    triton_metrics_port: int = Field(default=8002, ge=1, le=65535, description="Local Triton Prometheus metrics port.")
     model_repo: Path = Field(default=REPO_ROOT / "model_repo", description="Triton model repository.")
     triton_load_models: list[str] = Field(
         default_factory=list,
@@ -65,8 +66,8 @@ class KafkaSettings(_Section):
         default=None, description="Broker list; unset means the local stack's broker."
     )
     partitions: int = Field(default=6, ge=1, description="Partitions of each topic created by `streamrec topics create`.")
-    replication_factor: int = Field(default=1, ge=1)
-    client_id: str = Field(default="streamrec")
+    replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics (3 in production).")
+    client_id: str = Field(default="streamrec", description="Prefix of Kafka client ids, visible in broker logs and metrics.")
 
 
 class RedisSettings(_Section):
@@ -89,10 +90,10 @@ class EventRules(_Section):
 class CollectorSettings(_Section):
     """The HTTP collector that web and mobile frontends post events to."""
 
-    host: str = Field(default="127.0.0.1")
-    port: int = Field(default=8080, ge=1, le=65535)
-    max_batch_events: int = Field(default=500, ge=1)
-    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    host: str = Field(default="127.0.0.1", description="Collector bind address (0.0.0.0 in containers).")
+    port: int = Field(default=8080, ge=1, le=65535, description="Collector HTTP port.")
+    max_batch_events: int = Field(default=500, ge=1, description="Most events in one POST; more is refused with 413.")
+    max_body_bytes: int = Field(default=1_000_000, ge=1, description="Largest request body; larger is refused with 413.")
     auth_token: SecretStr | None = Field(
         default=None, description="When set, requests need `Authorization: Bearer <token>`."
     )
@@ -151,14 +152,29 @@ class Settings(BaseSettings):
         return self.redis.url
 
 
-def env_names(model: type[BaseModel] = Settings, prefix: str = "STREAMREC_") -> set[str]:
-    """Every environment variable name that maps to a setting (used to check deployment files)."""
-    names: set[str] = set()
+@dataclass(frozen=True)
+class SettingDoc:
+    env: str
+    default: str
+    description: str
+
+
+def setting_docs(model: type[BaseModel] = Settings, prefix: str = "STREAMREC_") -> list[SettingDoc]:
+    """Every setting with its environment variable, default and description (for docs and checks)."""
+    docs: list[SettingDoc] = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        full = f"{prefix}{name.upper()}"
+        env = f"{prefix}{name.upper()}"
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names |= env_names(annotation, f"{full}__")
-        else:
-            names.add(full)
-    return names
+            docs.extend(setting_docs(annotation, f"{env}__"))
+            continue
+        default = field.default_factory() if field.default_factory is not None else field.default
+        if isinstance(default, Path):
+            default = default.relative_to(REPO_ROOT) if default.is_relative_to(REPO_ROOT) else default
+        docs.append(SettingDoc(env, "unset" if default is None else str(default), field.description or ""))
+    return docs
+
+
+def env_names() -> set[str]:
+    """Every environment variable name that maps to a setting (used to check deployment files)."""
+    return {doc.env for doc in setting_docs()}

@@ -1,0 +1,142 @@
+"""Session fixtures: one real local stack (Kafka, Redis, Triton) on free ports.
+
+The test session runs its own stack through the same manager as ``streamrec up``,
+with its own ports and state folder, so a developer's running stack is never
+touched. Topics are shared by the session; every test writes events with its
+own ids and reads back only those (see ``kafka_reader``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from streamrec.kafka_admin import create_topics
+from streamrec.settings import REPO_ROOT, Settings, StackSettings
+from streamrec.stack import LocalStack
+from streamrec.stack.process import free_port
+
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+
+def make_stack_settings(state_dir: Path, **overrides) -> StackSettings:
+    ports = {
+        name: free_port()
+        for name in (
+            "kafka_port",
+            "kafka_controller_port",
+            "redis_port",
+            "triton_http_port",
+            "triton_grpc_port",
+            "triton_metrics_port",
+        )
+    }
+    return StackSettings(state_dir=state_dir, **{**ports, **overrides})
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
+    return make_stack_settings(tmp_path_factory.mktemp("stack") / "state")
+
+
+@pytest.fixture(scope="session")
+def local_stack(stack_settings: StackSettings) -> Iterator[LocalStack]:
+    stack = LocalStack(stack_settings, say=print)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def settings(local_stack: LocalStack) -> Settings:
+    """Settings whose clients point at the session's stack, with topics created."""
+    settings = Settings(stack=local_stack.settings)
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.exists():
+        pytest.skip(f"shared datasets not found at {DATA_DIR} (see DEVELOPERS.md: ../shared/data)")
+    return DATA_DIR
+
+
+class KafkaReader:
+    """Reads a topic from the beginning with a fresh consumer group and keeps what matches."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap = bootstrap_servers
+
+    def read(
+        self,
+        topic: str,
+        *,
+        match: Callable[[dict], bool],
+        expected: int,
+        timeout_s: float = 30.0,
+        settle_s: float = 1.0,
+    ) -> list[dict]:
+        """Messages (decoded JSON plus ``_key``/``_partition``) that satisfy ``match``.
+
+        Waits until ``expected`` matches arrived, then ``settle_s`` more to catch any
+        extra (duplicate) messages, so callers can assert exact counts.
+        """
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"test-reader-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        found: list[dict] = []
+        try:
+            metadata = consumer.list_topics(topic, timeout=10)
+            partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
+            consumer.assign(partitions)
+            deadline = time.monotonic() + timeout_s
+            settle_until: float | None = None
+            while time.monotonic() < deadline:
+                if settle_until is not None and time.monotonic() > settle_until:
+                    break
+                message = consumer.poll(0.2)
+                if message is None or message.error():
+                    continue
+                try:
+                    value = orjson.loads(message.value())
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(value, dict) and match(value):
+                    value["_key"] = message.key().decode() if message.key() else None
+                    value["_partition"] = message.partition()
+                    found.append(value)
+                    if len(found) >= expected and settle_until is None:
+                        settle_until = time.monotonic() + settle_s
+            return found
+        finally:
+            consumer.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_reader(settings: Settings) -> KafkaReader:
+    return KafkaReader(settings.bootstrap_servers)
+
+
+def stack_env(stack_settings: StackSettings) -> dict[str, str]:
+    """Environment that points a `streamrec` subprocess at the given stack."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMREC_")}
+    for field in ("state_dir", "kafka_port", "kafka_controller_port", "redis_port", "triton_http_port",
+                  "triton_grpc_port", "triton_metrics_port"):
+        env[f"STREAMREC_STACK__{field.upper()}"] = str(getattr(stack_settings, field))
+    return env
