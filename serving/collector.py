@@ -248,7 +248,8 @@ def _kind(raw: object, error: InvalidEvent) -> str:
     """A short label for metrics: pydantic's error type, or why the validator refused it."""
     if not isinstance(raw, dict):
         return "not_object"
-    if raw.get("type") not in EVENT_TYPES:
+    event_type = raw.get("type")
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         return "unknown_type"
     return error.errors[0]["type"] if error.errors else "invalid"
 

@@ -200,16 +200,92 @@ def config(
     console.print(table)
 
 
+@app.command()
+def lag(
+    ctx: typer.Context,
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Consumer group(s); default: all.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    max_lag: Annotated[int | None, typer.Option(help="Exit 2 when any partition lags more than this (alerting).")] = None,
+    sample_s: Annotated[float, typer.Option(help="Seconds between two offset samples, for the catch-up rate.")] = 2.0,
+) -> None:
+    """Committed offset, log-end offset, lag and estimated catch-up time per group, topic and partition."""
+    from streamrec.lag import LagReader
+
+    reader = LagReader(_settings(ctx).bootstrap_servers)
+    try:
+        rows = reader.read(group, sample_s=sample_s)
+    finally:
+        reader.close()
+    if as_json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        table = Table(title="consumer lag")
+        for column in ("group", "topic", "partition", "committed", "log end", "lag", "msg/s", "catch-up"):
+            table.add_column(column, justify="right" if column not in ("group", "topic") else "left")
+        for row in rows:
+            catch_up = "-" if row.lag == 0 else ("stalled" if row.catch_up_s == float("inf") else f"{row.catch_up_s:.0f} s")
+            table.add_row(row.group, row.topic, str(row.partition), str(row.committed if row.committed is not None else "-"),
+                          str(row.log_end), f"{row.lag:,}", f"{row.rate_per_s:,.0f}", catch_up)
+        console.print(table)
+    if max_lag is not None and any(row.lag > max_lag for row in rows):
+        worst = max(rows, key=lambda row: row.lag)
+        console.print(f"[red]lag {worst.lag:,} on {worst.group} {worst.topic}[{worst.partition}] exceeds {max_lag:,}[/red]")
+        raise typer.Exit(2)
+
+
 @model_app.command("init")
 def model_init(
     ctx: typer.Context,
     tiny: Annotated[bool, typer.Option(help="A tiny random BERT (tests), not the pretrained MiniLM.")] = False,
 ) -> None:
-    """Write version 1 of the item encoder into the model repository when none exists."""
-    from streamrec.model.bootstrap import init_item_encoder
+    """Write version 1 of the item encoder and the scorers (teacher, student) where a model has none."""
+    from streamrec.model.bootstrap import init_item_encoder, init_scorers
 
-    folder = init_item_encoder(_settings(ctx).stack.model_repo, tiny=tiny)
+    repo = _settings(ctx).stack.model_repo
+    folder = init_item_encoder(repo, tiny=tiny)
     console.print(f"wrote {folder}" if folder else "item_encoder already has a version")
+    written = init_scorers(repo, tiny=tiny)
+    for folder in written:
+        console.print(f"wrote {folder} (untrained head: train with `streamrec model train-scorer --publish`)")
+    if not written:
+        console.print("bert_scorer and bert_scorer_student already have versions")
+
+
+@model_app.command("train-scorer")
+def model_train_scorer(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="Training data (amazon_scientific: the one with item text).")] = "amazon_scientific",
+    data_dir: Annotated[Path, typer.Option(help="Folder with the shared datasets.")] = REPO_ROOT.parent / "shared" / "data",
+    out: Annotated[Path, typer.Option(help="Model repository the trained versions are written to.")] = REPO_ROOT / "bench-out" / "models",
+    publish: Annotated[bool, typer.Option(help="Write into the configured model repository (Triton's) instead of --out.")] = False,
+    encoder_minutes: Annotated[float, typer.Option(help="Time budget of encoder fine-tuning.")] = 20.0,
+    scorer_minutes: Annotated[float, typer.Option(help="Time budget of scorer (teacher) fine-tuning.")] = 40.0,
+    student_minutes: Annotated[float, typer.Option(help="Time budget of student distillation.")] = 10.0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+) -> None:
+    """Fine-tune the item encoder and the scorer on real shop data, distil the CPU student; write new versions.
+
+    The recipe (streamrec.model.recipe) trains on the training split and early-stops on the
+    validation split; each model becomes a self-contained version folder written atomically.
+    """
+    import torch
+
+    from streamrec.model.recipe import Plan, train_models
+
+    if dataset != "amazon_scientific":
+        console.print(f"[red]error:[/red] {dataset} has no item text; the scorer trains on amazon_scientific")
+        raise typer.Exit(2)
+    from streamrec.datasets.amazon_pairs import load_corpus
+
+    torch.set_num_threads(threads)
+    plan = Plan()
+    plan.encoder.max_minutes, plan.scorer.max_minutes, plan.distill.max_minutes = (
+        encoder_minutes, scorer_minutes, student_minutes)
+    repo = _settings(ctx).stack.model_repo if publish else out
+    trained = train_models(load_corpus(data_dir), repo, plan, say=console.print, lineage={"dataset": dataset})
+    report = repo / "train-report.json"
+    report.write_text(json.dumps(trained.reports, indent=2, default=str))
+    console.print(f"encoder {trained.encoder}\nscorer {trained.scorer}\nstudent {trained.student}\nreport {report}")
 
 
 def _add_component_commands() -> None:

@@ -103,6 +103,42 @@ class CollectorSettings(_Section):
     )
 
 
+class StreamsSettings(_Section):
+    """The Faust worker that turns events into profiles and item statistics in Redis."""
+
+    app_id: str = Field(default="streamrec-streams", description="Faust app id, also the Kafka consumer group.")
+    web_host: str = Field(default="127.0.0.1", description="Worker web server bind address (metrics, health).")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="Worker web server port; /metrics is there.")
+    agents: list[Literal["interactions", "catalog"]] = Field(
+        default_factory=lambda: ["interactions", "catalog"],
+        description="Agents this worker runs (catalog embedding can scale apart from interactions).",
+    )
+    batch_max: int = Field(default=1000, ge=1, description="Most events applied to Redis in one batch.")
+    batch_within_s: float = Field(default=0.02, gt=0, description="Longest wait to fill a batch.")
+    weight_click: float = Field(default=1.0, gt=0, description="Weight of a click in profiles and statistics.")
+    weight_cart: float = Field(default=3.0, gt=0, description="Weight of an add-to-cart.")
+    weight_purchase: float = Field(default=5.0, gt=0, description="Weight of a purchase.")
+    half_life_s: float = Field(default=7 * 86400, gt=0, description="Half-life of category affinities and the profile vector.")
+    recent_max: int = Field(default=50, ge=1, description="Interactions kept per user.")
+    categories_max: int = Field(default=32, ge=1, description="Category affinities kept per user (strongest).")
+    purchased_max: int = Field(default=100, ge=1, description="Purchased items kept per user (for exclusion).")
+    profile_ttl_s: int = Field(default=90 * 86400, ge=1, description="A profile untouched this long expires.")
+    dedup_window_s: float = Field(default=3600, gt=0, description="A repeated event_id within this window is dropped.")
+    dedup_max_ids: int = Field(default=64, ge=1, description="Event ids remembered per user for deduplication.")
+    bot_max_clicks: int = Field(default=30, ge=2, description="More clicks than this by one user within bot_window_s is bot-like.")
+    bot_window_s: float = Field(default=10.0, gt=0, description="Window of the bot-like click-rate rule.")
+    price_tolerance: float = Field(default=0.5, gt=0, description="Purchase price off the catalog price by more than this fraction is an outlier.")
+    max_future_s: float = Field(default=300.0, ge=0, description="Event ts further ahead of its Kafka timestamp is quarantined.")
+    max_late_s: float = Field(default=7 * 86400, gt=0, description="Event ts further behind its Kafka timestamp is quarantined.")
+    popularity_short_s: float = Field(default=3600, gt=0, description="Time constant of short-term item popularity (1 h).")
+    popularity_long_s: float = Field(default=86400, gt=0, description="Time constant of long-term item popularity (24 h).")
+    covisit_window_s: float = Field(default=1800, gt=0, description="Two interactions of one user this close are co-visits.")
+    covisit_top_n: int = Field(default=50, ge=1, description="Co-visitation neighbours kept per item.")
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, description="A worker silent this long loses its partitions to the others."
+    )
+
+
 class Settings(BaseSettings):
     """Root settings object; build it once per process with ``Settings()``."""
 
@@ -119,6 +155,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     events: EventRules = EventRules()
     collector: CollectorSettings = CollectorSettings()
+    streams: StreamsSettings = StreamsSettings()
 
     @model_validator(mode="after")
     def _default_clients_to_local_stack(self) -> "Settings":

@@ -18,6 +18,8 @@ class Topic(StrEnum):
     CATALOG = "catalog.items"
     RECOMMENDATIONS = "recommendations"
     DLQ = "events.dlq"
+    QUARANTINE = "events.quarantine"
+    PROFILES_UPDATED = "profiles.updated"
 
 
 @dataclass(frozen=True)
@@ -39,4 +41,10 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.RECOMMENDATIONS),
     # Dead letters keep their raw payloads for a month so that nothing is lost.
     TopicSpec(Topic.DLQ, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    # Outliers the streams workers set aside, with the rule that caught them.
+    TopicSpec(Topic.QUARANTINE, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    # One message per profile change: {user_id, newest_event_ts}; serving refreshes on it.
+    TopicSpec(Topic.PROFILES_UPDATED, config={"retention.ms": str(24 * 3600 * 1000)}),
 )
+
+INTERACTION_TOPICS: tuple[Topic, ...] = (Topic.CLICKS, Topic.CARTS, Topic.PURCHASES)

@@ -1,4 +1,7 @@
-"""The Faust streams worker (issue 3): consumes events and keeps profiles in Redis.
+"""The Faust streams worker: clean events, keep user profiles and item statistics in Redis.
 
-Not built yet; this package exists so the fixed repository layout is in place.
+``app.py`` builds the Faust app and its agents; ``processor.py`` applies a batch
+of interactions to Redis effectively once; ``cleaning.py`` holds the data rules;
+``profile_logic.py`` the profile arithmetic; ``catalog.py`` stores items with
+their embeddings.
 """

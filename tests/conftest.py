@@ -43,21 +43,25 @@ def make_stack_settings(state_dir: Path, **overrides) -> StackSettings:
 
 def make_model_repo(target: Path) -> Path:
     """A model repository with the project's configs and tiny random versions (fast to load)."""
-    from streamrec.model.bootstrap import init_item_encoder
+    from streamrec.model.bootstrap import init_item_encoder, init_scorers
 
     for config in (REPO_ROOT / "model_repo").glob("*/config.pbtxt"):
         destination = target / config.parent.name
         destination.mkdir(parents=True, exist_ok=True)
         shutil.copy2(config, destination / "config.pbtxt")
     init_item_encoder(target, tiny=True)
+    init_scorers(target, tiny=True)
     return target
+
+
+SESSION_MODELS = ["item_encoder", "bert_scorer", "bert_scorer_student"]
 
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
     root = tmp_path_factory.mktemp("stack")
     return make_stack_settings(
-        root / "state", model_repo=make_model_repo(root / "model_repo"), triton_load_models=["item_encoder"]
+        root / "state", model_repo=make_model_repo(root / "model_repo"), triton_load_models=SESSION_MODELS
     )
 
 

@@ -34,7 +34,7 @@ Kind = Literal["encoder", "scorer"]
 WEIGHTS = "model.safetensors"
 METADATA = "metadata.json"
 BACKEND_CLASS = {"encoder": "EncoderBackend", "scorer": "ScorerBackend"}
-REQUIRED_FILES = ("model.py", WEIGHTS, "config.json", METADATA)
+REQUIRED_FILES = ("model.py", WEIGHTS, "config.json", "tokenizer.json", METADATA)
 
 
 @dataclass
@@ -130,4 +130,6 @@ def load_folder(
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"{folder}: weight {name} has non-finite values")
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if tokenizer.vocab_size != config.vocab_size:  # e.g. an empty fallback tokenizer would score garbage
+        raise ValueError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens, the weights {config.vocab_size}")
     return module.to(device).eval(), tokenizer, metadata

@@ -69,7 +69,9 @@ class CrossEncoderScorer(nn.Module):
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        return self.head(hidden[:, 0]).squeeze(-1)
+        first = hidden[:, 0].float()
+        with torch.autocast(first.device.type, enabled=False):  # the logit keeps full precision under autocast
+            return self.head(first).squeeze(-1)
 
 
 def load_backbone(path: Path | None = None, config: BertConfig | None = None) -> BertModel:

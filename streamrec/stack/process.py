@@ -65,6 +65,7 @@ class ManagedProcess:
                 start_new_session=True,  # own process group: `down` signals the whole tree
             )
         self.pid_path.write_text(str(process.pid))
+        _wait_for_exec(process, self.marker)
         return process.pid
 
     def exited(self) -> bool:
@@ -104,6 +105,17 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"  # zombies count as gone
     except FileNotFoundError:
         return False
+
+
+def _wait_for_exec(process: subprocess.Popen, marker: str, timeout_s: float = 5.0) -> None:
+    """Wait until the new process's command line shows the marker.
+
+    ``/proc/<pid>/cmdline`` reads empty for a moment after exec; a ``pid()`` in that window
+    would take our own new process for a stale PID, delete its PID file and report it exited.
+    """
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and not _cmdline_contains(process.pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _cmdline_contains(pid: int, marker: str) -> bool:

@@ -139,3 +139,20 @@ def test_stale_pid_file_never_signals_an_unrelated_process(tmp_path):
     finally:
         unrelated.send_signal(signal.SIGKILL)
         unrelated.wait()
+
+
+def test_a_process_just_started_is_not_taken_for_a_stale_pid(tmp_path):
+    """/proc/PID/cmdline reads empty for a moment after exec; ``start`` must not return inside that window."""
+    for attempt in range(10):
+        marker = str(tmp_path / f"sleeper-{attempt}")
+        process = ManagedProcess(
+            name=f"sleeper-{attempt}", argv=[sys.executable, "-c", "import time; time.sleep(30)", marker],
+            run_dir=tmp_path / "run", log_path=tmp_path / "logs" / "sleeper.log", marker=marker,
+        )
+        pid = process.start()
+        try:
+            assert not process.exited() and process.pid() == pid
+        finally:
+            process.stop(timeout_s=5.0)
+            os.kill(pid, signal.SIGKILL)  # also when the test failed and stop() lost track of it
+            os.waitpid(pid, 0)

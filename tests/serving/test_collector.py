@@ -136,6 +136,7 @@ BAD_EVENTS: dict[str, tuple[Callable[[str, str], list[object]], str]] = {
     ),
     "timestamp in seconds": (lambda user, m: [click(user, m, ts=NOW_MS // 1000)], "ts: Input should be greater"),
     "unknown event type": (lambda user, m: [click(user, m, type="like")], "unknown event type 'like'"),
+    "event type not a string": (lambda user, m: [click(user, m, type=["click"])], "unknown event type ['click']"),
     "unknown field": (lambda user, m: [click(user, "i", colour=m)], "colour: Extra inputs are not permitted"),
     "not an object": (lambda user, m: [f"click {m}"], "event must be a JSON object, got str"),
     "duplicate event_id": (_duplicate, "duplicate event_id in batch"),
@@ -204,12 +205,12 @@ BAD_REQUESTS: dict[str, tuple[Callable[[str, str], bytes], int, str]] = {
     "bad JSON": (
         lambda user, m: f'[{{"type": "click", "user_id": "{user}", "item_id": "{m}"'.encode(),
         400,
-        "not valid JSON",
+        "request body is not valid JSON:",
     ),
     "invalid UTF-8": (
         lambda user, m: f'[{{"type": "click", "user_id": "{user}", "item_id": "{m}\xff"}}]'.encode("latin-1"),
         400,
-        "not valid UTF-8",
+        "request body is not valid UTF-8 (byte",
     ),
     "not an array": (
         lambda user, m: orjson.dumps(click(user, m)),
@@ -270,7 +271,7 @@ async def test_body_over_the_limit_is_refused_without_reading_it_all(settings, k
     async def endless_body() -> AsyncIterator[bytes]:
         nonlocal chunks_sent
         yield f'[{{"item_id": "{marker}", "pad": "'.encode()
-        while True:
+        for _ in range(2_000):  # 2 MB, far past the limit; a collector that reads it all fails below
             chunks_sent += 1
             yield b"x" * 1024
 
@@ -359,7 +360,7 @@ def test_cli_serves_the_collector_over_real_http(settings, kafka_reader, tmp_pat
     """`streamrec collector serve` under uvicorn, configured only through STREAMREC_* variables."""
     port, user = free_port(), f"user-{uuid.uuid4()}"
     env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if not key.startswith("STREAMREC_")},
         "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "STREAMREC_COLLECTOR__PORT": str(port),
         "STREAMREC_COLLECTOR__MAX_BODY_BYTES": "100000",

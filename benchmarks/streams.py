@@ -1,0 +1,310 @@
+#!/usr/bin/env python
+"""Streams benchmark: events into profiles in Redis through the Faust worker.
+
+    benchmarks/streams.py [--quick] --json OUT
+
+Starts an isolated local stack (Kafka, Redis, Triton serving the MiniLM item
+encoder), loads the real catalogs (Diginetica, Amazon Scientific), and replays
+real events (Diginetica views and purchases, YooChoose clicks, Amazon
+purchases), looped to the requested count. Rows beyond the real ones are
+synthetic copies under new user ids (``~loopN``) and are reported as such.
+
+Metrics: ``worker_events_per_s`` and ``two_workers_events_per_s`` (sustained:
+committed-offset progress between 10% and 90% of the backlog), latency from
+event time to the profile update at a fixed rate (``p50/p99_event_to_profile_ms``,
+measured as event ts -> its ``profiles.updated`` signal, published right after
+the Redis transaction), and ``redis_bytes_per_user`` (MEMORY USAGE of profile
+keys). Medians of repeated runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import redis
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import isolated_stack, machine, median, quantile, stack_environment, write_json  # noqa: E402
+from streamrec.datasets.loaders import DatasetEvent, load  # noqa: E402
+from streamrec.datasets.replay import catalog_event, interaction_event  # noqa: E402
+from streamrec.lag import LagReader  # noqa: E402
+from streamrec.model.bootstrap import init_item_encoder  # noqa: E402
+from streamrec.producer import EventProducer  # noqa: E402
+from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
+from streamrec.stack.process import free_port  # noqa: E402
+from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
+
+console = Console()
+DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+EVENT_SPAN_MS = 24 * 3600 * 1000  # real relative timing, compressed into the last 24 hours
+
+
+def build_events(total: int) -> tuple[list[DatasetEvent], list, int]:
+    """Real events of three datasets in one time-ordered stream, looped to ``total``."""
+    datasets = [load(name, DATA_DIR) for name in ("diginetica", "yoochoose", "amazon_scientific")]
+    catalog = [item for dataset in datasets for item in dataset.catalog]
+    real: list[DatasetEvent] = []
+    for dataset in datasets:
+        first, last = dataset.events[0].time_ms, dataset.events[-1].time_ms
+        scale = EVENT_SPAN_MS / max(1, last - first)
+        real += [replace(e, time_ms=int((e.time_ms - first) * scale)) for e in dataset.events]
+    real.sort(key=lambda e: e.time_ms)
+    events = list(real[:total])
+    loop = 1
+    while len(events) < total:
+        for e in real[: total - len(events)]:
+            events.append(replace(e, user_id=f"{e.user_id}~loop{loop}", session_id=f"{e.session_id}~loop{loop}"))
+        loop += 1
+    return events, catalog, min(len(real), total)
+
+
+def produce(settings: Settings, events: list[DatasetEvent], catalog: list | None = None) -> None:
+    now = int(time.time() * 1000)
+    with EventProducer.from_settings(settings) as producer:
+        for item in catalog or []:
+            producer.produce(catalog_event(item, now))
+        base = now - EVENT_SPAN_MS
+        for count, event in enumerate(events, 1):
+            producer.produce(interaction_event(event, base + event.time_ms))
+            if count % 50_000 == 0:
+                producer.poll(0)
+
+
+class Worker:
+    def __init__(self, settings: Settings, group: str, redis_url: str, agents: str, log: Path) -> None:
+        self.port = free_port()
+        env = {
+            **stack_environment(settings),
+            "STREAMREC_REDIS__URL": redis_url,
+            "STREAMREC_STREAMS__APP_ID": group,
+            "STREAMREC_STREAMS__WEB_PORT": str(self.port),
+            "STREAMREC_STREAMS__AGENTS": agents,
+        }
+        self.log = open(log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamrec", "streams", "worker"], env=env, stdout=self.log, stderr=self.log
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def consumed(settings: Settings, group: str) -> tuple[int, int]:
+    """(committed, log end) summed over the interaction topics."""
+    topics = [t.value for t in INTERACTION_TOPICS]
+    reader = LagReader(settings.bootstrap_servers)
+    try:
+        rows = [row for row in reader.read([group], sample_s=0, topics=topics) if row.topic in topics]
+    finally:
+        reader.close()
+    return sum(row.log_end - row.lag for row in rows), sum(row.log_end for row in rows)
+
+
+def start_at_log_end(settings: Settings, group: str) -> None:
+    """Commit the log-end offsets for a new group, so its worker starts with no backlog."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        offsets = []
+        for topic in INTERACTION_TOPICS:
+            for partition in metadata[topic.value].partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic.value, partition), timeout=10)
+                offsets.append(TopicPartition(topic.value, partition, high))
+        consumer.commit(offsets=offsets, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def clear_state(client: redis.Redis) -> None:
+    """Drop profiles, statistics and watermarks; keep the catalog (i:*) for the next run."""
+    for pattern in ("u:*", "is:*", "cv:*", "z:*", "wm:*"):
+        batch = []
+        for key in client.scan_iter(pattern, count=10_000):
+            batch.append(key)
+            if len(batch) >= 10_000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+
+
+def throughput_run(settings: Settings, workers: int, redis_url: str, logs: Path) -> float:
+    group = f"bench-{workers}w-{uuid.uuid4().hex[:6]}"
+    started = [Worker(settings, group, redis_url, '["interactions"]', logs / f"{group}-{n}.log") for n in range(workers)]
+    samples: list[tuple[float, int]] = []
+    try:
+        _, total = consumed(settings, group)
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            done, total = consumed(settings, group)
+            samples.append((time.monotonic(), done))
+            if done >= total:
+                break
+            time.sleep(0.5)
+    finally:
+        for worker in started:
+            worker.stop()
+    t10 = next(t for t, done in samples if done >= 0.1 * total)
+    t90 = next(t for t, done in samples if done >= 0.9 * total)
+    return 0.8 * total / max(t90 - t10, 1e-9)
+
+
+async def latency_run(settings: Settings, events: list[DatasetEvent], rate: float, seconds: float) -> list[float]:
+    """Produce at ``rate`` events/s and time each profiles.updated signal against its event ts."""
+    consumer = AIOKafkaConsumer(
+        Topic.PROFILES_UPDATED.value, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest",
+        group_id=f"bench-latency-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    await asyncio.sleep(2)  # let the assignment settle so no signal is missed
+    latencies: list[float] = []
+    start_ms = int(time.time() * 1000)
+
+    async def listen() -> None:
+        async for message in consumer:
+            signal = orjson.loads(message.value)
+            if signal["newest_event_ts"] >= start_ms:
+                latencies.append(time.time() * 1000 - signal["newest_event_ts"])
+
+    listener = asyncio.create_task(listen())
+    producer = EventProducer.from_settings(settings, linger_ms=1)
+    tag = uuid.uuid4().hex[:6]
+    count = int(rate * seconds)
+    began = time.monotonic()
+    for n in range(count):
+        due = began + n / rate
+        while (delay := due - time.monotonic()) > 0:
+            await asyncio.sleep(min(delay, 0.005))
+        row = events[n % len(events)]
+        producer.produce(interaction_event(replace(row, user_id=f"{row.user_id}~lat{tag}"), int(time.time() * 1000)))
+        if n % 100 == 0:
+            producer.poll(0)
+    producer.flush()
+    await asyncio.sleep(3)
+    listener.cancel()
+    await consumer.stop()
+    return latencies
+
+
+def bytes_per_user(client: redis.Redis, sample: int = 2000) -> float:
+    keys = []
+    for key in client.scan_iter("u:*", count=10_000):
+        keys.append(key)
+        if len(keys) >= sample:
+            break
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        sizes = pipe.execute()
+    return sum(sizes) / max(1, len(sizes))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100k events, shorter latency phase")
+    parser.add_argument("--json", help="write {'metrics': ...} here")
+    parser.add_argument("--events", type=int, help="events to replay (default 500,000; quick 100,000)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=2000.0, help="events/s of the latency phase")
+    args = parser.parse_args()
+    total = args.events or (100_000 if args.quick else 500_000)
+    latency_seconds = 10.0 if args.quick else 30.0
+
+    events, catalog, real_rows = build_events(total)
+    console.print(f"replay: {total:,} events ({real_rows:,} real rows, {total - real_rows:,} synthetic loop copies)")
+    logs = Path(tempfile.mkdtemp(prefix="streamrec-bench-logs-"))
+    model_repo = Path(tempfile.mkdtemp(prefix="streamrec-bench-models-"))
+    shutil.copytree(REPO_ROOT / "model_repo" / "item_encoder", model_repo / "item_encoder",
+                    ignore=shutil.ignore_patterns("[0-9]*"))
+    init_item_encoder(model_repo)  # the real MiniLM encoder: 384-dimension vectors, as in production
+    runs: dict[str, list[float]] = {"worker_events_per_s": [], "two_workers_events_per_s": [], "p50": [], "p99": []}
+    with isolated_stack(model_repo=model_repo, triton_load_models=["item_encoder"]) as settings:
+        redis_url = settings.redis_url
+        client = redis.Redis.from_url(redis_url)
+        console.print("producing catalog and events…")
+        produce(settings, events, catalog)
+        console.print(f"embedding {len(catalog):,} catalog items with MiniLM on Triton…")
+        loader = Worker(settings, "bench-catalog", redis_url, '["catalog"]', logs / "catalog.log")
+        while sum(1 for _ in client.scan_iter("i:*", count=10_000)) < len({item.item_id for item in catalog}):
+            time.sleep(2)
+        loader.stop()
+
+        sizes = []
+        for run in range(args.runs):
+            clear_state(client)
+            rate = throughput_run(settings, 1, redis_url, logs)
+            runs["worker_events_per_s"].append(rate)
+            sizes.append(bytes_per_user(client))
+            console.print(f"run {run + 1}: one worker {rate:,.0f} events/s")
+        for run in range(args.runs):
+            clear_state(client)
+            rate = throughput_run(settings, 2, redis_url, logs)
+            runs["two_workers_events_per_s"].append(rate)
+            console.print(f"run {run + 1}: two workers {rate:,.0f} events/s")
+
+        group = f"bench-latency-{uuid.uuid4().hex[:6]}"
+        clear_state(client)
+        start_at_log_end(settings, group)  # time fresh events only, not the backlog
+        worker = Worker(settings, group, redis_url, '["interactions"]', logs / "latency.log")
+        try:
+            time.sleep(8)  # worker start-up and partition assignment
+            for run in range(args.runs):
+                latencies = asyncio.run(latency_run(settings, events[:real_rows], args.rate, latency_seconds))
+                runs["p50"].append(quantile(latencies, 0.5))
+                runs["p99"].append(quantile(latencies, 0.99))
+                console.print(f"run {run + 1}: {len(latencies):,} signals, p50 {runs['p50'][-1]:.0f} ms, p99 {runs['p99'][-1]:.0f} ms")
+        finally:
+            worker.stop()
+        client.close()
+
+    metrics = {
+        "worker_events_per_s": round(median(runs["worker_events_per_s"])),
+        "two_workers_events_per_s": round(median(runs["two_workers_events_per_s"])),
+        "p50_event_to_profile_ms": round(median(runs["p50"]), 1),
+        "p99_event_to_profile_ms": round(median(runs["p99"]), 1),
+        "redis_bytes_per_user": round(median(sizes)),
+    }
+    targets = {
+        "worker_events_per_s": ("≥ 10,000", metrics["worker_events_per_s"] >= 10_000),
+        "two_workers_events_per_s": ("(scale-out)", None),
+        "p50_event_to_profile_ms": ("", None),
+        "p99_event_to_profile_ms": ("≤ 100 at 2,000/s", metrics["p99_event_to_profile_ms"] <= 100),
+        "redis_bytes_per_user": ("≤ 5,120", metrics["redis_bytes_per_user"] <= 5120),
+    }
+    table = Table(title=f"streams benchmark ({total:,} events, {total - real_rows:,} synthetic; medians of {args.runs})")
+    for column in ("metric", "value", "target", "met"):
+        table.add_column(column)
+    for name, value in metrics.items():
+        target, met = targets[name]
+        table.add_row(name, f"{value:,}", target, "" if met is None else ("yes" if met else "[red]no[/red]"))
+    console.print(table)
+    write_json(args.json, metrics, runs=runs, events=total, real_rows=real_rows, synthetic_rows=total - real_rows,
+               machine=machine(), command=" ".join(sys.argv))
+    shutil.rmtree(model_repo, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    random.seed(0)
+    main()

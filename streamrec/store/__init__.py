@@ -1,0 +1,1 @@
+"""Redis key layout and the encoders/decoders of what is stored there (written by streams, read by serving)."""

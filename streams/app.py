@@ -1,0 +1,190 @@
+"""The Faust app of the streams worker: agents for interactions and catalog items.
+
+``create_app`` builds everything from the settings (no module-level app), so a
+test or a second worker in the same interpreter gets its own. The agents only
+move records between Kafka and the processors (``processor.py``,
+``catalog.py``), which hold the logic and are tested on their own.
+
+Faust commits a batch's offsets after the agent asks for the next batch
+(``take_events`` acks on resume) and flushes its producer before committing,
+so the committed offset never runs ahead of what reached Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import faust
+import redis.asyncio as redis
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streamrec.model.encoder_client import TritonEncoderClient
+from streamrec.settings import Settings
+from streamrec.topics import INTERACTION_TOPICS, Topic
+from streams.catalog import CatalogProcessor
+from streams.metrics import StreamsMetrics
+from streams.processor import BatchResult, InteractionProcessor, Record, load_redis_functions
+
+log = logging.getLogger(__name__)
+
+
+def _broker_url(bootstrap_servers: str) -> str:
+    return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
+
+
+def _record(event: faust.EventT) -> Record:
+    message = event.message
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000),
+        key=message.key,
+        value=message.value,
+    )
+
+
+class StreamsRuntime:
+    """What the agents share inside one worker: clients, processors, metrics, progress."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = StreamsMetrics()
+        self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per partition
+        self._redis: redis.Redis | None = None
+        self._interactions: InteractionProcessor | None = None
+        self._catalog: CatalogProcessor | None = None
+
+    async def redis(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.settings.redis_url)
+            await load_redis_functions(self._redis)
+        return self._redis
+
+    async def publish_many(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+        producer = self.app.producer
+        pending = [await producer.send(topic, key, value, None, None, None) for topic, key, value in messages]
+        await asyncio.gather(*pending)
+
+    async def interactions(self) -> InteractionProcessor:
+        if self._interactions is None:
+            self._interactions = InteractionProcessor(
+                client=await self.redis(),
+                settings=self.settings.streams,
+                group=self.settings.streams.app_id,
+                publish=self.publish_many,
+                dlq_raw_max_bytes=self.settings.collector.dlq_raw_max_bytes,
+            )
+        return self._interactions
+
+    async def catalog(self) -> CatalogProcessor:
+        if self._catalog is None:
+            assert self.settings.triton.grpc_url is not None
+            self._catalog = CatalogProcessor(
+                client=await self.redis(),
+                encoder=TritonEncoderClient(self.settings.triton.grpc_url),
+                publish=self.publish_many,
+                dlq_raw_max_bytes=self.settings.collector.dlq_raw_max_bytes,
+            )
+        return self._catalog
+
+    def observe(self, records: list[Record], result: BatchResult) -> None:
+        metrics = self.metrics
+        metrics.batch_size.observe(len(records))
+        metrics.redis_seconds.observe(result.redis_seconds)
+        metrics.skipped.inc(result.skipped)
+        if result.attempts > 1:
+            metrics.conflicts.inc(result.attempts - 1)
+        now_ms = time.time() * 1000
+        for applied in result.applied:
+            metrics.events.labels(applied.type).inc()
+            metrics.event_to_redis.observe(max(0.0, now_ms - applied.ts) / 1000)
+        for _, rejection in result.rejected:
+            metrics.rejections.labels(rejection.rule.value).inc()
+        for record in records:
+            self.positions[(record.topic, record.partition)] = record.offset + 1
+
+    async def until_done(self, work, what: str):
+        """Retry ``work`` until it succeeds: a batch is never acked (and so never committed) unapplied."""
+        backoff = 0.2
+        while True:
+            try:
+                return await work()
+            except Exception:  # Redis or Kafka away: wait, the batch stays unacknowledged
+                log.exception("%s failed; retrying in %.1f s", what, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+
+def create_app(settings: Settings) -> faust.App:
+    streams = settings.streams
+    app = faust.App(
+        streams.app_id,
+        broker=_broker_url(settings.bootstrap_servers),
+        store="memory://",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=streams.web_host,
+        web_port=streams.web_port,
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # topics belong to `streamrec topics create`
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        broker_session_timeout=streams.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, streams.session_timeout_s / 4),
+        stream_buffer_maxsize=max(4096, streams.batch_max * 4),
+    )
+    runtime = StreamsRuntime(app, settings)
+    app.streamrec_runtime = runtime  # for tests and the metrics page
+
+    interactions_topic = app.topic(*(topic.value for topic in INTERACTION_TOPICS))
+    catalog_topic = app.topic(Topic.CATALOG.value)
+    updates_topic = Topic.PROFILES_UPDATED.value
+
+    async def apply_interactions(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(streams.batch_max, within=streams.batch_within_s):
+            records = [_record(event) for event in events]
+            processor = await runtime.interactions()
+            result = await runtime.until_done(lambda: processor.process(records), "applying interactions")
+            runtime.observe(records, result)
+            if result.updated_users:
+                signals = [
+                    (updates_topic, user.encode(), f'{{"user_id":"{user}","newest_event_ts":{ts}}}'.encode())
+                    for user, ts in result.updated_users.items()
+                ]
+                await runtime.until_done(lambda: runtime.publish_many(signals), "publishing profile updates")
+
+    async def store_catalog(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(256, within=0.2):
+            records = [_record(event) for event in events]
+            processor = await runtime.catalog()
+            stored = await runtime.until_done(lambda: processor.process(records), "storing catalog items")
+            runtime.metrics.catalog_items.inc(stored)
+            runtime.metrics.encoder_failures.set(processor.encoder_failures)
+
+    if "interactions" in streams.agents:
+        app.agent(interactions_topic, name="interactions")(apply_interactions)
+    if "catalog" in streams.agents:
+        app.agent(catalog_topic, name="catalog")(store_catalog)
+
+    @app.timer(5.0)
+    async def report_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                position = runtime.positions.get((tp.topic, tp.partition), highwater)
+                runtime.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):  # noqa: ANN001 - Faust's view signature
+        # aiohttp sets the charset itself and refuses one inside content_type.
+        content_type = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+        return web.bytes(generate_latest(runtime.metrics.registry), content_type=content_type)
+
+    return app

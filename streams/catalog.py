@@ -1,0 +1,101 @@
+"""Catalog items into Redis with their text embedding from the item encoder on Triton.
+
+An item is usable (candidate retrieval, profile vectors) as soon as its record
+is written, which happens in the same batch that embeds it. When Triton is down
+the batch waits and retries with backoff rather than storing items without
+embeddings or skipping them: catalog updates are rare and must not be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import numpy as np
+import orjson
+import redis.asyncio as redis
+
+from streamrec.deadletter import DeadLetter
+from streamrec.events import CatalogItem, EventValidator, InvalidEvent
+from streamrec.model.encoder_client import EncoderUnavailable
+from streamrec.model.texts import item_text
+from streamrec.store import keys
+from streamrec.store.catalog import CatalogRecord
+from streamrec.topics import Topic
+from streams.processor import PublishMany, Record
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    async def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class CatalogProcessor:
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        encoder: Encoder,
+        publish: PublishMany,
+        max_backoff_s: float = 30.0,
+        dlq_raw_max_bytes: int = 262_144,
+    ) -> None:
+        self._redis = client
+        self._encoder = encoder
+        self._publish = publish
+        self._max_backoff_s = max_backoff_s
+        self._dlq_raw_max_bytes = dlq_raw_max_bytes
+        self._validator = EventValidator(max_future_skew_s=None)
+        self.encoder_failures = 0
+
+    async def process(self, records: list[Record]) -> int:
+        """Store the batch's items; returns how many were written."""
+        latest: dict[str, CatalogItem] = {}
+        dead: list[tuple[str, bytes | None, bytes]] = []
+        for record in records:
+            try:
+                event = self._validator.parse(orjson.loads(record.value))
+                if not isinstance(event, CatalogItem):
+                    raise InvalidEvent(f"a {event.type} event on {record.topic}")
+            except (orjson.JSONDecodeError, InvalidEvent) as error:
+                reason = error.reason if isinstance(error, InvalidEvent) else f"not JSON: {error}"
+                letter = DeadLetter.wrap(record.value, reason=reason, source=f"streams:{record.topic}",
+                                         max_raw_bytes=self._dlq_raw_max_bytes)
+                dead.append((Topic.DLQ, record.key, letter.encode()))
+                continue
+            latest[event.item_id] = event  # partition order: the last version wins
+        if dead:
+            await self._publish(dead)
+        if not latest:
+            return 0
+        items = list(latest.values())
+        embeddings = await self._embed([item_text(i.title, i.category_path, i.brand) for i in items])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for item, embedding in zip(items, embeddings, strict=True):
+                record = CatalogRecord(
+                    item_id=item.item_id,
+                    title=item.title,
+                    category_path=tuple(item.category_path),
+                    brand=item.brand,
+                    price=item.price,
+                    currency=item.currency,
+                    available=item.available,
+                    updated_ts=item.ts,
+                    embedding=embedding,
+                )
+                pipe.hset(keys.item(item.item_id), mapping=record.to_hash())
+            await pipe.execute()
+        return len(items)
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        backoff = 0.5
+        while True:
+            try:
+                return await self._encoder.encode(texts)
+            except EncoderUnavailable as error:
+                self.encoder_failures += 1
+                log.warning("item encoder unavailable (%s); retrying in %.1f s", error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)

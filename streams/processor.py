@@ -1,0 +1,269 @@
+"""Apply a batch of interaction records to Redis effectively once.
+
+Redis writes cannot join a Kafka transaction, so the batch is made idempotent
+instead: every (topic, partition) has a watermark key holding the highest
+offset already applied, and the watermark moves in the same MULTI/EXEC as the
+profile and statistics writes. Offsets are committed to Kafka only after that
+(Faust acks a batch when the next one is requested). A worker killed at any
+point therefore either applied a batch completely (and skips it on replay) or
+not at all. WATCH on the watermarks and the touched profiles makes a second
+worker that still believes it owns a partition (during a rebalance) retry
+instead of overwriting.
+
+Rejected events are published (and their delivery awaited) before the EXEC,
+so a crash can duplicate a dead letter but never lose one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as redis
+from redis.exceptions import WatchError
+
+from streamrec.deadletter import DeadLetter
+from streamrec.events import CartEvent, ClickEvent, EventValidator, InvalidEvent, PurchaseEvent
+from streamrec.settings import StreamsSettings
+from streamrec.store import keys
+from streamrec.store.catalog import CatalogRecord
+from streamrec.store.profile import UserProfile
+from streamrec.topics import Topic
+from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
+from streams.profile_logic import Applied, apply_interaction
+
+Interaction = ClickEvent | CartEvent | PurchaseEvent
+# Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
+PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
+CATALOG_FIELDS = ("title", "cat", "brand", "price", "cur", "avail", "ts", "emb")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka message as the processor sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchResult:
+    applied: list[Applied] = field(default_factory=list)
+    rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+    updated_users: dict[str, int] = field(default_factory=dict)  # user -> newest event ts
+    skipped: int = 0  # already applied before (offset at or below the watermark)
+    attempts: int = 1  # > 1 when WATCH saw another writer and the batch was recomputed
+    redis_seconds: float = 0.0
+
+
+def _parse(record: Record, validator: EventValidator) -> Interaction | Rejection:
+    try:
+        event = validator.parse(orjson.loads(record.value))
+    except orjson.JSONDecodeError as error:
+        return Rejection(Rule.MALFORMED, f"not JSON: {error}")
+    except InvalidEvent as error:
+        return Rejection(Rule.MALFORMED, error.reason)
+    if not isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
+        return Rejection(Rule.MALFORMED, f"a {event.type} event on interaction topic {record.topic}")
+    return event
+
+
+class InteractionProcessor:
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        settings: StreamsSettings,
+        group: str,
+        publish: PublishMany,
+        dlq_raw_max_bytes: int = 262_144,
+    ) -> None:
+        self._redis = client
+        self._settings = settings
+        self._group = group
+        self._publish = publish
+        self._dlq_raw_max_bytes = dlq_raw_max_bytes
+        # The streams layer judges time by Kafka's timestamps (see cleaning.py), not the wall clock.
+        self._validator = EventValidator(max_future_skew_s=None)
+
+    async def process(self, records: list[Record]) -> BatchResult:
+        parsed = [(record, _parse(record, self._validator)) for record in records]
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                result = await self._apply(parsed)
+            except WatchError:
+                continue  # another writer touched our keys: recompute from what is there now
+            result.attempts = attempts
+            return result
+
+    async def _catalog(self, item_ids: set[str]) -> dict[str, CatalogRecord]:
+        ordered = sorted(item_ids)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for item_id in ordered:
+                pipe.hgetall(keys.item(item_id))
+            rows = await pipe.execute()
+        records = {}
+        for item_id, fields in zip(ordered, rows, strict=True):
+            record = CatalogRecord.from_hash(item_id, fields)
+            if record is not None:
+                records[item_id] = record
+        return records
+
+    async def _apply(self, parsed: list[tuple[Record, Interaction | Rejection]]) -> BatchResult:
+        settings = self._settings
+        result = BatchResult()
+        started = time.perf_counter()
+        partitions = sorted({(record.topic, record.partition) for record, _ in parsed})
+        watermark_keys = {tp: keys.watermark(self._group, *tp) for tp in partitions}
+        events = [event for _, event in parsed if not isinstance(event, Rejection)]
+        user_ids = sorted({event.user_id for event in events})
+        catalog = await self._catalog({event.item_id for event in events})
+
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(*watermark_keys.values(), *(keys.user(u) for u in user_ids))
+            applied_up_to = {
+                tp: int(value) if value is not None else -1
+                for tp, value in zip(partitions, await pipe.mget(list(watermark_keys.values())), strict=True)
+            }
+            profiles = {
+                user: UserProfile.decode(raw)
+                for user, raw in zip(user_ids, await pipe.mget([keys.user(u) for u in user_ids]) if user_ids else [], strict=True)
+            }
+            touched_users: set[str] = set()
+            new_watermarks: dict[tuple[str, int], int] = {}
+            for record, event in parsed:
+                tp = (record.topic, record.partition)
+                if record.offset <= applied_up_to[tp]:
+                    result.skipped += 1
+                    continue
+                new_watermarks[tp] = max(new_watermarks.get(tp, -1), record.offset)
+                if isinstance(event, Rejection):
+                    result.rejected.append((record, event))
+                    continue
+                profile = profiles[event.user_id]
+                touched_users.add(event.user_id)
+                rejection = self._judge(event, record, profile, catalog.get(event.item_id))
+                if rejection is not None:
+                    result.rejected.append((record, rejection))
+                    continue
+                if isinstance(event, PurchaseEvent):
+                    event = fill_from_catalog(event, catalog.get(event.item_id))
+                item = catalog.get(event.item_id)
+                result.applied.append(
+                    apply_interaction(
+                        profile,
+                        user_id=event.user_id,
+                        event_type=event.type,
+                        item_id=event.item_id,
+                        ts=event.ts,
+                        category=item.category if item else None,
+                        embedding=item.embedding if item else None,
+                        settings=settings,
+                    )
+                )
+                result.updated_users[event.user_id] = max(result.updated_users.get(event.user_id, 0), event.ts)
+
+            await self._publish_rejections(result.rejected)
+
+            pipe.multi()
+            ttl_ms = settings.profile_ttl_s * 1000
+            for user in sorted(touched_users):
+                pipe.set(keys.user(user), profiles[user].encode(), px=ttl_ms)
+            self._queue_item_statistics(pipe, result.applied)
+            for tp, offset in new_watermarks.items():
+                pipe.set(watermark_keys[tp], offset)
+            if new_watermarks:
+                await pipe.execute()
+        result.redis_seconds = time.perf_counter() - started
+        return result
+
+    def _judge(
+        self, event: Interaction, record: Record, profile: UserProfile, item: CatalogRecord | None
+    ) -> Rejection | None:
+        settings = self._settings
+        return (
+            check_timestamp(event.ts, record.timestamp_ms, settings)
+            or check_duplicate(profile, event.event_id, event.ts, settings)
+            or (check_click_rate(profile, event.ts, settings) if isinstance(event, ClickEvent) else None)
+            or (check_price(event, item, settings) if isinstance(event, PurchaseEvent) else None)
+        )
+
+    def _queue_item_statistics(self, pipe, applied: list[Applied]) -> None:
+        settings = self._settings
+        observations: dict[str, list[str]] = defaultdict(list)
+        covisit_keys: set[str] = set()
+        for event in applied:
+            observations[event.item_id] += [str(event.ts), repr(event.weight)]
+            for neighbour in event.covisits:
+                pipe.zincrby(keys.covisit(event.item_id), 1, neighbour)
+                pipe.zincrby(keys.covisit(neighbour), 1, event.item_id)
+                covisit_keys.update((keys.covisit(event.item_id), keys.covisit(neighbour)))
+        for item_id in sorted(observations):
+            pipe.fcall(
+                "streamrec_item_stats",
+                4,
+                keys.item_stats(item_id),
+                keys.POPULARITY_SHORT,
+                keys.POPULARITY_LONG,
+                keys.TRENDING,
+                item_id,
+                repr(settings.popularity_short_s * 1000),
+                repr(settings.popularity_long_s * 1000),
+                *observations[item_id],
+            )
+        for key in sorted(covisit_keys):
+            pipe.zremrangebyrank(key, 0, -(settings.covisit_top_n + 1))
+
+    async def _publish_rejections(self, rejected: list[tuple[Record, Rejection]]) -> None:
+        messages: list[tuple[str, bytes | None, bytes]] = []
+        for record, rejection in rejected:
+            event_id = _event_id(record.value)
+            if rejection.rule is Rule.MALFORMED:
+                letter = DeadLetter.wrap(
+                    record.value,
+                    reason=rejection.reason,
+                    source=f"streams:{record.topic}",
+                    max_raw_bytes=self._dlq_raw_max_bytes,
+                    event_id=event_id,
+                )
+                messages.append((Topic.DLQ, event_id.encode() if event_id else None, letter.encode()))
+            else:
+                payload = orjson.dumps(
+                    {
+                        "rule": rejection.rule.value,
+                        "reason": rejection.reason,
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "event": orjson.loads(record.value),
+                    }
+                )
+                messages.append((Topic.QUARANTINE, record.key, payload))
+        if messages:
+            await self._publish(messages)
+
+
+def _event_id(value: bytes) -> str | None:
+    try:
+        raw = orjson.loads(value)
+        return str(uuid.UUID(str(raw["event_id"]))) if isinstance(raw, dict) and "event_id" in raw else None
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+
+
+async def load_redis_functions(client: redis.Redis) -> None:
+    """Install (or replace) the item-statistics function library; Redis persists it."""
+    from importlib.resources import files
+
+    await client.function_load(files("streams").joinpath("item_stats.lua").read_text(), replace=True)
+

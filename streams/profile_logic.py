@@ -1,0 +1,101 @@
+"""Pure profile arithmetic: how one accepted interaction changes a user's profile.
+
+This is the fold that defines a profile; the worker applies it incrementally and
+the tests apply it in one batch to check the worker (nothing lost, nothing
+counted twice). Decayed values are kept as of the newest event time
+(``ref_ts``): a newer event first decays what is there, an older (late) event is
+added with its own decay, so the sum ``Σ w(type) · decay(ref_ts - ts) · x`` does
+not depend on the order in which the three interaction topics deliver events.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrec.settings import StreamsSettings
+from streamrec.store.profile import Interaction, UserProfile
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the item-level statistics need to know about one applied interaction."""
+
+    user_id: str
+    item_id: str
+    type: str
+    ts: int
+    weight: float
+    covisits: tuple[str, ...]  # items this user interacted with within the co-visit window
+
+
+def weight_of(event_type: str, settings: StreamsSettings) -> float:
+    return {"click": settings.weight_click, "add_to_cart": settings.weight_cart, "purchase": settings.weight_purchase}[
+        event_type
+    ]
+
+
+def decay(delta_ms: float, half_life_s: float) -> float:
+    """Exponential decay factor after ``delta_ms`` with the given half-life."""
+    return math.pow(0.5, delta_ms / 1000.0 / half_life_s)
+
+
+def apply_interaction(
+    profile: UserProfile,
+    *,
+    user_id: str,
+    event_type: str,
+    item_id: str,
+    ts: int,
+    category: str | None,
+    embedding: np.ndarray | None,
+    settings: StreamsSettings,
+) -> Applied:
+    weight = weight_of(event_type, settings)
+    window_ms = settings.covisit_window_s * 1000
+    covisits = tuple(
+        entry.item_id for entry in profile.recent if entry.item_id != item_id and abs(entry.ts - ts) <= window_ms
+    )
+
+    if ts >= profile.ref_ts:
+        factor = decay(ts - profile.ref_ts, settings.half_life_s) if profile.ref_ts else 1.0
+        contribution = weight
+        if factor != 1.0:
+            profile.affinities = {category_: value * factor for category_, value in profile.affinities.items()}
+        profile.ref_ts = ts
+    else:
+        factor = 1.0
+        contribution = weight * decay(profile.ref_ts - ts, settings.half_life_s)
+
+    if category:
+        profile.affinities[category] = profile.affinities.get(category, 0.0) + contribution
+        if len(profile.affinities) > settings.categories_max:
+            strongest = sorted(profile.affinities.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.categories_max]
+            profile.affinities = dict(strongest)
+
+    if embedding is not None:
+        current = np.zeros_like(embedding, dtype=np.float32) if profile.vector is None else profile.vector.astype(np.float32)
+        profile.vector = (current * factor + contribution * embedding.astype(np.float32)).astype(np.float16)
+
+    entry = Interaction(ts, item_id, event_type)
+    keys = [existing.sort_key() for existing in profile.recent]
+    profile.recent.insert(bisect.bisect_right(keys, entry.sort_key()), entry)
+    del profile.recent[: max(0, len(profile.recent) - settings.recent_max)]
+
+    profile.counts[event_type] += 1
+    if event_type == "purchase":
+        if item_id in profile.purchased:
+            profile.purchased.remove(item_id)
+        profile.purchased.append(item_id)
+        del profile.purchased[: max(0, len(profile.purchased) - settings.purchased_max)]
+    profile.last_seen = max(profile.last_seen, ts)
+    return Applied(user_id, item_id, event_type, ts, weight, covisits)
+
+
+def affinities_at(profile: UserProfile, ts: int, settings: StreamsSettings) -> dict[str, float]:
+    """Category affinities decayed to time ``ts`` (readers call this; storage keeps ``ref_ts``)."""
+    factor = decay(max(0, ts - profile.ref_ts), settings.half_life_s)
+    return {category: value * factor for category, value in profile.affinities.items()}

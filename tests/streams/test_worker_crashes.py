@@ -1,0 +1,271 @@
+"""Crash tests of the streams worker against the session's real Kafka, Redis and Triton.
+
+A 50,000-event replay of real data (Diginetica views and purchases, then
+YooChoose clicks), plus injected duplicates, malformed records and events from
+the future, is processed while workers are killed with SIGKILL at random
+moments. The final Redis state must equal a batch recomputation from the same
+events: counts exact, floats within 1e-6 (the float16 profile vector within
+float16 resolution), nothing lost and nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import redis
+from confluent_kafka import Producer
+
+from streamrec.datasets.loaders import load
+from streamrec.datasets.replay import catalog_event, interaction_event
+from streamrec.lag import LagReader
+from streamrec.producer import EventProducer
+from streamrec.settings import Settings, StreamsSettings
+from streamrec.stack.process import free_port
+from streamrec.store import keys
+from streamrec.store.catalog import CatalogRecord
+from streamrec.store.profile import UserProfile
+from streamrec.topics import INTERACTION_TOPICS, Topic
+from tests.conftest import stack_env
+from tests.streams.recompute import read_interactions, recompute
+from tests.streams.test_rules_and_arithmetic import vectors_agree
+
+REPLAY_EVENTS = 50_000
+COVISIT_TOP_N = 100_000  # no trimming, so co-visit counts can be compared exactly
+
+
+class Worker:
+    """One `streamrec streams worker` process."""
+
+    def __init__(self, settings: Settings, *, app_id: str, redis_url: str, name: str, agents: str = '["interactions","catalog"]') -> None:
+        self.name = name
+        self.web_port = free_port()
+        self.env = {
+            **stack_env(settings.stack),
+            "STREAMREC_REDIS__URL": redis_url,
+            "STREAMREC_STREAMS__APP_ID": app_id,
+            "STREAMREC_STREAMS__WEB_PORT": str(self.web_port),
+            "STREAMREC_STREAMS__COVISIT_TOP_N": str(COVISIT_TOP_N),
+            "STREAMREC_STREAMS__SESSION_TIMEOUT_S": "6",
+            "STREAMREC_STREAMS__AGENTS": agents,
+        }
+        self.process: subprocess.Popen | None = None
+        self.log_path = f"/tmp/streamrec-test-worker-{app_id}-{name}.log"
+        self.log = open(self.log_path, "ab")
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamrec", "streams", "worker", "--loglevel", "warning"],
+            env=self.env, stdout=self.log, stderr=self.log,
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None and self.process.poll() is None, f"{self.name} died on its own"
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5).text
+
+
+def interaction_lag(settings: Settings, group: str) -> int:
+    topics = [t.value for t in INTERACTION_TOPICS]
+    reader = LagReader(settings.bootstrap_servers)
+    try:
+        return sum(row.lag for row in reader.read([group], sample_s=0, topics=topics) if row.topic in topics)
+    finally:
+        reader.close()
+
+
+def wait_caught_up(settings: Settings, group: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if interaction_lag(settings, group) == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"group {group} did not catch up within {timeout_s} s (lag {interaction_lag(settings, group)})")
+
+
+@pytest.fixture(scope="module")
+def replay_input(settings: Settings, data_dir) -> dict:
+    """Catalog + 50,000 interaction events in Kafka (produced once for the module), with injected faults."""
+    diginetica = load("diginetica", data_dir)
+    yoochoose = load("yoochoose", data_dir)
+    rows = (diginetica.events + yoochoose.events)[:REPLAY_EVENTS]
+    now = int(time.time() * 1000)
+    with EventProducer.from_settings(settings) as producer:
+        for item in diginetica.catalog:
+            producer.produce(catalog_event(item, now))
+        producer.flush()
+        events = [interaction_event(row, now + i // 100) for i, row in enumerate(rows)]
+        for event in events:
+            producer.produce(event)
+        duplicates = random.Random(3).sample(events, 300)  # a client retrying: same event_id again
+        for event in duplicates:
+            producer.produce(event)
+    raw = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    malformed = [b"{not json", b'{"type": "click", "user_id": "dg-x"}', b"\xff\xfe", b"[]", b'{"type":"click","user_id":"u","item_id":"i","ts":"x"}']
+    for value in malformed:
+        raw.produce(Topic.CLICKS.value, value, b"faulty-producer")
+    future_ids = []
+    for k in range(5):  # a producer with a broken clock, bypassing the SDK's own check
+        event_id = str(uuid.uuid4())
+        future_ids.append(event_id)
+        event = {"type": "click", "event_id": event_id, "user_id": f"dg-future-{k}", "item_id": "dg-25911",
+                 "ts": int(time.time() * 1000) + 3_600_000}
+        raw.produce(Topic.CLICKS.value, orjson.dumps(event), event["user_id"].encode())
+    assert raw.flush(30) == 0
+    return {"duplicates": {str(e.event_id) for e in duplicates}, "future": set(future_ids), "catalog": len(diginetica.catalog)}
+
+
+def load_catalog(settings: Settings, url: str, client: redis.Redis, expected: int, timeout_s: float = 180) -> None:
+    """Store the catalog first with a catalog-only worker, so every event finds its item (deterministic state)."""
+    loader = Worker(settings, app_id=f"catalog-{uuid.uuid4().hex[:8]}", redis_url=url, name="catalog", agents='["catalog"]')
+    loader.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if sum(1 for _ in client.scan_iter("i:dg-*", count=5000)) >= expected:
+                return
+            time.sleep(1)
+        raise AssertionError("catalog not stored in time")
+    finally:
+        loader.stop()
+
+
+def assert_state_equals_recomputation(settings: Settings, client: redis.Redis) -> None:
+    records = read_interactions(settings.bootstrap_servers)
+    assert len(records) >= REPLAY_EVENTS + 300 + 10
+    catalog = {}
+    for key in client.scan_iter("i:*", count=5000):
+        item_id = key.decode()[2:]
+        catalog[item_id] = CatalogRecord.from_hash(item_id, client.hgetall(key))
+    streams_settings = StreamsSettings(covisit_top_n=COVISIT_TOP_N)
+    expected = recompute(records, catalog, streams_settings)
+    assert expected.rejected["duplicate"] >= 300 and expected.rejected["future_timestamp"] >= 5
+    assert expected.rejected["malformed"] >= 5
+
+    users = sorted(expected.profiles)
+    stored = dict(zip(users, client.mget([keys.user(u) for u in users]), strict=True))
+    mismatches = []
+    for user in users:
+        want, raw = expected.profiles[user], stored[user]
+        assert raw is not None, f"profile of {user} missing"
+        got = UserProfile.decode(raw)
+        if got.counts != want.counts or got.recent != want.recent or set(got.purchased) != set(want.purchased):
+            mismatches.append(user)
+            continue
+        assert got.affinities.keys() == want.affinities.keys(), user
+        for category, value in want.affinities.items():
+            assert abs(got.affinities[category] - value) <= 1e-6 * max(1.0, abs(value)), (user, category)
+        if want.vector is not None:
+            assert vectors_agree(got.vector, want.vector), user
+    assert not mismatches, f"{len(mismatches)} profiles differ, e.g. {mismatches[:3]}"
+
+    items = sorted(expected.item_events)
+    with client.pipeline(transaction=False) as pipe:
+        for item in items:
+            pipe.hmget(keys.item_stats(item), "s", "l", "t")
+        stats = pipe.execute()
+    for item, (short, long_, newest) in zip(items, stats, strict=True):
+        want_short, want_newest = expected.popularity(item, streams_settings.popularity_short_s * 1000)
+        want_long, _ = expected.popularity(item, streams_settings.popularity_long_s * 1000)
+        assert int(newest) == want_newest, item
+        assert abs(float(short) - want_short) <= 1e-6 * max(1.0, want_short), item
+        assert abs(float(long_) - want_long) <= 1e-6 * max(1.0, want_long), item
+
+    pairs = sorted(expected.covisits)
+    with client.pipeline(transaction=False) as pipe:
+        for source, neighbour in pairs:
+            pipe.zscore(keys.covisit(source), neighbour)
+        scores = pipe.execute()
+    wrong = [(pair, score) for pair, score in zip(pairs, scores, strict=True) if score != expected.covisits[pair]]
+    assert not wrong, f"{len(wrong)} co-visit counts differ, e.g. {wrong[:3]}"
+    stored_pairs = sum(client.zcard(key) for key in client.scan_iter("cv:*", count=5000))
+    assert stored_pairs == len(pairs), "co-visit pairs that the events do not explain"
+
+
+def rejected_ids_on_side_topics(kafka_reader, ids: set[str]) -> set[str]:
+    found = kafka_reader.read(
+        Topic.QUARANTINE, match=lambda v: v.get("event", {}).get("event_id") in ids, expected=len(ids), timeout_s=60
+    )
+    return {v["event"]["event_id"] for v in found}
+
+
+@pytest.fixture
+def redis_db(settings: Settings):
+    """A Redis database of its own for each crash scenario (the functions library is server-wide)."""
+    db = random.Random().randint(2, 15)
+    url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url, client
+    client.flushdb()
+    client.close()
+
+
+def test_killed_worker_restarts_without_losing_or_double_counting(settings, replay_input, redis_db, kafka_reader):
+    url, client = redis_db
+    group = f"crash-one-{uuid.uuid4().hex[:8]}"
+    worker = Worker(settings, app_id=group, redis_url=url, name="w1")
+    rng = random.Random()
+    kills = 0
+    try:
+        load_catalog(settings, url, client, replay_input["catalog"])
+        worker.start()
+        while kills < 3:
+            time.sleep(rng.uniform(1.5, 5.0))
+            if interaction_lag(settings, group) == 0 and kills > 0:
+                break
+            worker.kill()
+            kills += 1
+            worker.start()
+        assert kills == 3, "the replay finished before three kills; make it longer"
+        wait_caught_up(settings, group)
+        metrics = worker.metrics()
+        assert "streamrec_streams_event_to_redis_seconds_bucket" in metrics
+    finally:
+        worker.stop()
+    assert_state_equals_recomputation(settings, client)
+    expected_rejected = replay_input["duplicates"] | replay_input["future"]
+    assert rejected_ids_on_side_topics(kafka_reader, expected_rejected) == expected_rejected
+    dead = kafka_reader.read(Topic.DLQ, match=lambda v: v.get("source") == "streams:events.clicks", expected=5, timeout_s=30)
+    assert len({letter["raw_sha256"] for letter in dead}) >= 5 and all(letter["reason"] for letter in dead)
+    updates = kafka_reader.read(Topic.PROFILES_UPDATED, match=lambda v: v.get("user_id", "").startswith("dg-"), expected=1, timeout_s=30, settle_s=0)
+    assert updates and updates[0]["newest_event_ts"] > 0
+
+
+def test_two_workers_share_partitions_and_survive_one_being_killed(settings, replay_input, redis_db):
+    url, client = redis_db
+    group = f"crash-two-{uuid.uuid4().hex[:8]}"
+    first = Worker(settings, app_id=group, redis_url=url, name="w1")
+    second = Worker(settings, app_id=group, redis_url=url, name="w2")
+    try:
+        load_catalog(settings, url, client, replay_input["catalog"])
+        first.start()
+        second.start()
+        time.sleep(random.Random().uniform(2.0, 5.0))
+        assert interaction_lag(settings, group) != 0, "the replay finished before the kill; make it longer"
+        first.kill()
+        wait_caught_up(settings, group)  # the survivor takes the dead worker's partitions over
+    finally:
+        first.stop()
+        second.stop()
+    assert_state_equals_recomputation(settings, client)
