@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,6 +32,8 @@ PORT_FIELDS = (
 @contextmanager
 def isolated_stack(**stack_overrides) -> Iterator[Settings]:
     """A fresh Kafka/Redis/Triton on free ports in a temporary folder (never a developer's stack)."""
+    # SIGTERM (a timeout, Ctrl-C from a supervisor) must still run the `finally` that stops the stack.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as folder:
         ports = {name: free_port() for name in PORT_FIELDS}
         stack_settings = StackSettings(state_dir=Path(folder) / "state", **{**ports, **stack_overrides})

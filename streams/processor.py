@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -39,7 +39,8 @@ from streams.profile_logic import Applied, apply_interaction
 Interaction = ClickEvent | CartEvent | PurchaseEvent
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
-CATALOG_FIELDS = ("title", "cat", "brand", "price", "cur", "avail", "ts", "emb")
+# The order streamrec_catalog_fields (redis_functions.lua) returns them in.
+CATALOG_FIELDS = ("cat", "price", "cur", "avail", "ts", "emb", "title", "brand")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +108,14 @@ class InteractionProcessor:
             return result
 
     async def _catalog(self, item_ids: set[str]) -> dict[str, CatalogRecord]:
+        """Catalog records of the batch's items in one round trip (a read-only Redis function)."""
+        if not item_ids:
+            return {}
         ordered = sorted(item_ids)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for item_id in ordered:
-                pipe.hgetall(keys.item(item_id))
-            rows = await pipe.execute()
+        rows = await self._redis.fcall_ro("streamrec_catalog_fields", len(ordered), *(keys.item(i) for i in ordered))
         records = {}
-        for item_id, fields in zip(ordered, rows, strict=True):
+        for item_id, values in zip(ordered, rows, strict=True):
+            fields = {name.encode(): value for name, value in zip(CATALOG_FIELDS, values, strict=True) if value is not None}
             record = CatalogRecord.from_hash(item_id, fields)
             if record is not None:
                 records[item_id] = record
@@ -176,10 +178,17 @@ class InteractionProcessor:
             await self._publish_rejections(result.rejected)
 
             pipe.multi()
-            ttl_ms = settings.profile_ttl_s * 1000
-            for user in sorted(touched_users):
-                pipe.set(keys.user(user), profiles[user].encode(), px=ttl_ms)
-            self._queue_item_statistics(pipe, result.applied)
+            if touched_users:
+                ordered = sorted(touched_users)
+                pipe.fcall(
+                    "streamrec_set_profiles",
+                    len(ordered),
+                    *(keys.user(user) for user in ordered),
+                    settings.profile_ttl_s * 1000,
+                    *(profiles[user].encode() for user in ordered),
+                )
+            if result.applied:
+                pipe.fcall("streamrec_apply_statistics", 0, self._statistics(result.applied))
             for tp, offset in new_watermarks.items():
                 pipe.set(watermark_keys[tp], offset)
             if new_watermarks:
@@ -198,31 +207,25 @@ class InteractionProcessor:
             or (check_price(event, item, settings) if isinstance(event, PurchaseEvent) else None)
         )
 
-    def _queue_item_statistics(self, pipe, applied: list[Applied]) -> None:
+    def _statistics(self, applied: list[Applied]) -> bytes:
+        """The batch's item observations and co-visit pairs, for streamrec_apply_statistics."""
         settings = self._settings
-        observations: dict[str, list[str]] = defaultdict(list)
-        covisit_keys: set[str] = set()
+        popularity: dict[str, list[float]] = defaultdict(list)
+        pairs: Counter[tuple[str, str]] = Counter()
         for event in applied:
-            observations[event.item_id] += [str(event.ts), repr(event.weight)]
+            popularity[event.item_id] += [event.ts, event.weight]
             for neighbour in event.covisits:
-                pipe.zincrby(keys.covisit(event.item_id), 1, neighbour)
-                pipe.zincrby(keys.covisit(neighbour), 1, event.item_id)
-                covisit_keys.update((keys.covisit(event.item_id), keys.covisit(neighbour)))
-        for item_id in sorted(observations):
-            pipe.fcall(
-                "streamrec_item_stats",
-                4,
-                keys.item_stats(item_id),
-                keys.POPULARITY_SHORT,
-                keys.POPULARITY_LONG,
-                keys.TRENDING,
-                item_id,
-                repr(settings.popularity_short_s * 1000),
-                repr(settings.popularity_long_s * 1000),
-                *observations[item_id],
-            )
-        for key in sorted(covisit_keys):
-            pipe.zremrangebyrank(key, 0, -(settings.covisit_top_n + 1))
+                pairs[(event.item_id, neighbour)] += 1
+                pairs[(neighbour, event.item_id)] += 1
+        return orjson.dumps(
+            {
+                "tau_s": settings.popularity_short_s * 1000,
+                "tau_l": settings.popularity_long_s * 1000,
+                "top_n": settings.covisit_top_n,
+                "pop": popularity,
+                "cv": [[item, neighbour, count] for (item, neighbour), count in pairs.items()],
+            }
+        )
 
     async def _publish_rejections(self, rejected: list[tuple[Record, Rejection]]) -> None:
         messages: list[tuple[str, bytes | None, bytes]] = []
@@ -265,5 +268,5 @@ async def load_redis_functions(client: redis.Redis) -> None:
     """Install (or replace) the item-statistics function library; Redis persists it."""
     from importlib.resources import files
 
-    await client.function_load(files("streams").joinpath("item_stats.lua").read_text(), replace=True)
+    await client.function_load(files("streams").joinpath("redis_functions.lua").read_text(), replace=True)
 

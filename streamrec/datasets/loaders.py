@@ -76,22 +76,40 @@ def load(name: str, data_dir: Path) -> Dataset:
 # -- Amazon Scientific ------------------------------------------------------------------------
 
 def parse_amazon_text(text: str) -> DatasetItem | None:
-    """``ASIN \\t title. categories. brand.`` -> item (the title itself may contain '. ')."""
+    """``ASIN \\t title. categories. brand.`` -> item.
+
+    The source joins fields with ". " and the category levels with plain spaces;
+    titles may contain ". " themselves and some rows carry a product description
+    after the categories. The category part is found by its root
+    ("Industrial & Scientific"), the brand is the last short segment, and any
+    long tail goes to the description.
+    """
     asin, _, body = text.rstrip("\n").partition("\t")
-    parts = [part.strip() for part in body.strip().rstrip(".").split(". ")]
-    if not asin or not parts or not parts[0]:
+    body = body.strip()
+    if not asin or not body:
         return None
-    brand = parts[-1] if len(parts) >= 3 else None
-    categories = parts[-2] if len(parts) >= 3 else (parts[1] if len(parts) == 2 else "")
-    title = ". ".join(parts[:-2]) if len(parts) >= 3 else parts[0]
     root = "Industrial & Scientific"
-    path: tuple[str, ...] = ()
-    if categories.startswith(root):
-        rest = categories[len(root):].strip()
-        path = (root, rest) if rest else (root,)
-    elif categories:
-        path = (categories,)
-    return DatasetItem(item_id=asin, title=title or asin, category_path=path, brand=brand or None)
+    marker = body.find(". " + root)
+    if marker >= 0:
+        title, rest = body[:marker], body[marker + 2 + len(root) :]
+    else:
+        title, _, rest = body.partition(". ")
+    parts = [part.strip() for part in rest.strip().rstrip(".").split(". ") if part.strip()]
+    brand = parts.pop() if len(parts) >= 2 and len(parts[-1]) <= 64 else None
+    categories = parts.pop(0) if parts else ""
+    description = ". ".join(parts)
+    if len(categories) > 120:  # a description glued to the categories: keep the head as the category
+        head = categories[:120].rsplit(" ", 1)[0]
+        description = (categories[len(head) :].strip() + ". " + description).strip(". ")
+        categories = head
+    path = ((root, categories) if categories else (root,)) if marker >= 0 else ((categories,) if categories else ())
+    return DatasetItem(
+        item_id=asin,
+        title=(title.strip() or asin)[:1024],
+        category_path=path,
+        brand=brand,
+        description=description[:20_000],
+    )
 
 
 def load_amazon(data_dir: Path) -> Dataset:

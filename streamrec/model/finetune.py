@@ -111,6 +111,7 @@ class NegativeSampler:
         scores = self.covisit.scores(example.history)
         scores[list(blocked)] = -np.inf
         pool = np.argsort(-scores)[: self.config.covisit_pool]
+        pool = pool[np.isfinite(scores[pool])]
         chosen: list[int] = []
         if self.config.covisit_negatives and pool.size:
             take = min(self.config.covisit_negatives, pool.size)
@@ -306,7 +307,7 @@ def scorer_groups(
     positives = [example.target for example in batch]
     for index, example in enumerate(batch):
         blocked = {example.target, *example.history}
-        others = [p for j, p in enumerate(positives) if j != index and p not in blocked]
+        others = list(dict.fromkeys(p for j, p in enumerate(positives) if j != index and p not in blocked))
         inbatch = list(rng.permutation(others)[: config.inbatch_negatives]) if others else []
         group = [example.target, *(int(i) for i in inbatch)]
         for item in sampler.hard(example, rng):

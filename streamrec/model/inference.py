@@ -81,16 +81,20 @@ class CachedTokenizer:
         """Token ids without special tokens, one list per text (cached, least recently used evicted)."""
         cache = self._cache
         missing = list(dict.fromkeys(text for text in texts if text not in cache))
+        fresh = {}
         if missing:
             encoded = self._backend.encode_batch(missing, add_special_tokens=False)
-            for text, encoding in zip(missing, encoded):
-                cache[text] = encoding.ids
-            while len(cache) > self._cache_size:
-                cache.popitem(last=False)
+            fresh = {text: encoding.ids for text, encoding in zip(missing, encoded)}
         out = []
         for text in texts:
-            cache.move_to_end(text)
-            out.append(cache[text])
+            ids = fresh.get(text)
+            if ids is None:
+                ids = cache[text]
+                cache.move_to_end(text)
+            out.append(ids)
+        cache.update(fresh)
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
         return out
 
     def pairs(self, contexts: list[str], items: list[str]) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from streamrec.datasets.loaders import load, parse_amazon_text
+from streamrec.datasets.replay import catalog_event
 from streamrec.topics import Topic
 from tests.conftest import stack_env
 
@@ -34,6 +35,8 @@ def test_readers_keep_the_real_rows_in_time_order(data_dir):
 
     amazon = load("amazon_scientific", data_dir)
     assert len(amazon.catalog) == 1_585 and amazon.synthetic_timing
+    for item in amazon.catalog + diginetica.catalog:  # every real row fits the event contract
+        catalog_event(item, 1_790_000_000_000)
     first_user = [e.item_id for e in amazon.events if e.user_id == "az-u0"]
     assert first_user == ["B00O47ILVA", "B006ATU73A", "B00CJ5EO2E"]  # user 0 history: items 0 1 2
 
