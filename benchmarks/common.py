@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import signal
@@ -13,6 +14,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
 
 from streamrec.kafka_admin import create_topics
 from streamrec.settings import Settings, StackSettings
@@ -30,14 +34,14 @@ PORT_FIELDS = (
 
 
 @contextmanager
-def isolated_stack(**stack_overrides) -> Iterator[Settings]:
+def isolated_stack(say=print, **stack_overrides) -> Iterator[Settings]:
     """A fresh Kafka/Redis/Triton on free ports in a temporary folder (never a developer's stack)."""
     # SIGTERM (a timeout, Ctrl-C from a supervisor) must still run the `finally` that stops the stack.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as folder:
-        ports = {name: free_port() for name in PORT_FIELDS}
+        ports = {name: free_port() for name in PORT_FIELDS}  # unused ones (services=...) are harmless
         stack_settings = StackSettings(state_dir=Path(folder) / "state", **{**ports, **stack_overrides})
-        stack = LocalStack(stack_settings, say=lambda message: print(f"  · {message}"))
+        stack = LocalStack(stack_settings, say=lambda message: say(f"  · {message}"))
         try:
             stack.up()
             settings = Settings(stack=stack_settings)
@@ -57,11 +61,20 @@ def stack_environment(settings: Settings) -> dict[str, str]:
 
 
 def machine() -> dict[str, object]:
-    memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    """Where a figure was measured: CPU model, cores, memory, Python, GPU, date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
         "cores": os.cpu_count(),
-        "memory_gb": memory_gb,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
         "python": platform.python_version(),
         "gpu": "none",
         "date": time.strftime("%Y-%m-%d"),
@@ -73,11 +86,37 @@ def median(values: list[float]) -> float:
 
 
 def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile (no interpolation: a reported p99 was observed)."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def verdict(name: str, value: float, targets: dict[str, float]) -> tuple[str, str]:
+    """(target as text, met or missed) for a metric; lower is better for latencies (``_ms``)."""
+    target = targets.get(name)
+    if target is None:
+        return "-", ""
+    lower_is_better = name.endswith("_ms")
+    met = value <= target if lower_is_better else value >= target
+    return f"{'≤' if lower_is_better else '≥'} {target:,}", "[green]met[/green]" if met else "[red]missed[/red]"
+
+
+def print_report(title: str, runs: dict[str, list[float]], metrics: dict[str, float], targets: dict[str, float]) -> None:
+    """One row per metric: each run, the median, the target and whether it was met."""
+    table = Table(title=title)
+    width = max((len(values) for values in runs.values()), default=0)
+    table.add_column("metric")
+    for column in (*(f"run {n + 1}" for n in range(width)), "median", "target"):
+        table.add_column(column, justify="right")
+    table.add_column("")
+    for name, value in metrics.items():
+        fmt = "{:,.1f}" if name.endswith("_ms") else "{:,.0f}"
+        values = runs.get(name, [])
+        cells = [fmt.format(v) for v in values] + [""] * (width - len(values))
+        table.add_row(name, *cells, fmt.format(value), *verdict(name, value, targets))
+    Console(highlight=False).print(table)
 
 
 def write_json(path: str | None, metrics: dict[str, float], **extra: object) -> None:

@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import multiprocessing
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,13 +40,14 @@ from pathlib import Path
 import httpx
 import orjson
 from rich.console import Console
-from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import isolated_stack, machine, median, print_report, quantile  # noqa: E402
 from streamrec.events import ClickEvent, EventContext, encode
 from streamrec.kafka_admin import create_topics
 from streamrec.producer import EventProducer
-from streamrec.settings import Settings, StackSettings
-from streamrec.stack import LocalStack
+from streamrec.settings import Settings
 from streamrec.stack.process import free_port
 
 RUNS = 3
@@ -71,21 +69,8 @@ def kafka(bootstrap_servers: str | None) -> Iterator[Settings]:
         create_topics(settings)
         yield settings
         return
-    with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as state:
-        stack_settings = StackSettings(
-            state_dir=Path(state),
-            services=["kafka"],
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-        )
-        stack = LocalStack(stack_settings, say=lambda message: console.print(f"[dim]· {message}[/dim]"))
-        try:
-            stack.up()
-            settings = Settings(stack=stack_settings)
-            create_topics(settings)
-            yield settings
-        finally:
-            stack.down()
+    with isolated_stack(say=lambda message: console.print(f"[dim]{message}[/dim]"), services=["kafka"]) as settings:
+        yield settings
 
 
 @contextmanager
@@ -230,16 +215,11 @@ async def _open_loop(url: str, seconds: float, batches_per_s: float) -> dict[str
         await asyncio.gather(*tasks)
     latencies.sort()
     return {
-        "p50_ms": 1000 * _quantile(latencies, 0.50),
-        "p99_ms": 1000 * _quantile(latencies, 0.99),
+        "p50_ms": 1000 * quantile(latencies, 0.50),
+        "p99_ms": 1000 * quantile(latencies, 0.99),
         "max_ms": 1000 * latencies[-1],
         "requests": len(latencies),
     }
-
-
-def _quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile of sorted values (no interpolation: a reported p99 was observed)."""
-    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
 def closed_loop(url: str, batches: int, clients: int) -> dict[str, float]:
@@ -251,45 +231,6 @@ def open_loop(url: str, seconds: float, batches_per_s: float) -> dict[str, float
 
 
 # -- report --------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def verdict(name: str, value: float) -> tuple[str, str]:
-    """(target as text, ok/missed) for a metric; lower is better for latencies."""
-    target = TARGETS.get(name)
-    if target is None:
-        return "-", ""
-    lower_is_better = name.endswith("_ms")
-    met = value <= target if lower_is_better else value >= target
-    return f"{'≤' if lower_is_better else '≥'} {target:,}", "[green]ok[/green]" if met else "[red]missed[/red]"
-
-
-def print_table(runs: dict[str, list[float]], metrics: dict[str, float]) -> None:
-    table = Table(title="streamrec ingest benchmark (median of 3 runs)")
-    table.add_column("metric")
-    for column in ("run 1", "run 2", "run 3", "median", "target"):
-        table.add_column(column, justify="right")
-    table.add_column("")
-    for name, values in runs.items():
-        fmt = "{:,.1f}" if name.endswith("_ms") else "{:,.0f}"
-        table.add_row(name, *(fmt.format(v) for v in values), fmt.format(metrics[name]), *verdict(name, metrics[name]))
-    console.print(table)
 
 
 def main() -> None:
@@ -340,8 +281,8 @@ def main() -> None:
                 details.append({"workload": "open_loop", "run": run + 1, **result})
                 console.print(f"  run {run + 1}: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
 
-    metrics = {name: statistics.median(values) for name, values in runs.items()}
-    print_table(runs, metrics)
+    metrics = {name: median(values) for name, values in runs.items()}
+    print_report("streamrec ingest benchmark (median of 3 runs)", runs, metrics, TARGETS)
     console.print(f"finished in {time.monotonic() - started:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,14 @@ from streamrec.model.baselines import CoVisitation, Popularity
 from streamrec.model.evaluation import rerank, summarise, target_rank, tiebreak_order
 from streamrec.model.finetune import ContextWriter
 from streamrec.model.networks import TextEncoder, load_backbone, pretrained_minilm_path
-from streamrec.model.recipe import Plan, embed, retrieval_scores, score_lists, top_k, train_models
+from streamrec.model.recipe import (
+    Plan,
+    embed,
+    retrieval_scores,
+    score_lists,
+    top_k,
+    train_models,
+)
 from streamrec.settings import REPO_ROOT
 
 METHODS = ("popularity", "covisit", "encoder_pretrained", "encoder_finetuned", "scorer", "student")
@@ -182,7 +189,6 @@ def main() -> None:
 
     # -- report --------------------------------------------------------------------------------
     metrics: dict[str, float] = {}
-    position = {index: k for k, index in enumerate(sample)}
     for name in METHODS:
         whole = summarise(ranks[name])
         on_sample = whole if name in ("scorer", "student") else summarise(ranks[name][sample])
@@ -190,7 +196,6 @@ def main() -> None:
             metrics[f"{key}_{name}"] = whole[key]
             metrics[f"{key}_{name}_sample"] = on_sample[key]
         metrics[f"rows_{name}"] = whole["users"]
-    del position
     best_baseline = max(BASELINES, key=lambda m: metrics[f"ndcg10_{m}_sample"])
     metrics["scorer_vs_best_baseline_ndcg10"] = metrics["ndcg10_scorer"] / max(metrics[f"ndcg10_{best_baseline}_sample"], 1e-12)
     metrics["student_vs_scorer_ndcg10"] = metrics["ndcg10_student"] / max(metrics["ndcg10_scorer"], 1e-12)
@@ -224,8 +229,7 @@ def main() -> None:
                 "max_length": {"encoder_pretrained": 128, "encoder_finetuned": encoder_meta.max_length,
                                "scorer": teacher_meta.max_length, "student": student_meta.max_length},
                 "models": {name: str(folder) for name, folder in folders.items()},
-                "lineage": {name: load_meta for name, load_meta in (
-                    ("encoder", encoder_meta.lineage), ("scorer", teacher_meta.lineage), ("student", student_meta.lineage))},
+                "lineage": {"encoder": encoder_meta.lineage, "scorer": teacher_meta.lineage, "student": student_meta.lineage},
                 "quick": args.quick,
             },
             "seconds": {**seconds, "total": time.monotonic() - started},

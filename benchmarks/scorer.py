@@ -54,7 +54,12 @@ from rich.table import Table
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, load_folder, publish
 from streamrec.model.bootstrap import first_scorers
-from streamrec.model.inference import CachedTokenizer, InProcessScorer, Precision, tokenize_pairs
+from streamrec.model.inference import (
+    CachedTokenizer,
+    InProcessScorer,
+    Precision,
+    tokenize_pairs,
+)
 from streamrec.settings import REPO_ROOT, StackSettings
 from streamrec.stack import LocalStack
 from streamrec.stack.process import free_port

@@ -256,18 +256,21 @@ def model_train_scorer(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Training data (amazon_scientific: the one with item text).")] = "amazon_scientific",
     data_dir: Annotated[Path, typer.Option(help="Folder with the shared datasets.")] = REPO_ROOT.parent / "shared" / "data",
-    out: Annotated[Path, typer.Option(help="Model repository the trained versions are written to.")] = REPO_ROOT / "bench-out" / "models",
+    out: Annotated[Path, typer.Option(help="Model repository the trained versions (and the training report) are written to.")] = REPO_ROOT / "bench-out" / "models",
     publish: Annotated[bool, typer.Option(help="Write into the configured model repository (Triton's) instead of --out.")] = False,
     encoder_minutes: Annotated[float, typer.Option(help="Time budget of encoder fine-tuning.")] = 20.0,
     scorer_minutes: Annotated[float, typer.Option(help="Time budget of scorer (teacher) fine-tuning.")] = 40.0,
     student_minutes: Annotated[float, typer.Option(help="Time budget of student distillation.")] = 10.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    stages: Annotated[str, typer.Option(help="Comma-separated: encoder,scorer,student; a stage left out starts from the newest version in the repository.")] = "encoder,scorer,student",
 ) -> None:
     """Fine-tune the item encoder and the scorer on real shop data, distil the CPU student; write new versions.
 
     The recipe (streamrec.model.recipe) trains on the training split and early-stops on the
     validation split; each model becomes a self-contained version folder written atomically.
     """
+    import time
+
     import torch
 
     from streamrec.model.recipe import Plan, train_models
@@ -282,8 +285,10 @@ def model_train_scorer(
     plan.encoder.max_minutes, plan.scorer.max_minutes, plan.distill.max_minutes = (
         encoder_minutes, scorer_minutes, student_minutes)
     repo = _settings(ctx).stack.model_repo if publish else out
-    trained = train_models(load_corpus(data_dir), repo, plan, say=console.print, lineage={"dataset": dataset})
-    report = repo / "train-report.json"
+    trained = train_models(load_corpus(data_dir), repo, plan, say=console.print, lineage={"dataset": dataset},
+                           stages=[stage.strip() for stage in stages.split(",") if stage.strip()])
+    out.mkdir(parents=True, exist_ok=True)  # the report stays out of Triton's repository
+    report = out / f"train-report-{int(time.time())}.json"
     report.write_text(json.dumps(trained.reports, indent=2, default=str))
     console.print(f"encoder {trained.encoder}\nscorer {trained.scorer}\nstudent {trained.student}\nreport {report}")
 

@@ -7,6 +7,7 @@ watermark offsets, which is what operators and the quick-start print.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -52,11 +53,24 @@ def create_topics(
                 # Another process created it between our listing and our request: fine.
                 if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-    topics = admin.list_topics(timeout=timeout_s).topics
+    topics = _wait_listed(admin, [spec.name.value for spec in specs], timeout_s)
     return [
         TopicState(spec.name.value, len(topics[spec.name.value].partitions), spec.name.value in created)
         for spec in specs
     ]
+
+
+def _wait_listed(admin: AdminClient, names: list[str], timeout_s: float) -> dict:
+    """Topic metadata once every name is listed (a just-created topic takes a moment to appear)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        missing = [name for name in names if name not in topics or not topics[name].partitions]
+        if not missing:
+            return topics
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout_s:.0f} s: {', '.join(missing)}")
+        time.sleep(0.1)
 
 
 def message_counts(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[str, int]:

@@ -129,6 +129,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         web_host=streams.web_host,
+        web_bind=streams.web_host,
         web_port=streams.web_port,
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics belong to `streamrec topics create`
@@ -152,6 +153,7 @@ def create_app(settings: Settings) -> faust.App:
             processor = await runtime.interactions()
             result = await runtime.until_done(lambda: processor.process(records), "applying interactions")
             runtime.observe(records, result)
+            runtime.metrics.unreadable_profiles.set(processor.unreadable_profiles)
             if result.updated_users:
                 signals = [
                     (updates_topic, user.encode(), f'{{"user_id":"{user}","newest_event_ts":{ts}}}'.encode())

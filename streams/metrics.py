@@ -19,6 +19,9 @@ class StreamsMetrics:
         self.rejections = Counter("streamrec_streams_rejections", "Events set aside, by rule.", ["rule"], registry=r)
         self.skipped = Counter("streamrec_streams_replayed_skipped", "Records already applied (replay after a crash).", registry=r)
         self.catalog_items = Counter("streamrec_streams_catalog_items", "Catalog items stored with embeddings.", registry=r)
+        self.unreadable_profiles = Gauge(
+            "streamrec_streams_unreadable_profiles", "Stored profiles that could not be read and were restarted.", registry=r
+        )
         self.encoder_failures = Gauge("streamrec_streams_encoder_failures", "Failed item-encoder calls so far.", registry=r)
         self.event_to_redis = Histogram(
             "streamrec_streams_event_to_redis_seconds", "Event ts to its Redis write.", buckets=LATENCY_BUCKETS, registry=r

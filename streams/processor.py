@@ -16,6 +16,7 @@ so a crash can duplicate a dead letter but never lose one.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -31,11 +32,12 @@ from streamrec.events import CartEvent, ClickEvent, EventValidator, InvalidEvent
 from streamrec.settings import StreamsSettings
 from streamrec.store import keys
 from streamrec.store.catalog import CatalogRecord
-from streamrec.store.profile import UserProfile
+from streamrec.store.profile import ProfileFormatError, UserProfile
 from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
 from streams.profile_logic import Applied, apply_interaction
 
+log = logging.getLogger(__name__)
 Interaction = ClickEvent | CartEvent | PurchaseEvent
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
@@ -94,6 +96,7 @@ class InteractionProcessor:
         self._dlq_raw_max_bytes = dlq_raw_max_bytes
         # The streams layer judges time by Kafka's timestamps (see cleaning.py), not the wall clock.
         self._validator = EventValidator(max_future_skew_s=None)
+        self.unreadable_profiles = 0
 
     async def process(self, records: list[Record]) -> BatchResult:
         parsed = [(record, _parse(record, self._validator)) for record in records]
@@ -137,10 +140,8 @@ class InteractionProcessor:
                 tp: int(value) if value is not None else -1
                 for tp, value in zip(partitions, await pipe.mget(list(watermark_keys.values())), strict=True)
             }
-            profiles = {
-                user: UserProfile.decode(raw)
-                for user, raw in zip(user_ids, await pipe.mget([keys.user(u) for u in user_ids]) if user_ids else [], strict=True)
-            }
+            raw_profiles = await pipe.mget([keys.user(u) for u in user_ids]) if user_ids else []
+            profiles = {user: self._decode(user, raw) for user, raw in zip(user_ids, raw_profiles, strict=True)}
             touched_users: set[str] = set()
             new_watermarks: dict[tuple[str, int], int] = {}
             for record, event in parsed:
@@ -195,6 +196,15 @@ class InteractionProcessor:
                 await pipe.execute()
         result.redis_seconds = time.perf_counter() - started
         return result
+
+    def _decode(self, user_id: str, raw: bytes | None) -> UserProfile:
+        """A profile that cannot be read is rebuilt from now on instead of blocking the partition."""
+        try:
+            return UserProfile.decode(raw)
+        except ProfileFormatError as error:
+            self.unreadable_profiles += 1
+            log.warning("profile of %s unreadable (%s); starting it afresh", user_id, error)
+            return UserProfile()
 
     def _judge(
         self, event: Interaction, record: Record, profile: UserProfile, item: CatalogRecord | None

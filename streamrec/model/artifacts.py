@@ -114,6 +114,10 @@ def versions(model_dir: Path) -> list[int]:
     )
 
 
+def read_metadata(folder: Path) -> VersionMetadata:
+    return VersionMetadata(**json.loads((folder / METADATA).read_text()))
+
+
 def load_folder(
     folder: Path, device: str | torch.device = "cpu"
 ) -> tuple[TextEncoder | CrossEncoderScorer, PreTrainedTokenizerBase, VersionMetadata]:
@@ -121,7 +125,7 @@ def load_folder(
     missing = [name for name in REQUIRED_FILES if not (folder / name).exists()]
     if missing:
         raise FileNotFoundError(f"{folder} is incomplete: missing {', '.join(missing)}")
-    metadata = VersionMetadata(**json.loads((folder / METADATA).read_text()))
+    metadata = read_metadata(folder)
     config = BertConfig.from_json_file(str(folder / "config.json"))
     module = build(metadata.kind, BertModel(config, add_pooling_layer=False))
     state = load_file(str(folder / WEIGHTS))

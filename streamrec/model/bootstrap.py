@@ -15,7 +15,12 @@ from transformers import AutoTokenizer
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, build, publish, versions
 from streamrec.model.distill import StudentShape, init_student
-from streamrec.model.networks import CrossEncoderScorer, load_backbone, pretrained_minilm_path, tiny_bert_config
+from streamrec.model.networks import (
+    CrossEncoderScorer,
+    load_backbone,
+    pretrained_minilm_path,
+    tiny_bert_config,
+)
 
 TINY_STUDENT = StudentShape(layers=2, hidden=16, heads=2, intermediate=32)
 

@@ -173,6 +173,8 @@ def distill_scorer(
         patience=config.patience,
         precision="fp32",
         seed=config.seed,
+        head_lr=None,
+        freeze_word_embeddings=False,  # the projected embeddings are a start, not the answer
     )
 
     def step_loss(batch: list[int], rng: np.random.Generator) -> torch.Tensor:

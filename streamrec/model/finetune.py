@@ -9,9 +9,9 @@ Examples are (history -> next item). The positive is the next item; negatives ar
 
 Encoder: InfoNCE over the user-context embedding against every positive and hard negative in
 the batch (temperature 0.05). Scorer: listwise softmax cross-entropy over each example's group
-``[positive, negatives...]``. Both: AdamW (lr about 2e-5, weight decay 0.01, no decay on biases
-and LayerNorm), linear warm-up then linear decay, gradient clipping, bf16 autocast on CPU and
-GPU, early stopping on a validation metric with the best weights restored.
+``[positive, negatives...]``. Both: AdamW (lr about 2e-5, a fresh head 1e-3; weight decay 0.01, none on biases and
+LayerNorm; word embeddings frozen), linear warm-up then linear decay, gradient clipping, bf16
+autocast on CPU and GPU, early stopping on a validation metric with the best weights restored.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class FinetuneConfig:
     covisit_pool: int = 20
     popular_pool: int = 200
     temperature: float = 0.05
+    head_lr: float | None = 1e-3
+    """Learning rate of a freshly initialised head (the scorer's); None: the same as ``lr``."""
+    freeze_word_embeddings: bool = True
+    """Keep the 30k x hidden word-embedding table fixed: a third of MiniLM's weights, little to gain
+    from a few epochs on one shop's text, and most of the optimiser's time on a CPU."""
     eval_every: int = 100
     patience: int = 3
     precision: Literal["fp32", "bf16"] = "bf16"
@@ -134,13 +139,24 @@ def batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generat
 def optimizer_and_schedule(
     module: nn.Module, config: FinetuneConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, parameter in module.named_parameters():
+        if config.freeze_word_embeddings and name.endswith("word_embeddings.weight"):
+            parameter.requires_grad_(False)
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(parameter)
+        no_decay = parameter.ndim < 2 or "LayerNorm" in name or name.endswith(".bias")
+        is_head = name.startswith("head.")
+        groups.setdefault((no_decay, is_head), []).append(parameter)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {
+                "params": params,
+                "weight_decay": 0.0 if no_decay else config.weight_decay,
+                "lr": (config.head_lr or config.lr) if is_head else config.lr,
+            }
+            for (no_decay, is_head), params in groups.items()
+        ],
         lr=config.lr,
     )
     plan = {"total": total_steps, "warmup": max(1, int(total_steps * config.warmup_ratio))}

@@ -17,6 +17,11 @@ import numpy as np
 # Interaction type codes inside the compact recent-interactions list.
 TYPE_CODES = {"click": 0, "add_to_cart": 1, "purchase": 2}
 TYPE_NAMES = {code: name for name, code in TYPE_CODES.items()}
+FORMAT_VERSION = 1
+
+
+class ProfileFormatError(ValueError):
+    """A stored profile this code cannot read (another format version, or corrupt)."""
 
 
 @dataclass
@@ -46,6 +51,7 @@ class UserProfile:
         ref = self.ref_ts
         return msgpack.packb(
             {
+                "f": FORMAT_VERSION,
                 "t": ref,
                 "r": [[ref - i.ts, i.item_id, TYPE_CODES[i.type]] for i in self.recent],
                 "a": self.affinities,
@@ -63,7 +69,13 @@ class UserProfile:
     def decode(cls, raw: bytes | None) -> "UserProfile":
         if raw is None:
             return cls()
-        data = msgpack.unpackb(raw, raw=False)
+        try:
+            data = msgpack.unpackb(raw, raw=False)
+            version = data.get("f") if isinstance(data, dict) else None
+        except (ValueError, msgpack.UnpackException) as error:
+            raise ProfileFormatError(f"unreadable profile: {error}") from None
+        if version != FORMAT_VERSION:
+            raise ProfileFormatError(f"profile format {version!r}, this code reads {FORMAT_VERSION}")
         ref = data["t"]
         id_bytes, id_offsets = data["d"]
         return cls(

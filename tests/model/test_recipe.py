@@ -10,7 +10,13 @@ from transformers import AutoTokenizer
 
 from streamrec.datasets.sequences import Example, train_sequences
 from streamrec.model.baselines import CoVisitation, Popularity
-from streamrec.model.distill import DistillConfig, StudentShape, distill_scorer, init_student, teacher_targets
+from streamrec.model.distill import (
+    DistillConfig,
+    StudentShape,
+    distill_scorer,
+    init_student,
+    teacher_targets,
+)
 from streamrec.model.evaluation import rerank, summarise, target_rank, tiebreak_order
 from streamrec.model.finetune import (
     ContextWriter,
@@ -21,8 +27,19 @@ from streamrec.model.finetune import (
     finetune_scorer,
     scorer_groups,
 )
-from streamrec.model.inference import CachedTokenizer, InProcessScorer, tokenize_pairs, tokenize_texts
-from streamrec.model.networks import CrossEncoderScorer, TextEncoder, load_backbone, pretrained_minilm_path, tiny_bert_config
+from streamrec.model.inference import (
+    CachedTokenizer,
+    InProcessScorer,
+    tokenize_pairs,
+    tokenize_texts,
+)
+from streamrec.model.networks import (
+    CrossEncoderScorer,
+    TextEncoder,
+    load_backbone,
+    pretrained_minilm_path,
+    tiny_bert_config,
+)
 
 EDGE = ["", "a", "🧪🔬 lab kit ✨", "ピペット 10 mL 科学", "Нитриловые перчатки", "word " * 400, "x" * 3000, " \t\n "]
 

@@ -147,3 +147,13 @@ def test_full_profile_stays_under_five_kilobytes():
     assert decoded.recent == profile.recent and decoded.affinities == profile.affinities
     assert decoded.vector.dtype == np.float16 and decoded.vector.shape == (384,)
     assert decoded.seen_ids == profile.seen_ids
+
+
+def test_unknown_profile_format_is_a_clear_error():
+    from streamrec.store.profile import ProfileFormatError
+
+    with pytest.raises(ProfileFormatError, match="format"):
+        UserProfile.decode(b"\x81\xa1t\x01")  # a msgpack map without the format version
+    with pytest.raises(ProfileFormatError, match="unreadable"):
+        UserProfile.decode(b"\xc1")
+    assert UserProfile.decode(None) == UserProfile()

@@ -18,7 +18,6 @@ import time
 import uuid
 
 import httpx
-import numpy as np
 import orjson
 import pytest
 import redis
