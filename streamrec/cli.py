@@ -22,7 +22,9 @@ from streamrec.settings import REPO_ROOT, Settings
 from streamrec.stack import LocalStack, StackError
 
 console = Console(highlight=False)
-app = typer.Typer(help="streamrec: real-time recommendations for online shops.", no_args_is_help=True)
+app = typer.Typer(
+    help="streamrec: real-time recommendations for online shops.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 model_app = typer.Typer(help="Model versions in Triton's model repository.", no_args_is_help=True)
@@ -299,9 +301,11 @@ def _add_component_commands() -> None:
 
 
 def main() -> None:
+    from streamrec.datasets.loaders import DatasetMissing
+
     _add_component_commands()
     try:
         app()
-    except StackError as error:  # pragma: no cover - printed for people, exit code for scripts
+    except (StackError, DatasetMissing) as error:  # pragma: no cover - printed for people, exit code for scripts
         console.print(f"[red]error:[/red] {error}")
         sys.exit(1)
