@@ -19,19 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from streamrec.kafka_admin import create_topics
-from streamrec.settings import Settings, StackSettings
+from streamrec.settings import Settings
 from streamrec.stack import LocalStack
-from streamrec.stack.process import free_port
-
-PORT_FIELDS = (
-    "kafka_port",
-    "kafka_controller_port",
-    "redis_port",
-    "triton_http_port",
-    "triton_grpc_port",
-    "triton_metrics_port",
-)
-
+from streamrec.stack.isolated import isolated_stack_settings
 
 @contextmanager
 def isolated_stack(say=print, **stack_overrides) -> Iterator[Settings]:
@@ -39,8 +29,7 @@ def isolated_stack(say=print, **stack_overrides) -> Iterator[Settings]:
     # SIGTERM (a timeout, Ctrl-C from a supervisor) must still run the `finally` that stops the stack.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as folder:
-        ports = {name: free_port() for name in PORT_FIELDS}  # unused ones (services=...) are harmless
-        stack_settings = StackSettings(state_dir=Path(folder) / "state", **{**ports, **stack_overrides})
+        stack_settings = isolated_stack_settings(Path(folder) / "state", **stack_overrides)
         stack = LocalStack(stack_settings, say=lambda message: say(f"  · {message}"))
         try:
             stack.up()
@@ -49,15 +38,6 @@ def isolated_stack(say=print, **stack_overrides) -> Iterator[Settings]:
             yield settings
         finally:
             stack.down()
-
-
-def stack_environment(settings: Settings) -> dict[str, str]:
-    """Environment for a `streamrec` subprocess that should use ``settings``' stack."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMREC_")}
-    for name in ("state_dir", *PORT_FIELDS):
-        env[f"STREAMREC_STACK__{name.upper()}"] = str(getattr(settings.stack, name))
-    env["STREAMREC_STACK__MODEL_REPO"] = str(settings.stack.model_repo)
-    return env
 
 
 def machine() -> dict[str, object]:

@@ -40,7 +40,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import isolated_stack, machine, median, quantile, stack_environment, write_json  # noqa: E402
+from benchmarks.common import isolated_stack, machine, median, quantile, write_json  # noqa: E402
+from streamrec.stack.isolated import stack_environment  # noqa: E402
 from streamrec.datasets.loaders import DatasetEvent, load  # noqa: E402
 from streamrec.datasets.replay import catalog_event, interaction_event  # noqa: E402
 from streamrec.lag import LagReader  # noqa: E402

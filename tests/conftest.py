@@ -21,24 +21,9 @@ from confluent_kafka import Consumer, TopicPartition
 from streamrec.kafka_admin import create_topics
 from streamrec.settings import REPO_ROOT, Settings, StackSettings
 from streamrec.stack import LocalStack
-from streamrec.stack.process import free_port
+from streamrec.stack.isolated import isolated_stack_settings
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
-
-
-def make_stack_settings(state_dir: Path, **overrides) -> StackSettings:
-    ports = {
-        name: free_port()
-        for name in (
-            "kafka_port",
-            "kafka_controller_port",
-            "redis_port",
-            "triton_http_port",
-            "triton_grpc_port",
-            "triton_metrics_port",
-        )
-    }
-    return StackSettings(state_dir=state_dir, **{**ports, **overrides})
 
 
 def make_model_repo(target: Path) -> Path:
@@ -60,7 +45,7 @@ SESSION_MODELS = ["item_encoder", "bert_scorer", "bert_scorer_student"]
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> StackSettings:
     root = tmp_path_factory.mktemp("stack")
-    return make_stack_settings(
+    return isolated_stack_settings(
         root / "state", model_repo=make_model_repo(root / "model_repo"), triton_load_models=SESSION_MODELS
     )
 
@@ -150,13 +135,3 @@ class KafkaReader:
 def kafka_reader(settings: Settings) -> KafkaReader:
     return KafkaReader(settings.bootstrap_servers)
 
-
-def stack_env(stack_settings: StackSettings) -> dict[str, str]:
-    """Environment that points a `streamrec` subprocess at the given stack."""
-    import os
-
-    env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMREC_")}
-    for field in ("state_dir", "kafka_port", "kafka_controller_port", "redis_port", "triton_http_port",
-                  "triton_grpc_port", "triton_metrics_port"):
-        env[f"STREAMREC_STACK__{field.upper()}"] = str(getattr(stack_settings, field))
-    return env

@@ -10,7 +10,7 @@ import uuid
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.conftest import stack_env
+from streamrec.stack.isolated import stack_environment
 
 
 def test_lag_reports_committed_log_end_and_lag_per_partition(settings):
@@ -30,7 +30,7 @@ def test_lag_reports_committed_log_end_and_lag_per_partition(settings):
     def run(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "streamrec", "lag", "--group", group, "--sample-s", "0", *extra],
-            env=stack_env(settings.stack), capture_output=True, text=True, timeout=60,
+            env=stack_environment(settings.stack), capture_output=True, text=True, timeout=60,
         )
 
     result = run("--json")

@@ -8,7 +8,7 @@ import sys
 from streamrec.datasets.loaders import load, parse_amazon_text
 from streamrec.datasets.replay import catalog_event
 from streamrec.topics import Topic
-from tests.conftest import stack_env
+from streamrec.stack.isolated import stack_environment
 
 
 def test_amazon_text_is_split_into_title_categories_and_brand():
@@ -45,7 +45,7 @@ def test_quickstart_replays_real_events_that_a_consumer_reads_back(settings, dat
     result = subprocess.run(
         [sys.executable, "-m", "streamrec", "quickstart", "--dataset", "diginetica", "--limit", "10000",
          "--data-dir", str(data_dir)],
-        env=stack_env(settings.stack), capture_output=True, text=True, timeout=300,
+        env=stack_environment(settings.stack), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "replayed" in result.stdout and "events.purchases" in result.stdout

@@ -17,14 +17,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamrec.stack import LocalStack, StackError
 from streamrec.stack.process import ManagedProcess
-from tests.conftest import make_stack_settings, stack_env
+from streamrec.stack.isolated import isolated_stack_settings, stack_environment
 
 STREAMREC = [sys.executable, "-m", "streamrec"]
 
 
 def test_status_command_reports_each_service_and_exits_zero_when_healthy(local_stack, settings):
     result = subprocess.run(
-        [*STREAMREC, "status", "--json"], env=stack_env(local_stack.settings), capture_output=True, text=True, timeout=60
+        [*STREAMREC, "status", "--json"], env=stack_environment(local_stack.settings), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
     statuses = {s["name"]: s for s in json.loads(result.stdout)}
@@ -34,8 +34,8 @@ def test_status_command_reports_each_service_and_exits_zero_when_healthy(local_s
 
 
 def test_status_exits_nonzero_when_nothing_runs(tmp_path):
-    settings = make_stack_settings(tmp_path / "idle")
-    result = subprocess.run([*STREAMREC, "status"], env=stack_env(settings), capture_output=True, text=True, timeout=60)
+    settings = isolated_stack_settings(tmp_path / "idle")
+    result = subprocess.run([*STREAMREC, "status"], env=stack_environment(settings), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "not running" in result.stdout
 
@@ -51,13 +51,13 @@ def test_taken_port_is_a_clear_error(tmp_path):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        stack = LocalStack(make_stack_settings(tmp_path / "s", redis_port=port, services=["redis"]))
+        stack = LocalStack(isolated_stack_settings(tmp_path / "s", redis_port=port, services=["redis"]))
         with pytest.raises(StackError, match=f"port {port} .* already in use.*STREAMREC_STACK__REDIS_PORT"):
             stack.up()
 
 
 def test_down_then_up_keeps_topics_and_redis_data(tmp_path):
-    stack = LocalStack(make_stack_settings(tmp_path / "persist", services=["kafka", "redis"]))
+    stack = LocalStack(isolated_stack_settings(tmp_path / "persist", services=["kafka", "redis"]))
     bootstrap = stack.service("kafka").address()
     try:
         stack.up()
@@ -91,7 +91,7 @@ def test_down_then_up_keeps_topics_and_redis_data(tmp_path):
 
 
 def test_down_removes_only_this_stacks_triton_shared_memory(local_stack, tmp_path):
-    other = LocalStack(make_stack_settings(tmp_path / "other", services=["triton"]))
+    other = LocalStack(isolated_stack_settings(tmp_path / "other", services=["triton"]))
     ours, theirs = other.service("triton"), local_stack.service("triton")
     assert ours.shm_prefix != theirs.shm_prefix
     leftover = f"/dev/shm/{ours.shm_prefix}region_1"

@@ -33,7 +33,7 @@ from streamrec.store import keys
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.profile import UserProfile
 from streamrec.topics import INTERACTION_TOPICS, Topic
-from tests.conftest import stack_env
+from streamrec.stack.isolated import stack_environment
 from tests.streams.recompute import read_interactions, recompute
 from tests.streams.test_rules_and_arithmetic import vectors_agree
 
@@ -48,7 +48,7 @@ class Worker:
         self.name = name
         self.web_port = free_port()
         self.env = {
-            **stack_env(settings.stack),
+            **stack_environment(settings.stack),
             "STREAMREC_REDIS__URL": redis_url,
             "STREAMREC_STREAMS__APP_ID": app_id,
             "STREAMREC_STREAMS__WEB_PORT": str(self.web_port),
