@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streamrec.topics import Topic
 
@@ -130,7 +130,6 @@ _TOPIC_BY_TYPE: dict[str, Topic] = {
     "purchase": Topic.PURCHASES,
     "catalog_item": Topic.CATALOG,
 }
-_EVENT_ADAPTER: TypeAdapter[ClickEvent | CartEvent | PurchaseEvent | CatalogItem] = TypeAdapter(AnyEvent)
 
 
 def topic_for(event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> Topic:
@@ -189,7 +188,8 @@ class EventValidator:
             known = ", ".join(EVENT_TYPES)
             raise InvalidEvent(f"unknown event type {event_type!r}; expected one of: {known}")
         try:
-            event = _EVENT_ADAPTER.validate_python(raw)
+            # The model named by `type` (not the union): error locations read "price", not "purchase.price".
+            event = EVENT_TYPES[event_type].model_validate(raw)
         except ValidationError as error:
             reason, details = _describe(error)
             raise InvalidEvent(reason, details) from None

@@ -134,6 +134,7 @@ class StreamsSettings(_Section):
     popularity_long_s: float = Field(default=86400, gt=0, description="Time constant of long-term item popularity (24 h).")
     covisit_window_s: float = Field(default=1800, gt=0, description="Two interactions of one user this close are co-visits.")
     covisit_top_n: int = Field(default=50, ge=1, description="Co-visitation neighbours kept per item.")
+    covisit_history: int = Field(default=10, ge=1, description="Recent items per interaction type a new one is paired with.")
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="A worker silent this long loses its partitions to the others."
     )

@@ -29,7 +29,7 @@ class Applied:
     type: str
     ts: int
     weight: float
-    covisits: tuple[str, ...]  # items this user interacted with within the co-visit window
+    covisits: tuple[str, ...]  # items of the same type this user interacted with within the co-visit window
 
 
 def weight_of(event_type: str, settings: StreamsSettings) -> float:
@@ -55,10 +55,7 @@ def apply_interaction(
     settings: StreamsSettings,
 ) -> Applied:
     weight = weight_of(event_type, settings)
-    window_ms = settings.covisit_window_s * 1000
-    covisits = tuple(
-        entry.item_id for entry in profile.recent if entry.item_id != item_id and abs(entry.ts - ts) <= window_ms
-    )
+    covisits = _covisit(profile, event_type, item_id, ts, settings)
 
     if ts >= profile.ref_ts:
         factor = decay(ts - profile.ref_ts, settings.half_life_s) if profile.ref_ts else 1.0
@@ -93,6 +90,24 @@ def apply_interaction(
         del profile.purchased[: max(0, len(profile.purchased) - settings.purchased_max)]
     profile.last_seen = max(profile.last_seen, ts)
     return Applied(user_id, item_id, event_type, ts, weight, covisits)
+
+
+def _covisit(profile: UserProfile, event_type: str, item_id: str, ts: int, settings: StreamsSettings) -> tuple[str, ...]:
+    """Items of the same type (co-clicked, co-carted, co-bought) within the window; then remember this one.
+
+    A pair is counted once, when the later-arriving of its two events is applied.
+    The history is per type because one type's events arrive from one partition in
+    a fixed order; a history shared across topics would make the pairs depend on
+    how the topics' deliveries interleave.
+    """
+    window_ms = settings.covisit_window_s * 1000
+    history = profile.covisit_history.setdefault(event_type, [])
+    neighbours = tuple(entry.item_id for entry in history if entry.item_id != item_id and abs(entry.ts - ts) <= window_ms)
+    entry = Interaction(ts, item_id, event_type)
+    keys = [existing.sort_key() for existing in history]
+    history.insert(bisect.bisect_right(keys, entry.sort_key()), entry)
+    del history[: max(0, len(history) - settings.covisit_history)]
+    return neighbours
 
 
 def affinities_at(profile: UserProfile, ts: int, settings: StreamsSettings) -> dict[str, float]:

@@ -17,7 +17,7 @@ import numpy as np
 # Interaction type codes inside the compact recent-interactions list.
 TYPE_CODES = {"click": 0, "add_to_cart": 1, "purchase": 2}
 TYPE_NAMES = {code: name for name, code in TYPE_CODES.items()}
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ProfileFormatError(ValueError):
@@ -45,6 +45,9 @@ class UserProfile:
     last_seen: int = 0  # newest event ts (ms), same as ref_ts, kept explicit for readers
     click_times: list[int] = field(default_factory=list)  # recent click ts for the bot-rate rule
     seen_ids: list[tuple[bytes, int]] = field(default_factory=list)  # (8-byte event id prefix, ts) for dedup
+    # Newest interactions per type, for co-visitation: one type's events come from one
+    # partition in a fixed order, so pairs found here do not depend on other topics' timing.
+    covisit_history: dict[str, list[Interaction]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         """Timestamps are stored as offsets from ``ref_ts`` (small integers pack into fewer bytes)."""
@@ -61,6 +64,7 @@ class UserProfile:
                 "s": ref - self.last_seen,
                 "k": [ref - ts for ts in self.click_times],
                 "d": [b"".join(event_id for event_id, _ in self.seen_ids), [ref - ts for _, ts in self.seen_ids]],
+                "c": {t: [[ref - i.ts, i.item_id] for i in h] for t, h in self.covisit_history.items()},
             },
             use_bin_type=True,
         )
@@ -88,4 +92,8 @@ class UserProfile:
             last_seen=ref - data["s"],
             click_times=[ref - offset for offset in data["k"]],
             seen_ids=[(id_bytes[8 * k : 8 * k + 8], ref - offset) for k, offset in enumerate(id_offsets)],
+            covisit_history={
+                kind: [Interaction(ref - offset, item_id, kind) for offset, item_id in history]
+                for kind, history in data["c"].items()
+            },
         )

@@ -1,0 +1,86 @@
+"""The batch processor against the session's real Redis and Kafka (no Faust)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+import redis.asyncio as redis
+from confluent_kafka import Producer
+
+from streamrec.events import ClickEvent, encode
+from streamrec.settings import StreamsSettings
+from streamrec.store import keys
+from streamrec.store.profile import UserProfile
+from streamrec.topics import Topic
+from streams.processor import InteractionProcessor, Record, load_redis_functions
+
+
+@pytest.fixture
+async def client(settings):
+    connection = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/1")
+    await load_redis_functions(connection)
+    yield connection
+    await connection.aclose()
+
+
+@pytest.fixture
+def publish(settings):
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+
+    async def publish_many(messages):
+        for topic, key, value in messages:
+            producer.produce(topic, value, key)
+        assert await asyncio.to_thread(producer.flush, 30) == 0
+
+    return publish_many
+
+
+def records(events, *, topic: str = Topic.CLICKS.value, partition: int = 0, first_offset: int = 0) -> list[Record]:
+    now = int(time.time() * 1000)
+    return [
+        Record(topic, partition, first_offset + n, now, event.user_id.encode(), encode(event))
+        for n, event in enumerate(events)
+    ]
+
+
+async def test_a_replayed_batch_is_skipped_by_the_watermark(client, publish):
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish)
+    user = f"u-{uuid.uuid4().hex}"
+    batch = records([ClickEvent(user_id=user, item_id=f"t-{n}") for n in range(5)])
+    first = await processor.process(batch)
+    assert len(first.applied) == 5 and first.skipped == 0
+    stored = await client.get(keys.user(user))
+    again = await processor.process(batch)  # a worker restarted before its offsets were committed
+    assert again.applied == [] and again.skipped == 5
+    assert await client.get(keys.user(user)) == stored
+    overlapping = await processor.process(batch[3:] + records([ClickEvent(user_id=user, item_id="t-9")], first_offset=5))
+    assert overlapping.skipped == 2 and len(overlapping.applied) == 1
+    assert UserProfile.decode(await client.get(keys.user(user))).counts["click"] == 6
+
+
+async def test_profiles_expire_after_their_ttl(client, publish):
+    processor = InteractionProcessor(
+        client=client, settings=StreamsSettings(profile_ttl_s=1), group=f"g-{uuid.uuid4().hex}", publish=publish
+    )
+    user = f"u-{uuid.uuid4().hex}"
+    await processor.process(records([ClickEvent(user_id=user, item_id="t-1")]))
+    assert 0 < await client.pttl(keys.user(user)) <= 1000
+    await asyncio.sleep(1.5)
+    assert await client.get(keys.user(user)) is None
+
+
+async def test_rejected_events_reach_their_topics_with_reasons(client, publish, kafka_reader):
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish)
+    user = f"u-{uuid.uuid4().hex}"
+    click = ClickEvent(user_id=user, item_id="t-1")
+    batch = records([click, click])  # the same event twice
+    batch.append(Record(Topic.CLICKS.value, 0, 2, batch[0].timestamp_ms, user.encode(), b'{"type": "click", "user_id": "' + user.encode() + b'"}'))
+    result = await processor.process(batch)
+    assert sorted(rejection.rule.value for _, rejection in result.rejected) == ["duplicate", "malformed"]
+    quarantined = kafka_reader.read(Topic.QUARANTINE, match=lambda v: v.get("event", {}).get("user_id") == user, expected=1)
+    assert quarantined[0]["rule"] == "duplicate" and str(click.event_id) in quarantined[0]["reason"]
+    dead = kafka_reader.read(Topic.DLQ, match=lambda v: user in v.get("raw", ""), expected=1)
+    assert dead[0]["reason"].startswith("item_id") and dead[0]["source"] == "streams:events.clicks"
