@@ -91,7 +91,7 @@ class Worker:
     def __init__(self, settings: Settings, group: str, redis_url: str, agents: str, log: Path) -> None:
         self.port = free_port()
         env = {
-            **stack_environment(settings),
+            **stack_environment(settings.stack),
             "STREAMREC_REDIS__URL": redis_url,
             "STREAMREC_STREAMS__APP_ID": group,
             "STREAMREC_STREAMS__WEB_PORT": str(self.port),

@@ -56,22 +56,37 @@ class TextEncoder(nn.Module):
 
 
 class CrossEncoderScorer(nn.Module):
-    """BERT over ``[CLS] user context [SEP] item text [SEP]`` -> one relevance logit."""
+    """BERT over ``[CLS] user context [SEP] item [SEP]`` -> one relevance logit.
 
-    def __init__(self, backbone: BertModel) -> None:
+    The head reads the ``[CLS]`` vector and the element-wise product of the two segments'
+    mean-pooled, L2-normalised token vectors (the product sums to the cosine of the jointly
+    encoded context and item). The product part starts as ``cosine_scale`` x that cosine and the
+    ``[CLS]`` part at zero, so a fresh scorer already ranks about like the text encoder, and
+    fine-tuning improves from there instead of from a random head (on the validation sample a
+    random head halved NDCG@10 of the candidates it re-ranked; the cosine start kept it).
+    """
+
+    def __init__(self, backbone: BertModel, *, cosine_scale: float = 10.0) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(2 * hidden, 1)
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.weight[0, hidden:] = cosine_scale
+            self.head.bias.zero_()
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
         hidden = self.backbone(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        first = hidden[:, 0].float()
-        with torch.autocast(first.device.type, enabled=False):  # the logit keeps full precision under autocast
-            return self.head(first).squeeze(-1)
+        ).last_hidden_state.float()
+        with torch.autocast(hidden.device.type, enabled=False):  # the head keeps full precision under autocast
+            context = mean_pool(hidden, attention_mask * (token_type_ids == 0))
+            item = mean_pool(hidden, attention_mask * (token_type_ids == 1))
+            product = nn.functional.normalize(context, dim=-1) * nn.functional.normalize(item, dim=-1)
+            return self.head(torch.cat([hidden[:, 0], product], dim=-1)).squeeze(-1)
 
 
 def load_backbone(path: Path | None = None, config: BertConfig | None = None) -> BertModel:
