@@ -128,7 +128,7 @@ class Plan:
     category path)."""
     scorer: FinetuneConfig = field(
         default_factory=lambda: FinetuneConfig(
-            batch_size=8, epochs=2.0, inbatch_negatives=3, covisit_negatives=2, popular_negatives=2, eval_every=100, patience=3
+            batch_size=8, epochs=2.0, inbatch_negatives=3, covisit_negatives=2, popular_negatives=1, eval_every=100, patience=3
         )
     )
     distill: DistillConfig = field(default_factory=DistillConfig)
