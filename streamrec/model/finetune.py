@@ -20,7 +20,7 @@ import copy
 import functools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -58,8 +58,11 @@ class FinetuneConfig:
     """Scorer: other examples' positives per group (the encoder uses all of them)."""
     covisit_negatives: int = 2
     popular_negatives: int = 2
+    retrieved_negatives: int = 0
+    """Scorer: negatives from the first stage's top ``retrieved_pool`` (needs retrieval lists)."""
     covisit_pool: int = 20
     popular_pool: int = 200
+    retrieved_pool: int = 30
     temperature: float = 0.05
     head_lr: float | None = None
     """Learning rate of the scorer's head; None: the same as ``lr``. (The head starts as a scaled
@@ -105,13 +108,26 @@ class ContextWriter:
         return user_context(recent, query=query, count_tokens=self._count, token_budget=self.budget)
 
 
-class NegativeSampler:
-    """Hard negatives for one example: co-visited with its recent items, and popular items."""
+def example_key(example: Example) -> tuple[str, int]:
+    """One training example per user and history length."""
+    return example.user, len(example.history)
 
-    def __init__(self, covisit: CoVisitation, popularity: Popularity, config: FinetuneConfig) -> None:
+
+class NegativeSampler:
+    """Hard negatives for one example: co-visited with its recent items, popular items and, when
+    ``retrieved`` is given, the first stage's top candidates for it (what the scorer re-ranks)."""
+
+    def __init__(
+        self,
+        covisit: CoVisitation,
+        popularity: Popularity,
+        config: FinetuneConfig,
+        retrieved: Mapping[tuple[str, int], Sequence[int]] | None = None,
+    ) -> None:
         self.covisit = covisit
         self.popular = popularity.top(config.popular_pool)
         self.config = config
+        self.retrieved = retrieved or {}
 
     def hard(self, example: Example, rng: np.random.Generator) -> list[int]:
         blocked = {example.target, *example.history}
@@ -127,6 +143,10 @@ class NegativeSampler:
         if self.config.popular_negatives and popular:
             take = min(self.config.popular_negatives, len(popular))
             chosen.extend(int(i) for i in rng.choice(popular, size=take, replace=False))
+        retrieved = [int(i) for i in self.retrieved.get(example_key(example), ()) if int(i) not in blocked and int(i) not in chosen]
+        if self.config.retrieved_negatives and retrieved:
+            take = min(self.config.retrieved_negatives, len(retrieved))
+            chosen.extend(int(i) for i in rng.choice(retrieved, size=take, replace=False))
         return chosen
 
 
@@ -342,13 +362,19 @@ def finetune_scorer(
     data: TrainingTexts,
     config: FinetuneConfig,
     *,
+    retrieved: Mapping[tuple[str, int], Sequence[int]] | None = None,
     validate: Callable[[], float] | None = None,
     say: Say = print,
 ) -> TrainReport:
-    """Listwise fine-tuning of the cross-encoder: the positive must win its group."""
+    """Listwise fine-tuning of the cross-encoder: the positive must win its group.
+
+    ``retrieved`` maps :func:`example_key` to the first stage's candidates for that example; with
+    ``retrieved_negatives`` set, some negatives come from there, the items the scorer will
+    actually have to order at serving time.
+    """
     tokens = CachedTokenizer(tokenizer, config.max_length)
     contexts = ContextWriter(data.titles, tokenizer, config.context_budget)
-    sampler = NegativeSampler(data.covisit, data.popularity, config)
+    sampler = NegativeSampler(data.covisit, data.popularity, config, retrieved)
     device = next(scorer.parameters()).device
 
     def step_loss(batch: list[Example], rng: np.random.Generator) -> torch.Tensor:

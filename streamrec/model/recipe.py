@@ -12,10 +12,12 @@ user has are excluded), the scorer orders those ``k``, every other item stays be
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -43,6 +45,7 @@ from streamrec.model.finetune import (
     FinetuneConfig,
     Say,
     TrainingTexts,
+    example_key,
     finetune_encoder,
     finetune_scorer,
 )
@@ -128,9 +131,16 @@ class Plan:
     category path)."""
     scorer: FinetuneConfig = field(
         default_factory=lambda: FinetuneConfig(
-            batch_size=8, epochs=2.0, inbatch_negatives=3, covisit_negatives=2, popular_negatives=1, eval_every=100, patience=3
+            batch_size=8, epochs=2.0, inbatch_negatives=2, covisit_negatives=1, popular_negatives=1,
+            retrieved_negatives=3, eval_every=100, patience=3,
         )
     )
+    """Groups of 8: the positive, 2 in-batch, 1 co-visited, 1 popular and 3 of the fine-tuned
+    encoder's top 30 (without those, validation NDCG of re-ranking fell while the training loss
+    kept falling: the scorer learned to reject easy negatives, not to order look-alikes)."""
+    scorer_init: Literal["pretrained", "encoder"] = "encoder"
+    """Backbone the scorer starts from: all-MiniLM-L6-v2 itself, or the fine-tuned encoder's copy
+    of it (domain-adapted; with the cosine head a fresh scorer then ranks like the encoder)."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     student: StudentShape = field(default_factory=StudentShape)
     validation_users: int = 300
@@ -240,17 +250,29 @@ def train_models(
         encoder = load_folder(encoder_folder)[0]  # type: ignore[assignment]
     encoder_length = read_metadata(encoder_folder).max_length
 
+    item_vectors = embed(encoder, tokenizer, corpus.item_texts, max_length=encoder_length, precision="bf16")
+    writer = ContextWriter(corpus.titles, tokenizer, plan.encoder.context_budget)
+
+    def retrieve(examples: Sequence[Example], k: int) -> list[list[int]]:
+        users = embed(encoder, tokenizer, [writer(e.history) for e in examples], max_length=encoder_length, precision="bf16")
+        return [list(map(int, row)) for row in top_k(retrieval_scores(users, item_vectors, [e.history for e in examples]), k)]
+
     if "scorer" in stages:
         validator.fix_first_stage(encoder, replace(plan.encoder, max_length=encoder_length))
-        teacher = CrossEncoderScorer(load_backbone())
+        retrieved = None
+        if plan.scorer.retrieved_negatives:
+            retrieved = dict(zip(map(example_key, corpus.train), retrieve(corpus.train, plan.scorer.retrieved_pool)))
+            say(f"scorer: first-stage candidates for {len(retrieved):,} training examples ({time.monotonic() - started:.0f} s)")
+        backbone = copy.deepcopy(encoder.backbone) if plan.scorer_init == "encoder" else load_backbone()
+        teacher = CrossEncoderScorer(backbone)
         report = finetune_scorer(
-            teacher, tokenizer, corpus.train, data, plan.scorer,
+            teacher, tokenizer, corpus.train, data, plan.scorer, retrieved=retrieved,
             validate=lambda: validator.scorer_metric(teacher, plan.scorer, "bf16"), say=say,
         )
         reports["scorer"] = {"config": plan.scorer.to_dict(), **report.to_dict()}
         scorer_folder = publish(
             repo, contract.BERT_SCORER, teacher, tokenizer,
-            VersionMetadata(kind="scorer", base="all-MiniLM-L6-v2 fine-tuned", max_length=plan.scorer.max_length,
+            VersionMetadata(kind="scorer", base=f"all-MiniLM-L6-v2 ({plan.scorer_init}) fine-tuned", max_length=plan.scorer.max_length,
                             metrics={"val_ndcg10_sample": report.best_metric}, lineage={**lineage, "recipe": "finetune_scorer"}),
         )
         say(f"scorer: published {scorer_folder} ({time.monotonic() - started:.0f} s)")
@@ -262,14 +284,10 @@ def train_models(
     if validator.first_stage is None:
         validator.fix_first_stage(encoder, replace(plan.encoder, max_length=encoder_length))
 
-    item_vectors = embed(encoder, tokenizer, corpus.item_texts, max_length=encoder_length, precision="bf16")
-    writer = ContextWriter(corpus.titles, tokenizer, plan.encoder.context_budget)
-
-    def retrieve(examples: Sequence[Example]) -> list[list[int]]:
-        users = embed(encoder, tokenizer, [writer(e.history) for e in examples], max_length=encoder_length, precision="bf16")
-        return [list(map(int, row)) for row in top_k(retrieval_scores(users, item_vectors, [e.history for e in examples]), plan.distill.retrieved)]
-
-    targets = teacher_targets(teacher, tokenizer, corpus.train, data, plan.distill, plan.scorer, retrieve=retrieve, say=say)
+    targets = teacher_targets(
+        teacher, tokenizer, corpus.train, data, plan.distill, replace(plan.scorer, retrieved_negatives=0),
+        retrieve=lambda examples: retrieve(examples, plan.distill.retrieved), say=say,
+    )
     student = init_student(teacher, plan.student, seed=plan.seed)
     report = distill_scorer(
         student, tokenizer, targets, data, plan.distill,
