@@ -123,6 +123,7 @@ class TritonScorerClient:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self.breaker = CircuitBreaker(breaker_failures, breaker_reset_s)
         self.stats = ClientStats()
+        self.served_version: str | None = None  # the model version that answered last
         self._pending: list[_Call] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -265,6 +266,7 @@ class TritonScorerClient:
                 raise ScorerUnavailable(f"{self.model}: {error}") from error
             self.breaker.success()
             self.stats.pairs += len(items)
+            self.served_version = result.get_response().model_version or self.served_version
             return result.as_numpy(contract.SCORER_OUTPUT).reshape(-1).astype(np.float32)
 
 

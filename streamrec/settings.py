@@ -140,6 +140,83 @@ class StreamsSettings(_Section):
     )
 
 
+class RecsSettings(_Section):
+    """The recommender: candidates, BERT ranking, diversity and the real-time loop."""
+
+    app_id: str = Field(default="streamrec-recs", description="Faust app id of the recs worker, also its consumer group.")
+    web_host: str = Field(default="127.0.0.1", description="Recs worker web server bind address (metrics).")
+    web_port: int = Field(default=6067, ge=1, le=65535, description="Recs worker web server port; /metrics is there.")
+    scorer_model: str = Field(
+        default="bert_scorer_student",
+        description="Triton model that ranks candidates (bert_scorer on GPU, the distilled student on CPU).",
+    )
+    k: int = Field(default=20, ge=1, le=200, description="Items in a published (and cached) recommendation list.")
+    candidates: int = Field(default=200, ge=10, description="Candidates gathered per user before ranking.")
+    covisit_sources: int = Field(default=10, ge=1, description="Newest distinct history items whose co-visit neighbours are candidates.")
+    covisit_per_item: int = Field(default=20, ge=1, description="Co-visitation neighbours read per history item.")
+    vector_candidates: int = Field(default=100, ge=0, description="Nearest items to the profile vector taken as candidates.")
+    trending_pool: int = Field(default=500, ge=10, description="Most popular items (last hour) that category and global trending draw from.")
+    categories_top: int = Field(default=3, ge=0, description="The user's strongest categories whose trending items are candidates.")
+    per_category: int = Field(default=15, ge=1, description="Trending items taken per strong category.")
+    trending_candidates: int = Field(default=30, ge=0, description="Global trending items added (all of the list for a new user).")
+    exclude_recent: int = Field(default=5, ge=0, description="The user's newest interacted items left out of the list (purchases always are).")
+    rerank_top: int = Field(
+        default=40, ge=0, description="Candidates, best by their signals, that the BERT scorer re-ranks (0: no scorer)."
+    )
+    scorer_budget_ms: float = Field(
+        default=800.0, gt=0, description="Longest wait for the scorer; over it the list is served from the signals, marked degraded."
+    )
+    mmr_lambda: float = Field(default=0.75, ge=0, le=1, description="Relevance weight of the diversity re-rank (1: no diversity).")
+    blender_weights: Path | None = Field(
+        default=None, description="JSON weights of the signal blender (written by `streamrec recs fit-blender`); unset uses the packaged ones."
+    )
+    variant: str = Field(default="bert-blend-mmr", description="Label of this ranking variant on every published list (for A/B analysis).")
+    cache_ttl_s: int = Field(default=3600, ge=1, description="How long a computed list stays cached in Redis.")
+    batch_max_users: int = Field(default=64, ge=1, description="Most profile updates taken per batch (duplicates of a user collapse).")
+    debounce_s: float = Field(default=0.05, gt=0, description="Longest wait to collect a batch; a user's updates inside it yield one list.")
+    index_refresh_s: float = Field(default=1.0, gt=0, description="How often the item index reads catalog changes from Redis.")
+
+
+class ApiSettings(_Section):
+    """The HTTP recommendation API."""
+
+    host: str = Field(default="127.0.0.1", description="API bind address (0.0.0.0 in containers).")
+    port: int = Field(default=8090, ge=1, le=65535, description="API HTTP port.")
+    default_k: int = Field(default=10, ge=1, description="Items returned when the request has no k.")
+    max_k: int = Field(default=100, ge=1, description="Largest k a request may ask for.")
+    compute_budget_ms: float = Field(
+        default=250.0, gt=0, description="Scorer budget of a list computed on request (no usable cached list)."
+    )
+
+
+class TrainerSettings(_Section):
+    """The incremental trainer: fine-tunes a served scorer on new events and republishes it to Triton."""
+
+    model: str = Field(
+        default="bert_scorer_student",
+        description="Served scorer the trainer fine-tunes and republishes (bert_scorer on GPU).",
+    )
+    group_id: str = Field(default="streamrec-trainer", description="Kafka consumer group of the trainer (offsets also live in each version's metadata).")
+    interval_s: float = Field(default=300.0, gt=0, description="Seconds between cycles of `streamrec trainer run` (overridden by --interval).")
+    min_events: int = Field(default=200, ge=1, description="A cycle with fewer new events publishes nothing and waits for more.")
+    max_events: int = Field(default=200_000, ge=1, description="Most new events one cycle reads (the rest wait for the next).")
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1, description="Newest share of the cycle's examples (by time) the gate evaluates on.")
+    replay_capacity: int = Field(default=20_000, ge=0, description="Older examples kept in the replay buffer (reservoir sample) against forgetting.")
+    replay_ratio: float = Field(default=0.5, ge=0, description="Replayed examples mixed in per new training example.")
+    steps: int = Field(default=300, ge=1, description="Most optimiser steps per cycle.")
+    max_minutes: float = Field(default=5.0, gt=0, description="Training time budget per cycle.")
+    batch_size: int = Field(default=16, ge=1, description="Training examples per step.")
+    lr: float = Field(default=5e-5, gt=0, description="Learning rate of the warm-started fine-tuning.")
+    max_length: int = Field(default=64, ge=8, description="Tokens per (context, item) pair in training and evaluation.")
+    lora: bool = Field(default=False, description="Train LoRA adapters (peft) on attention and merge them, instead of every weight.")
+    lora_rank: int = Field(default=8, ge=1, description="Rank of the LoRA adapters.")
+    eval_candidates: int = Field(default=50, ge=2, description="Items ranked per held-out example by the gate (the real next item and sampled negatives).")
+    gate_tolerance: float = Field(default=0.005, ge=0, description="The challenger may trail the champion by at most this on NDCG@10, HR@10 and AUC.")
+    keep_versions: int = Field(default=5, ge=2, description="Complete versions kept in the model repository (older ones are deleted).")
+    load_timeout_s: float = Field(default=300.0, gt=0, description="Longest wait for Triton to load and warm up a new version.")
+    threads: int = Field(default=2, ge=1, description="torch CPU threads of the trainer.")
+
+
 class Settings(BaseSettings):
     """Root settings object; build it once per process with ``Settings()``."""
 
@@ -157,6 +234,9 @@ class Settings(BaseSettings):
     events: EventRules = EventRules()
     collector: CollectorSettings = CollectorSettings()
     streams: StreamsSettings = StreamsSettings()
+    trainer: TrainerSettings = TrainerSettings()
+    recs: RecsSettings = RecsSettings()
+    api: ApiSettings = ApiSettings()
 
     @model_validator(mode="after")
     def _default_clients_to_local_stack(self) -> "Settings":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 import numpy as np
@@ -72,6 +73,7 @@ class CatalogProcessor:
             return 0
         items = list(latest.values())
         embeddings = await self._embed([item_text(i.title, i.category_path, i.brand) for i in items])
+        stored_at_ms = int(time.time() * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             for item, embedding in zip(items, embeddings, strict=True):
                 record = CatalogRecord(
@@ -86,6 +88,8 @@ class CatalogProcessor:
                     embedding=embedding,
                 )
                 pipe.hset(keys.item(item.item_id), mapping=record.to_hash())
+            # The serving item index polls this change log instead of scanning the catalog.
+            pipe.zadd(keys.CATALOG_CHANGES, {item.item_id: stored_at_ms for item in items})
             await pipe.execute()
         return len(items)
 

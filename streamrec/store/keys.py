@@ -9,6 +9,8 @@
 | ``z:pop:short`` / ``z:pop:long``      | zset   | streams    | items by log decayed popularity (comparable at any time) |
 | ``z:trending``                        | zset   | streams    | items by short/long popularity ratio at their last event |
 | ``wm:{group}:{topic}:{partition}``    | string | streams    | highest Kafka offset applied (exactly-once watermark) |
+| ``z:catalog``                         | zset   | streams    | item -> time (ms) it was last stored; the item index reads changes from it |
+| ``r:{user}``                          | string | serving    | the user's latest recommendation list (JSON), with TTL |
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 POPULARITY_SHORT = "z:pop:short"
 POPULARITY_LONG = "z:pop:long"
 TRENDING = "z:trending"
+CATALOG_CHANGES = "z:catalog"
 
 
 def user(user_id: str) -> str:
@@ -36,3 +39,7 @@ def covisit(item_id: str) -> str:
 
 def watermark(group: str, topic: str, partition: int) -> str:
     return f"wm:{group}:{topic}:{partition}"
+
+
+def recommendations(user_id: str) -> str:
+    return f"r:{user_id}"

@@ -1,0 +1,156 @@
+"""Every catalog item's text embedding in one matrix, for nearest-item search in memory.
+
+The streams worker stores items in Redis (hash ``i:{item}``) and logs each store in the
+sorted set ``z:catalog`` (item -> time stored). The index reads only what changed since
+its last refresh, so a new catalog item is recommendable within ``index_refresh_s`` of
+being embedded; :meth:`ItemIndex.ensure` fetches an unknown item at once for callers that
+cannot wait (``/v1/items/{id}/similar`` on a brand-new item).
+
+Search is an exact dot product over the whole matrix: about 1 ms per query for 16k items
+and tens of milliseconds at 1M items on one core; beyond that, an ANN index would go here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import redis.asyncio as redis
+
+from streamrec.model.texts import item_text
+from streamrec.store import keys
+from streamrec.store.catalog import CatalogRecord
+
+# Items stored this close before the last refresh are read again (clock skew between
+# the worker that stamped them and this process, and stores still in flight).
+REFRESH_OVERLAP_MS = 5_000
+FETCH_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    item_id: str
+    title: str
+    category: str | None
+    available: bool
+    text: str  # what the scorer reads on the item side
+
+
+class ItemIndex:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._position: dict[str, int] = {}
+        self._info: list[ItemInfo] = []
+        self._matrix = np.zeros((0, 0), np.float32)
+        self._available = np.zeros(0, bool)
+        self._since_ms: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self._info)
+
+    @property
+    def dim(self) -> int:
+        return self._matrix.shape[1]
+
+    def info(self, item_id: str) -> ItemInfo | None:
+        position = self._position.get(item_id)
+        return None if position is None else self._info[position]
+
+    def position(self, item_id: str) -> int | None:
+        return self._position.get(item_id)
+
+    def vectors(self, item_ids: list[str]) -> np.ndarray:
+        """Rows for known items (unknown ones get zeros), L2-normalised float32."""
+        out = np.zeros((len(item_ids), self.dim), np.float32)
+        for row, item_id in enumerate(item_ids):
+            position = self._position.get(item_id)
+            if position is not None:
+                out[row] = self._matrix[position]
+        return out
+
+    async def refresh(self) -> int:
+        """Read items stored since the last refresh; returns how many were (re)loaded."""
+        changed = await self._redis.zrangebyscore(
+            keys.CATALOG_CHANGES, max(0.0, self._since_ms - REFRESH_OVERLAP_MS), "+inf", withscores=True
+        )
+        if not changed:
+            return 0
+        self._since_ms = max(self._since_ms, max(score for _, score in changed))
+        return await self._load([member.decode() for member, _ in changed])
+
+    async def ensure(self, item_ids: list[str]) -> None:
+        """Load the given items now if the index does not know them yet."""
+        missing = [item_id for item_id in item_ids if item_id not in self._position]
+        if missing:
+            await self._load(missing)
+
+    async def _load(self, item_ids: list[str]) -> int:
+        records: list[CatalogRecord] = []
+        for start in range(0, len(item_ids), FETCH_CHUNK):
+            chunk = item_ids[start : start + FETCH_CHUNK]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for item_id in chunk:
+                    pipe.hgetall(keys.item(item_id))
+                rows = await pipe.execute()
+            for item_id, fields in zip(chunk, rows, strict=True):
+                record = CatalogRecord.from_hash(item_id, fields)
+                if record is not None and record.embedding is not None:
+                    records.append(record)
+        for record in records:
+            self._upsert(record)
+        return len(records)
+
+    def _upsert(self, record: CatalogRecord) -> None:
+        vector = record.embedding.astype(np.float32)
+        norm = float(np.linalg.norm(vector))
+        vector = vector / norm if norm > 0 else vector
+        info = ItemInfo(
+            item_id=record.item_id,
+            title=record.title,
+            category=record.category,
+            available=record.available,
+            text=item_text(record.title, record.category_path, record.brand),
+        )
+        position = self._position.get(record.item_id)
+        if position is None:
+            position = len(self._info)
+            self._grow(position + 1, vector.shape[0])
+            self._position[record.item_id] = position
+            self._info.append(info)
+        else:
+            self._info[position] = info
+        self._matrix[position] = vector
+        self._available[position] = record.available
+
+    def _grow(self, rows: int, dim: int) -> None:
+        if self._matrix.shape[1] not in (0, dim):
+            raise ValueError(f"item embedding has {dim} dimensions, the index {self._matrix.shape[1]}")
+        if rows <= self._matrix.shape[0]:
+            return
+        capacity = max(rows, 2 * self._matrix.shape[0], 1024)
+        matrix = np.zeros((capacity, dim), np.float32)
+        if len(self._info):
+            matrix[: len(self._info)] = self._matrix[: len(self._info)]
+        available = np.zeros(capacity, bool)
+        available[: len(self._info)] = self._available[: len(self._info)]
+        self._matrix, self._available = matrix, available
+
+    def nearest(self, vector: np.ndarray, k: int, *, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
+        """The ``k`` available items with the highest cosine similarity to ``vector``."""
+        count = len(self._info)
+        if count == 0 or k <= 0 or vector.shape[0] != self.dim:
+            return []
+        query = vector.astype(np.float32)
+        norm = float(np.linalg.norm(query))
+        if norm == 0:
+            return []
+        similarities = self._matrix[:count] @ (query / norm)
+        similarities[~self._available[:count]] = -np.inf
+        for item_id in exclude:
+            position = self._position.get(item_id)
+            if position is not None:
+                similarities[position] = -np.inf
+        take = min(k, count)
+        top = np.argpartition(-similarities, take - 1)[:take]
+        top = top[np.argsort(-similarities[top], kind="stable")]
+        return [(self._info[p].item_id, float(similarities[p])) for p in top if np.isfinite(similarities[p])]

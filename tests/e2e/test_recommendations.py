@@ -1,0 +1,205 @@
+"""The whole loop on the real stack: events in, recommendations out on the topic and the API.
+
+A streams worker, a recs worker and the API run as real processes against the session's
+Kafka, Redis (a database of their own) and Triton (tiny random models: the ranking is
+meaningless, the plumbing is real). Amazon Scientific supplies real item texts and real
+user sequences.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from streamrec.datasets.loaders import load
+from streamrec.datasets.replay import catalog_event
+from streamrec.events import ClickEvent, PurchaseEvent
+from streamrec.producer import EventProducer
+from streamrec.stack.isolated import stack_environment
+from streamrec.stack.process import free_port
+from streamrec.store import keys
+from streamrec.topics import INTERACTION_TOPICS, Topic
+from tests.components import Component, commit_groups_at_end, wait_http
+
+pytestmark = pytest.mark.stack
+
+BACKGROUND_USERS = 300  # real sequences that build co-visitation before the users under test
+TEST_USERS = 6
+
+
+@pytest.fixture(scope="module")
+def amazon(data_dir):
+    return load("amazon_scientific", data_dir)
+
+
+@pytest.fixture(scope="module")
+def loop(settings, amazon, tmp_path_factory):
+    """Streams worker + recs worker + API on a Redis database of their own, catalog loaded."""
+    root = tmp_path_factory.mktemp("loop")
+    db = random.Random().randint(2, 15)
+    redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    suffix = uuid.uuid4().hex[:8]
+    streams_group, recs_group = f"e2e-streams-{suffix}", f"e2e-recs-{suffix}"
+    commit_groups_at_end(
+        settings.bootstrap_servers,
+        {
+            streams_group: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
+            recs_group: [Topic.PROFILES_UPDATED.value],
+        },
+    )
+    api_port = free_port()
+    env = {
+        **stack_environment(settings.stack),
+        "STREAMREC_REDIS__URL": redis_url,
+        "STREAMREC_STREAMS__APP_ID": streams_group,
+        "STREAMREC_STREAMS__WEB_PORT": str(free_port()),
+        "STREAMREC_RECS__APP_ID": recs_group,
+        "STREAMREC_RECS__WEB_PORT": str(free_port()),
+        "STREAMREC_RECS__INDEX_REFRESH_S": "0.5",
+        "STREAMREC_RECS__SCORER_BUDGET_MS": "5000",  # a loaded 2-core CI machine; degradation has its own test
+        "STREAMREC_API__PORT": str(api_port),
+        "STREAMREC_API__COMPUTE_BUDGET_MS": "5000",
+    }
+    components = [
+        Component(["streams", "worker"], env, root / "streams.log").start(),
+        Component(["recs", "worker"], env, root / "recs.log").start(),
+        Component(["api", "serve"], env, root / "api.log").start(),
+    ]
+    producer = EventProducer.from_settings(settings)
+    try:
+        now = int(time.time() * 1000)
+        for item in amazon.catalog:
+            producer.produce(catalog_event(item, now))
+        producer.flush()
+        deadline = time.monotonic() + 180
+        while client.zcard(keys.CATALOG_CHANGES) < len(amazon.catalog) and time.monotonic() < deadline:
+            assert all(c.alive() for c in components), "\n\n".join(c.log_tail() for c in components)
+            time.sleep(0.5)
+        assert client.zcard(keys.CATALOG_CHANGES) == len(amazon.catalog), components[0].log_tail()
+        api = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{api}/healthz", components[2])
+        yield {"settings": settings, "redis": client, "api": api, "producer": producer, "components": components}
+    finally:
+        producer.close()
+        for component in components:
+            component.stop()
+        client.flushdb()
+        client.close()
+
+
+def sequences(amazon, count: int, offset: int = 0) -> list[tuple[str, list[str]]]:
+    by_user: dict[str, list[str]] = {}
+    for event in amazon.events:
+        by_user.setdefault(event.user_id, []).append(event.item_id)
+    users = [(user, items) for user, items in by_user.items() if len(items) >= 4]
+    return users[offset : offset + count]
+
+
+def test_events_in_recommendations_out_on_the_topic_and_the_api(loop, amazon, kafka_reader):
+    producer, client, api = loop["producer"], loop["redis"], loop["api"]
+    run = uuid.uuid4().hex[:6]
+    now = int(time.time() * 1000)
+    # Background shoppers: real sequences, so co-visitation links real items.
+    for user, items in sequences(amazon, BACKGROUND_USERS, offset=TEST_USERS):
+        for step, item in enumerate(items):
+            producer.produce(ClickEvent(user_id=f"bg-{run}-{user}", session_id=f"s-{user}", item_id=item, ts=now - 60_000 + step))
+    producer.flush()
+    time.sleep(2)
+    # Users under test: clicks on a real sequence, then a purchase of one of its items.
+    purchased: dict[str, str] = {}
+    last_ts: dict[str, int] = {}
+    for k, (user, items) in enumerate(sequences(amazon, TEST_USERS)):
+        user_id = f"e2e-{run}-{k}"
+        ts = int(time.time() * 1000)
+        for step, item in enumerate(items[:-1]):
+            producer.produce(ClickEvent(user_id=user_id, session_id=f"s-{run}-{k}", item_id=item, ts=ts + step))
+        producer.produce(
+            PurchaseEvent(user_id=user_id, session_id=f"s-{run}-{k}", item_id=items[0], order_id=f"o-{run}-{k}", ts=ts + 100)
+        )
+        purchased[user_id] = items[0]
+        last_ts[user_id] = ts + 100
+    producer.flush()
+
+    # On the topic: a list reflecting each user's newest event, keyed by user.
+    found = kafka_reader.read(
+        Topic.RECOMMENDATIONS,
+        match=lambda v: v.get("user_id") in last_ts and v.get("source_event_ts") == last_ts[v["user_id"]],
+        expected=len(last_ts),
+        timeout_s=120,
+    )
+    latest = {message["user_id"]: message for message in found}
+    assert set(latest) == set(last_ts)
+    for user_id, message in latest.items():
+        assert message["_key"] == user_id
+        assert message["items"], f"empty list for {user_id}"
+        item_ids = [item["item_id"] for item in message["items"]]
+        assert purchased[user_id] not in item_ids, "a purchased item was recommended"
+        assert len(item_ids) == len(set(item_ids))
+        assert all(item["reason"] for item in message["items"])
+        assert any(item["reason"].startswith("because you") for item in message["items"]), message["items"][:3]
+        assert set(message) >= {"rec_id", "model_version", "variant", "generated_at", "source_event_ts", "degraded"}
+        assert message["degraded"] is False, message.get("degraded_reason")
+    every_rec_id = [message["rec_id"] for message in kafka_reader.read(
+        Topic.RECOMMENDATIONS, match=lambda v: str(v.get("user_id", "")).startswith(f"e2e-{run}"), expected=len(found), timeout_s=10
+    )]
+    assert len(every_rec_id) == len(set(every_rec_id)), "rec_id repeated"
+
+    # In Redis and on the API: the cached list, with the same exclusions.
+    for user_id in last_ts:
+        assert client.get(keys.recommendations(user_id)) is not None
+        response = httpx.get(f"{api}/v1/users/{user_id}/recommendations", params={"k": 5}, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["cached"] is True
+        assert len(body["items"]) == 5
+        assert purchased[user_id] not in [item["item_id"] for item in body["items"]]
+        excluded = body["items"][0]["item_id"]
+        again = httpx.get(f"{api}/v1/users/{user_id}/recommendations", params={"k": 5, "exclude": excluded}, timeout=30).json()
+        assert excluded not in [item["item_id"] for item in again["items"]]
+
+    # A category filter computes a fresh list within that category.
+    some_user = next(iter(last_ts))
+    category = amazon.catalog[0].category_path[-1] if amazon.catalog[0].category_path else None
+    if category:
+        body = httpx.get(f"{api}/v1/users/{some_user}/recommendations", params={"category": category, "k": 3}, timeout=30).json()
+        assert body["cached"] is False
+        titles = {item.item_id: item for item in amazon.catalog}
+        assert all(titles[item["item_id"]].category_path[-1] == category for item in body["items"])
+
+
+def test_unknown_users_get_trending_and_new_items_are_similar_searchable_at_once(loop, amazon):
+    api, producer = loop["api"], loop["producer"]
+    body = httpx.get(f"{api}/v1/users/never-seen-{uuid.uuid4().hex}/recommendations", timeout=30).json()
+    assert body["items"], "an unknown user got nothing"
+    assert all(item["reason"] == "trending now" for item in body["items"])
+    assert body["source_event_ts"] is None
+
+    base = amazon.catalog[5]
+    new_item = f"new-{uuid.uuid4().hex[:8]}"
+    producer.produce(
+        catalog_event(type(base)(item_id=new_item, title=base.title + " (2026 edition)", category_path=base.category_path,
+                                 brand=base.brand), int(time.time() * 1000))
+    )
+    producer.flush()
+    deadline = time.monotonic() + 60
+    response = None
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{api}/v1/items/{new_item}/similar", params={"k": 5}, timeout=30)
+        if response.status_code == 200:
+            break
+        assert response.status_code == 404
+        time.sleep(0.3)
+    assert response is not None and response.status_code == 200, response.text if response else None
+    similar = response.json()["items"]
+    assert len(similar) == 5 and new_item not in [item["item_id"] for item in similar]
+    assert similar[0]["item_id"] == base.item_id, "the item it was copied from should be the nearest"
+    assert httpx.get(f"{api}/v1/items/no-such-item/similar", timeout=30).status_code == 404
+    schema = httpx.get(f"{api}/openapi.json", timeout=30).json()
+    assert "/v1/users/{user_id}/recommendations" in schema["paths"]
