@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka import ConsumerGroupTopicPartitions
 
 
 class Component:
@@ -71,10 +70,22 @@ def commit_groups_at_end(bootstrap_servers: str, groups: dict[str, list[str]]) -
             for topic in topics:
                 metadata = consumer.list_topics(topic, timeout=10)
                 for partition in metadata.topics[topic].partitions:
-                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                    _, high = _watermark(consumer, TopicPartition(topic, partition))
                     partitions.append(TopicPartition(topic, partition, high))
             futures = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])
             for future in futures.values():
                 future.result(timeout=30)
     finally:
         consumer.close()
+
+
+def _watermark(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30) -> tuple[int, int]:
+    """High watermark, retried: a topic created moments ago may not have a leader yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -203,3 +203,73 @@ def test_unknown_users_get_trending_and_new_items_are_similar_searchable_at_once
     assert httpx.get(f"{api}/v1/items/no-such-item/similar", timeout=30).status_code == 404
     schema = httpx.get(f"{api}/openapi.json", timeout=30).json()
     assert "/v1/users/{user_id}/recommendations" in schema["paths"]
+
+
+def test_recommendations_degrade_while_triton_is_down_and_recover_without_restarts(loop, amazon, settings, kafka_reader, tmp_path):
+    """A recs worker on a Triton of its own: stop it mid-run, lists keep flowing marked degraded."""
+    from streamrec.stack import LocalStack
+    from streamrec.stack.isolated import isolated_stack_settings
+
+    triton_settings = isolated_stack_settings(
+        tmp_path / "triton", services=["triton"], model_repo=settings.stack.model_repo,
+        triton_load_models=list(settings.stack.triton_load_models),
+    )
+    triton = LocalStack(triton_settings)
+    triton.up()
+    variant = f"degradation-{uuid.uuid4().hex[:6]}"
+    group = f"e2e-recs-{variant}"
+    commit_groups_at_end(settings.bootstrap_servers, {group: [Topic.PROFILES_UPDATED.value]})
+    env = {
+        **loop["components"][1].env,
+        "STREAMREC_RECS__APP_ID": group,
+        "STREAMREC_RECS__WEB_PORT": str(free_port()),
+        "STREAMREC_RECS__VARIANT": variant,
+        "STREAMREC_RECS__SCORER_BUDGET_MS": "3000",
+        "STREAMREC_TRITON__GRPC_URL": f"127.0.0.1:{triton_settings.triton_grpc_port}",
+        "STREAMREC_TRITON__HTTP_URL": f"127.0.0.1:{triton_settings.triton_http_port}",
+    }
+    worker = Component(["recs", "worker"], env, tmp_path / "recs.log").start()
+    producer = loop["producer"]
+    _, items = sequences(amazon, 1, offset=TEST_USERS + BACKGROUND_USERS)[0]
+    user_id = f"degrade-{variant}"
+
+    def click_and_read(step: int) -> dict:
+        ts = int(time.time() * 1000)
+        producer.produce(ClickEvent(user_id=user_id, session_id=variant, item_id=items[step % len(items)], ts=ts))
+        producer.flush()
+        found = kafka_reader.read(
+            Topic.RECOMMENDATIONS,
+            match=lambda v: v.get("variant") == variant and v.get("source_event_ts") == ts,
+            expected=1,
+            timeout_s=90,
+            settle_s=0.1,
+        )
+        assert found, f"no list for step {step}:\n{worker.log_tail()}"
+        return found[0]
+
+    try:
+        first = click_and_read(0)
+        assert first["degraded"] is False, first.get("degraded_reason")
+        triton.service("triton").process().stop(10)
+        down = [click_and_read(step) for step in (1, 2)]
+        assert all(message["degraded"] for message in down), [m.get("degraded_reason") for m in down]
+        assert all(message["items"] for message in down), "degraded lists must still carry items"
+        assert all(message["model_version"] == "signals" for message in down)
+        triton.up()  # the same ports and models; the worker is not touched
+        deadline = time.monotonic() + 60
+        recovered = None
+        step = 3
+        while time.monotonic() < deadline:
+            recovered = click_and_read(step)
+            if not recovered["degraded"]:
+                break
+            step += 1
+            time.sleep(1)
+        assert recovered is not None and recovered["degraded"] is False, recovered
+        assert worker.alive()
+        metrics = httpx.get(f"http://127.0.0.1:{env['STREAMREC_RECS__WEB_PORT']}/metrics", timeout=10).text
+        degraded = [line for line in metrics.splitlines() if line.startswith('streamrec_recs_degraded_total{origin="stream"}')]
+        assert degraded and float(degraded[0].split()[-1]) >= 2
+    finally:
+        worker.stop()
+        triton.down()
