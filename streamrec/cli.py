@@ -295,6 +295,79 @@ def model_train_scorer(
     console.print(f"encoder {trained.encoder}\nscorer {trained.scorer}\nstudent {trained.student}\nreport {report}")
 
 
+def _registry(ctx: typer.Context, model: str | None):
+    from streamrec.model.registry import ModelRegistry
+
+    settings = _settings(ctx)
+    return ModelRegistry(settings.stack.model_repo, model or settings.trainer.model, settings.triton.grpc_url or "",
+                         load_timeout_s=settings.trainer.load_timeout_s,
+                         say=lambda message: console.print(f"[dim]·[/dim] {message}"))
+
+
+@model_app.command("list")
+def model_list(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the trainer's model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Versions of a scorer: which one Triton serves, their hold-out metrics, gate and lineage."""
+    infos = _registry(ctx, model).list()
+    if as_json:
+        print(json.dumps([info.as_dict() for info in infos], indent=2, default=str))
+        return
+    import time as _time
+
+    table = Table(title=f"{model or _settings(ctx).trainer.model} versions")
+    for column in ("version", "state", "created", "parent", "events", "ndcg@10", "hr@10", "auc", "base"):
+        table.add_column(column, justify="right" if column not in ("state", "base", "created") else "left")
+    for info in infos:
+        meta = info.metadata
+        lineage = meta.lineage if meta else {}
+        metrics = meta.metrics if meta else {}
+        state = {"serving": "[green]serving[/green]", "retired": "[dim]retired[/dim]"}.get(info.state, info.state)
+        table.add_row(
+            str(info.version), state,
+            _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(meta.created_at)) if meta else "-",
+            str(lineage.get("parent", "-")), f"{lineage['events_used']:,}" if "events_used" in lineage else "-",
+            *(f"{metrics[k]:.4f}" if k in metrics else "-" for k in ("holdout_ndcg10", "holdout_hr10", "holdout_auc")),
+            meta.base if meta else "(unreadable metadata)",
+        )
+    console.print(table)
+
+
+@model_app.command("rollback")
+def model_rollback(
+    ctx: typer.Context,
+    to: Annotated[int | None, typer.Option("--to", help="Version to serve (default: the one before the served one).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the trainer's model).")] = None,
+) -> None:
+    """Serve an earlier version without downtime (Triton keeps the current one until it is ready);
+    newer versions are retired, so a restarted Triton serves the same one."""
+    from streamrec.model.registry import VersionRejected
+
+    registry = _registry(ctx, model)
+    try:
+        version = registry.rollback(to)
+    except (ValueError, VersionRejected) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    settings = _settings(ctx)
+    try:
+        import orjson
+        from confluent_kafka import Producer
+
+        from streamrec.topics import Topic
+
+        producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        producer.produce(Topic.MODEL_UPDATES.value, key=registry.model.encode(),
+                         value=orjson.dumps({"event": "rolled_back", "model": registry.model, "version": version,
+                                             "metrics": registry.metadata(version).metrics}))
+        producer.flush(10)
+    except Exception as error:  # noqa: BLE001 - the rollback itself succeeded; the announcement is best effort
+        console.print(f"[yellow]rolled back, but model.updates was not written: {error}[/yellow]")
+    console.print(f"{registry.model}: serving version {version}")
+
+
 def _add_component_commands() -> None:
     for entry in entry_points(group="streamrec.cli"):
         app.add_typer(entry.load(), name=entry.name)

@@ -20,6 +20,7 @@ class Topic(StrEnum):
     DLQ = "events.dlq"
     QUARANTINE = "events.quarantine"
     PROFILES_UPDATED = "profiles.updated"
+    MODEL_UPDATES = "model.updates"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.QUARANTINE, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
     # One message per profile change: {user_id, newest_event_ts}; serving refreshes on it.
     TopicSpec(Topic.PROFILES_UPDATED, config={"retention.ms": str(24 * 3600 * 1000)}),
+    # One message per published or rolled-back model version (the trainer's lineage): kept 90 days.
+    TopicSpec(Topic.MODEL_UPDATES, config={"retention.ms": str(90 * 24 * 3600 * 1000)}),
 )
 
 INTERACTION_TOPICS: tuple[Topic, ...] = (Topic.CLICKS, Topic.CARTS, Topic.PURCHASES)

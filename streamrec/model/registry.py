@@ -1,0 +1,333 @@
+"""Which version of a model Triton serves: publish, load, verify, roll back and prune versions.
+
+Used by the trainer (publish a challenger) and by ``streamrec model list`` / ``model rollback``.
+
+One rule keeps Triton, the folders and a restarted server in agreement: **the served version is
+the newest complete version folder in ``<repo>/<model>/``** (the configs' ``latest: 1`` policy
+picks exactly that on a restart). So
+
+* a new version is written and checked in ``<repo>/.staging/`` (it loads, scores a probe batch,
+  the scores are finite and shaped right) and only then renamed, whole, into ``<model>/<N>``: a
+  folder caught half-written would wedge Triton for good, so none is ever renamed in;
+* it is loaded through Triton's repository API with a config whose version policy names it alone
+  (``specific: [N]``) and whose ``model_warmup`` makes Triton score a probe batch before it
+  reports the version ready; Triton keeps serving the old version until the new one is ready,
+  then unloads the old one, so clients see no gap (tried under load: no failed request);
+* the trainer then checks the version's own readiness (``is_model_ready(name, N)``; a failed load
+  elsewhere turns server-wide readiness false, so that says nothing) and scores a probe batch
+  against version N by number;
+* a version that fails any of this is moved out of ``<model>/`` into ``<model>/.retired/`` and
+  the previous version is loaded again, so the rule holds again;
+* a rollback to N loads N the same way and retires the newer versions (version numbers are
+  never reused, retired ones included).
+
+The load config is the one Triton has loaded (so a GPU variant chosen with
+``--model-config-name`` is kept), or ``config.pbtxt`` when the model is not loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from streamrec.model import contract
+from streamrec.model.artifacts import (
+    VersionMetadata,
+    load_folder,
+    read_metadata,
+    versions,
+    write_folder,
+)
+from streamrec.model.inference import InProcessScorer
+
+Say = Callable[[str], None]
+STAGING = ".staging"
+RETIRED = ".retired"
+PROBE_CONTEXTS = [
+    "Nitrile gloves, 100 pack ; Pipette tips 200 uL",
+    "",
+    "3D printer filament PLA 1.75 mm",
+    "ピペット 10 mL ; Нитриловые перчатки",
+]
+PROBE_ITEMS = [
+    "Gorilla Glue, Waterproof. Industrial & Scientific > Tapes. Gorilla",
+    "Digital caliper 150 mm. Industrial & Scientific > Measuring",
+    "",
+    "very long item text " * 100,
+]
+
+
+class VersionRejected(RuntimeError):
+    """A version failed validation or Triton's load, readiness or probe; the previous one serves."""
+
+
+@dataclass
+class VersionInfo:
+    version: int
+    state: str  # "serving" | "available" | "retired"
+    metadata: VersionMetadata | None
+    folder: Path
+
+    def as_dict(self) -> dict:
+        meta = self.metadata
+        return {
+            "version": self.version,
+            "state": self.state,
+            "created_at": meta.created_at if meta else None,
+            "base": meta.base if meta else None,
+            "metrics": meta.metrics if meta else {},
+            "lineage": meta.lineage if meta else {},
+        }
+
+
+def probe_scores(scores: np.ndarray, expected: int) -> None:
+    """Raise unless ``scores`` are ``expected`` finite values (one per probe pair)."""
+    array = np.asarray(scores)
+    if array.size != expected or array.reshape(-1).shape != (expected,):
+        raise VersionRejected(f"probe batch of {expected} pairs gave scores of shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise VersionRejected(f"probe scores are not finite: {array.reshape(-1).tolist()}")
+
+
+def validate_folder(folder: Path) -> None:
+    """In-process check of a scorer version: loads, scores a probe batch, finite and shaped right."""
+    try:
+        module, tokenizer, metadata = load_folder(folder)
+    except Exception as error:  # any load failure means the version is not publishable
+        raise VersionRejected(f"{folder.name}: cannot be loaded: {error}") from error
+    if metadata.kind != "scorer":
+        raise VersionRejected(f"{folder.name}: holds a {metadata.kind}, not a scorer")
+    scorer = InProcessScorer(module, tokenizer, max_length=metadata.max_length, precision="fp32")
+    probe_scores(scorer.score_pairs(PROBE_CONTEXTS, PROBE_ITEMS), len(PROBE_ITEMS))
+
+
+@dataclass
+class ModelRegistry:
+    """The versions of one scorer model in a Triton model repository, and which one Triton serves."""
+
+    repo: Path
+    model: str
+    triton_grpc_url: str
+    load_timeout_s: float = 300.0
+    say: Say = field(default=lambda message: None)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.repo / self.model
+
+    @property
+    def retired_dir(self) -> Path:
+        return self.model_dir / RETIRED
+
+    def _client(self) -> grpcclient.InferenceServerClient:
+        return grpcclient.InferenceServerClient(self.triton_grpc_url)
+
+    # ------------------------------------------------------------------ reading
+
+    def versions(self) -> list[int]:
+        """Complete versions in the model folder (what Triton may serve)."""
+        return versions(self.model_dir)
+
+    def retired(self) -> list[int]:
+        return versions(self.retired_dir)
+
+    def next_version(self) -> int:
+        """One above every number ever used here (complete, partial or retired): numbers are never reused."""
+        used = [int(p.name) for d in (self.model_dir, self.retired_dir) if d.exists() for p in d.iterdir() if p.name.isdigit()]
+        return max(used, default=0) + 1
+
+    def newest(self) -> int | None:
+        found = self.versions()
+        return found[-1] if found else None
+
+    def served_version(self) -> int | None:
+        """The version Triton has READY for this model (the highest, if several), None if none."""
+        with self._client() as client:
+            index = client.get_model_repository_index(as_json=True).get("models", [])
+        ready = [int(m["version"]) for m in index if m.get("name") == self.model and m.get("state") == "READY" and m.get("version")]
+        return max(ready) if ready else None
+
+    def metadata(self, version: int) -> VersionMetadata:
+        return read_metadata(self.model_dir / str(version))
+
+    def list(self) -> list[VersionInfo]:
+        served = self.served_version()
+        infos = []
+        for directory, versions_here, state in (
+            (self.model_dir, self.versions(), "available"),
+            (self.retired_dir, self.retired(), "retired"),
+        ):
+            for version in versions_here:
+                folder = directory / str(version)
+                try:
+                    metadata = read_metadata(folder)
+                except (OSError, ValueError, TypeError):
+                    metadata = None
+                infos.append(VersionInfo(version, "serving" if state == "available" and version == served else state, metadata, folder))
+        return sorted(infos, key=lambda info: info.version)
+
+    # ------------------------------------------------------------------ writing
+
+    def clean_staging(self) -> list[Path]:
+        """Remove this model's staging leftovers (a publish killed half-way); returns what was removed."""
+        staging = self.repo / STAGING
+        removed = [p for p in staging.glob(f"{self.model}-*")] if staging.exists() else []
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        return removed
+
+    def stage(self, write: Callable[[Path], None], version: int) -> Path:
+        """Write a version with ``write(folder)`` into staging, validate it, rename it into place.
+
+        Nothing reaches ``<model>/<version>`` unless it was complete and scored the probe batch.
+        """
+        target = self.model_dir / str(version)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists")
+        staging = self.repo / STAGING / f"{self.model}-{version}-{uuid.uuid4().hex[:8]}"
+        try:
+            staging.mkdir(parents=True)
+            write(staging)
+            validate_folder(staging)
+            os.rename(staging, target)  # atomic within one filesystem
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def stage_module(self, module, tokenizer, metadata: VersionMetadata, version: int) -> Path:
+        return self.stage(lambda folder: write_folder(folder, module, tokenizer, metadata), version)
+
+    def _load_config(self, client: grpcclient.InferenceServerClient, version: int) -> str:
+        config = model_config_pb2.ModelConfig()
+        try:
+            loaded = client.get_model_config(self.model, as_json=True)["config"]
+            json_format.ParseDict(loaded, config, ignore_unknown_fields=True)
+        except InferenceServerException:
+            text_format.Parse((self.model_dir / "config.pbtxt").read_text(), config)
+        config.version_policy.Clear()
+        config.version_policy.specific.versions.append(version)
+        del config.model_warmup[:]
+        warmup = config.model_warmup.add()
+        warmup.name = "probe"
+        warmup.batch_size = max(1, min(8, config.max_batch_size or 1))
+        for name in (contract.SCORER_INPUT_CONTEXT, contract.SCORER_INPUT_ITEM):
+            tensor = warmup.inputs[name]
+            tensor.data_type = model_config_pb2.TYPE_STRING
+            tensor.dims.append(1)
+            tensor.zero_data = True
+        return json_format.MessageToJson(config)
+
+    def _probe_triton(self, client: grpcclient.InferenceServerClient, version: int) -> None:
+        inputs = []
+        for name, texts in ((contract.SCORER_INPUT_CONTEXT, PROBE_CONTEXTS), (contract.SCORER_INPUT_ITEM, PROBE_ITEMS)):
+            payload = np.array([[text.encode()] for text in texts], dtype=np.object_)
+            tensor = grpcclient.InferInput(name, list(payload.shape), "BYTES")
+            tensor.set_data_from_numpy(payload)
+            inputs.append(tensor)
+        result = client.infer(self.model, inputs, model_version=str(version), client_timeout=60)
+        probe_scores(result.as_numpy(contract.SCORER_OUTPUT), len(PROBE_ITEMS))
+
+    def _load(self, client: grpcclient.InferenceServerClient, version: int) -> None:
+        """Load ``version`` alone (Triton swaps it in when ready), then check its readiness and a probe."""
+        client.load_model(self.model, config=self._load_config(client, version), client_timeout=self.load_timeout_s)
+        deadline = time.monotonic() + 30
+        while not client.is_model_ready(self.model, str(version)):
+            if time.monotonic() > deadline:
+                raise VersionRejected(f"{self.model} {version} loaded but never reported ready")
+            time.sleep(0.2)
+        self._probe_triton(client, version)
+
+    def activate(self, version: int, *, previous: int | None = None) -> None:
+        """Make ``version`` the served one; on any failure put ``previous`` back and retire ``version``."""
+        started = time.monotonic()
+        with self._client() as client:
+            try:
+                self._load(client, version)
+            except (InferenceServerException, VersionRejected) as error:
+                self.say(f"{self.model} {version} refused by Triton: {str(error).splitlines()[0][:300]}")
+                self.retire(version)
+                if previous is not None and previous != version:
+                    try:
+                        if not client.is_model_ready(self.model, str(previous)):
+                            self._load(client, previous)
+                    except (InferenceServerException, VersionRejected):
+                        self._load(client, previous)
+                raise VersionRejected(f"{self.model} {version}: {str(error).splitlines()[0][:300]}") from error
+        self.say(f"{self.model} {version} serving (loaded, warmed up and probed in {time.monotonic() - started:.1f} s)")
+
+    def publish(self, module, tokenizer, metadata: VersionMetadata) -> int:
+        """Stage, validate and rename a new version in, then serve it; returns its number."""
+        previous = self.served_version()
+        version = self.next_version()
+        self.stage_module(module, tokenizer, metadata, version)
+        self.activate(version, previous=previous)
+        return version
+
+    def retire(self, version: int) -> None:
+        """Move a version out of the model folder (Triton and a restart no longer see it)."""
+        source = self.model_dir / str(version)
+        if source.exists():
+            self.retired_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(source, self.retired_dir / str(version))
+
+    def reconcile(self) -> int | None:
+        """Serve the newest complete version if Triton serves another (e.g. after a crash between
+        rename and load); returns the served version."""
+        newest, served = self.newest(), self.served_version()
+        if newest is not None and newest != served:
+            self.say(f"{self.model}: Triton serves {served}, newest complete version is {newest}; loading it")
+            try:
+                self.activate(newest, previous=served)
+            except VersionRejected:
+                return self.reconcile()
+            return newest
+        return served
+
+    def rollback(self, to: int | None = None) -> int:
+        """Serve version ``to`` (default: the one before the served one) and retire the newer ones."""
+        available = self.versions()
+        served = self.served_version()
+        if to is None:
+            older = [v for v in available if served is None or v < served]
+            if not older:
+                raise ValueError(f"{self.model}: no version older than {served} to roll back to")
+            to = older[-1]
+        if to not in available:
+            raise ValueError(f"{self.model}: version {to} is not a complete version here (have {available})")
+        with self._client() as client:
+            self._load(client, to)
+        for version in available:
+            if version > to:
+                self.retire(version)
+        self.say(f"{self.model}: rolled back to {to}")
+        return to
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the newest ``keep`` complete versions (never the served one) and retired
+        versions beyond ``keep``; returns the deleted numbers."""
+        served = self.served_version()
+        deleted = []
+        for version in self.versions()[:-keep] if keep else self.versions():
+            if version != served:
+                shutil.rmtree(self.model_dir / str(version), ignore_errors=True)
+                deleted.append(version)
+        for version in self.retired()[:-keep]:
+            shutil.rmtree(self.retired_dir / str(version), ignore_errors=True)
+            deleted.append(version)
+        return deleted
+
+
+def describe(infos: list[VersionInfo]) -> str:
+    return json.dumps([info.as_dict() for info in infos], indent=2, default=str)
