@@ -200,6 +200,7 @@ class TrainerSettings(_Section):
     interval_s: float = Field(default=300.0, gt=0, description="Seconds between cycles of `streamrec trainer run` (overridden by --interval).")
     min_events: int = Field(default=200, ge=1, description="A cycle with fewer new events publishes nothing and waits for more.")
     max_events: int = Field(default=200_000, ge=1, description="Most new events one cycle reads (the rest wait for the next).")
+    context_events: int = Field(default=5_000, ge=0, description="Older events re-read per partition as context only (users' histories before the new events).")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1, description="Newest share of the cycle's examples (by time) the gate evaluates on.")
     replay_capacity: int = Field(default=20_000, ge=0, description="Older examples kept in the replay buffer (reservoir sample) against forgetting.")
     replay_ratio: float = Field(default=0.5, ge=0, description="Replayed examples mixed in per new training example.")

@@ -101,10 +101,11 @@ def read_new_events(
     start: Offsets | None,
     *,
     max_events: int,
+    stop: Offsets | None = None,
     timeout_s: float = 60.0,
 ) -> EventBatch:
-    """Every interaction event from ``start`` up to the log end seen when the read began (at most
-    ``max_events``), with the offsets to resume from."""
+    """Every interaction event from ``start`` up to the log end seen when the read began (or
+    ``stop``; at most ``max_events``), with the offsets to resume from."""
     began = time.monotonic()
     consumer = _consumer(bootstrap_servers, group_id)
     try:
@@ -126,7 +127,7 @@ def read_new_events(
                 recorded = committed.get(key, OFFSET_INVALID)
                 recorded = low if recorded is None or recorded < 0 else recorded
             first[key] = max(low, recorded)
-            last[key] = high
+            last[key] = high if stop is None else min(high, stop.get(key, high))
         end = dict(first)
         pending = {key for key in first if first[key] < last[key]}
         events: list[RawInteraction] = []
@@ -157,6 +158,16 @@ def read_new_events(
         return EventBatch(events, first, end, skipped, reached_end=not pending, seconds=time.monotonic() - began, per_topic=per_topic)
     finally:
         consumer.close()
+
+
+def read_context(bootstrap_servers: str, group_id: str, before: Offsets, per_partition: int) -> list[RawInteraction]:
+    """Up to ``per_partition`` events before ``before`` on each partition: context only (the
+    histories of users whose new events continue older ones), never training targets."""
+    if per_partition <= 0 or not before:
+        return []
+    start = {key: max(0, offset - per_partition) for key, offset in before.items()}
+    batch = read_new_events(bootstrap_servers, group_id, start, max_events=per_partition * len(before), stop=before)
+    return batch.events
 
 
 def commit_offsets(bootstrap_servers: str, group_id: str, offsets: Offsets) -> None:

@@ -140,14 +140,15 @@ def run_cycle(
         result.duration_s = round(time.monotonic() - started, 3)
         return result
 
-    known = pairs.catalog_texts(settings.redis_url, [e.item_id for e in batch.events])
-    fresh, stats = pairs.build_examples(batch.events, known)
+    context = consume.read_context(settings.bootstrap_servers, t.group_id, batch.start, t.context_events)
+    known = pairs.catalog_texts(settings.redis_url, [e.item_id for e in (*context, *batch.events)])
+    fresh, stats = pairs.build_examples(batch.events, known, context=context)
     train_new, held_out = pairs.split_by_time(fresh, t.holdout_fraction)
     rng = np.random.default_rng(seed + champion_version)
     buffer = ReplayBuffer.load(state_dir(settings) / "replay.json", t.replay_capacity)
     replayed = buffer.sample(int(len(train_new) * t.replay_ratio), rng)
     result.examples = {"new": len(fresh), "train_new": len(train_new), "held_out": len(held_out), "replayed": len(replayed),
-                       "unknown_item_events": stats.unknown_item_events}
+                       "unknown_item_events": stats.unknown_item_events, "context_events": len(context)}
     if len(train_new) < 2 or not held_out:
         result.reason = f"{len(fresh)} examples from {len(batch.events)} events: too few to train and judge"
         result.duration_s = round(time.monotonic() - started, 3)

@@ -98,31 +98,37 @@ class PairStats:
 
 
 def build_examples(
-    events: Sequence[RawInteraction], known: dict[str, ItemInfo], *, max_history: int = 20
+    events: Sequence[RawInteraction],
+    known: dict[str, ItemInfo],
+    *,
+    context: Sequence[RawInteraction] = (),
+    max_history: int = 20,
 ) -> tuple[list[TimedExample], PairStats]:
-    """One example per click or purchase that has at least one earlier interaction of its user.
+    """One example per click or purchase in ``events`` that has at least one earlier interaction
+    of its user (in ``events`` or in the older ``context`` events, which are never targets).
 
     A user's events are ordered by event time (then Kafka offset); the context is the items
     before the target, newest last, at most ``max_history``.
     """
     stats = PairStats(events=len(events))
-    by_user: dict[str, list[RawInteraction]] = defaultdict(list)
-    for event in events:
-        if event.item_id not in known:
-            stats.unknown_item_events += 1
-            continue
-        by_user[event.user_id].append(event)
+    by_user: dict[str, list[tuple[RawInteraction, bool]]] = defaultdict(list)
+    for source, is_new in ((context, False), (events, True)):
+        for event in source:
+            if event.item_id not in known:
+                stats.unknown_item_events += is_new
+                continue
+            by_user[event.user_id].append((event, is_new))
     examples: list[TimedExample] = []
     for user, own in by_user.items():
-        own.sort(key=lambda e: (e.ts, e.topic, e.partition, e.offset))
+        own.sort(key=lambda pair: (pair[0].ts, pair[0].topic, pair[0].partition, pair[0].offset))
         history: list[str] = []
-        for event in own:
-            if event.type in TARGET_TYPES and history and event.item_id != history[-1]:
+        for event, is_new in own:
+            if is_new and event.type in TARGET_TYPES and history and event.item_id != history[-1]:
                 examples.append(TimedExample(user, tuple(history[-max_history:]), event.item_id, event.ts))
             if not history or history[-1] != event.item_id:  # a repeated view of the same item is one step
                 history.append(event.item_id)
     stats.examples = len(examples)
-    stats.users = len(by_user)
+    stats.users = sum(any(is_new for _, is_new in own) for own in by_user.values())
     examples.sort(key=lambda e: (e.ts, e.user))
     return examples, stats
 

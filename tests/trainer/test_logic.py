@@ -89,3 +89,11 @@ def test_intervals():
     for bad in ("0", "5x", "", "-1m"):
         with pytest.raises(typer.BadParameter):
             parse_interval(bad)
+
+
+def test_older_context_events_give_history_but_are_never_targets():
+    older = [event("u", "a", 1, "purchase"), event("u", "b", 2)]
+    new = [event("u", "c", 3, "purchase"), event("w", "d", 4)]
+    examples, stats = build_examples(new, KNOWN, context=older)
+    assert [(e.history, e.target) for e in examples] == [(("a", "b"), "c")]
+    assert stats.users == 2 and stats.events == 2
