@@ -202,6 +202,7 @@ class TrainerSettings(_Section):
     max_events: int = Field(default=200_000, ge=1, description="Most new events one cycle reads (the rest wait for the next).")
     context_events: int = Field(default=5_000, ge=0, description="Older events re-read per partition as context only (users' histories before the new events).")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1, description="Newest share of the cycle's examples (by time) the gate evaluates on.")
+    holdout_max: int = Field(default=500, ge=1, description="At most this many of the newest examples are held out (gate time grows with them).")
     replay_capacity: int = Field(default=20_000, ge=0, description="Older examples kept in the replay buffer (reservoir sample) against forgetting.")
     replay_ratio: float = Field(default=0.5, ge=0, description="Replayed examples mixed in per new training example.")
     steps: int = Field(default=300, ge=1, description="Most optimiser steps per cycle.")

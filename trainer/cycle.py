@@ -143,7 +143,7 @@ def run_cycle(
     context = consume.read_context(settings.bootstrap_servers, t.group_id, batch.start, t.context_events)
     known = pairs.catalog_texts(settings.redis_url, [e.item_id for e in (*context, *batch.events)])
     fresh, stats = pairs.build_examples(batch.events, known, context=context)
-    train_new, held_out = pairs.split_by_time(fresh, t.holdout_fraction)
+    train_new, held_out = pairs.split_by_time(fresh, t.holdout_fraction, t.holdout_max)
     rng = np.random.default_rng(seed + champion_version)
     buffer = ReplayBuffer.load(state_dir(settings) / "replay.json", t.replay_capacity)
     replayed = buffer.sample(int(len(train_new) * t.replay_ratio), rng)

@@ -133,8 +133,14 @@ def build_examples(
     return examples, stats
 
 
-def split_by_time(examples: Sequence[TimedExample], holdout_fraction: float) -> tuple[list[TimedExample], list[TimedExample]]:
-    """(older examples to train on, the newest ``holdout_fraction`` to judge on), by target time."""
+def split_by_time(
+    examples: Sequence[TimedExample], holdout_fraction: float, holdout_max: int | None = None
+) -> tuple[list[TimedExample], list[TimedExample]]:
+    """(older examples to train on, the newest ``holdout_fraction`` -- at most ``holdout_max`` -- to
+    judge on), by target time."""
     ordered = sorted(examples, key=lambda e: (e.ts, e.user))
-    cut = len(ordered) - max(1, round(len(ordered) * holdout_fraction)) if ordered else 0
+    held = max(1, round(len(ordered) * holdout_fraction))
+    if holdout_max is not None:
+        held = min(held, holdout_max)
+    cut = len(ordered) - held if ordered else 0
     return ordered[:cut], ordered[cut:]

@@ -41,6 +41,8 @@ def test_the_held_out_slice_is_the_newest_by_time():
     train, held_out = split_by_time(examples, 0.4)
     assert [e.ts for e in train] == [10, 20, 30]
     assert [e.ts for e in held_out] == [40, 50]
+    train, held_out = split_by_time(examples, 0.4, holdout_max=1)
+    assert [e.ts for e in train] == [10, 20, 30, 40] and [e.ts for e in held_out] == [50]
 
 
 def test_rank_metrics_of_perfect_worst_and_constant_scorers():
