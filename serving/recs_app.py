@@ -122,7 +122,8 @@ def create_app(settings: Settings) -> faust.App:
         web_port=recs.web_port,
         topic_disable_leader=True,
         topic_allow_declare=False,
-        consumer_auto_offset_reset="latest",  # a new deployment recommends from now on
+        # A new group starts at the newest update: replaying a day of old updates would delay fresh ones.
+        consumer_auto_offset_reset="latest",
         producer_acks=-1,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.streams.session_timeout_s,

@@ -144,29 +144,23 @@ def replay(
 @app.command()
 def quickstart(
     ctx: typer.Context,
-    dataset: Annotated[str, typer.Option(help="Dataset to replay.")] = "diginetica",
+    dataset: Annotated[str, typer.Option(help="Dataset to replay (amazon_scientific has real item titles).")] = "amazon_scientific",
     limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    users: Annotated[int, typer.Option(help="Users whose recommendations are shown.")] = 3,
     data_dir: Annotated[Path, typer.Option(help="Folder with the shared datasets.")] = REPO_ROOT.parent / "shared" / "data",
 ) -> None:
-    """The main job on the local stack: start it, create topics, load the catalog, replay real events, count."""
-    from streamrec.datasets.replay import replay_dataset
-    from streamrec.kafka_admin import create_topics, message_counts
-    from streamrec.topics import TOPIC_SPECS
+    """The whole loop on the local stack: events in, profiles, BERT-ranked recommendations with reasons out, lag."""
+    from streamrec.quickstart import QuickstartError, run_quickstart
 
-    settings = _settings(ctx)
     try:
-        _print_status(_stack(settings).up())
-    except StackError as error:
+        run_quickstart(_settings(ctx), dataset=dataset, data_dir=data_dir, limit=limit, users=users, console=console)
+    except (StackError, QuickstartError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
-    create_topics(settings)
-    result = replay_dataset(settings, dataset, data_dir=data_dir, speed=0.0, limit=limit, console=console)
     console.print(
-        f"replayed {result.catalog_items:,} catalog items and {result.events:,} real events from {dataset} "
-        f"in {result.seconds:.1f} s"
+        "The stack keeps running: `streamrec status`, `streamrec down`. Run the loop continuously with "
+        "`streamrec streams worker`, `streamrec recs worker` and `streamrec api serve`."
     )
-    _print_counts(message_counts(settings, [spec.name.value for spec in TOPIC_SPECS]))
-    console.print("The stack keeps running: `streamrec status`, `streamrec down`.")
 
 
 @app.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrec.settings import Settings
@@ -93,3 +93,38 @@ def message_counts(settings: Settings, topics: list[str], timeout_s: float = 10.
         return counts
     finally:
         consumer.close()
+
+
+def commit_groups_at_end(bootstrap_servers: str, groups: dict[str, list[str]]) -> None:
+    """Commit each group's offsets at the current end of its topics.
+
+    A component started under such a group reads only what is produced from now on, with no
+    race against its group join (tests and benchmarks share topics with earlier runs).
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "offsets-probe", "enable.auto.commit": False})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    try:
+        for group, topics in groups.items():
+            partitions = []
+            for topic in topics:
+                metadata = consumer.list_topics(topic, timeout=10)
+                for partition in metadata.topics[topic].partitions:
+                    _, high = _watermark(consumer, TopicPartition(topic, partition))
+                    partitions.append(TopicPartition(topic, partition, high))
+            futures = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])
+            for future in futures.values():
+                future.result(timeout=30)
+    finally:
+        consumer.close()
+
+
+def _watermark(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30) -> tuple[int, int]:
+    """High watermark, retried: a topic created moments ago may not have a leader yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -24,7 +24,8 @@ from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
 from streamrec.store import keys
 from streamrec.topics import INTERACTION_TOPICS, Topic
-from tests.components import Component, commit_groups_at_end, wait_http
+from streamrec.components import ComponentProcess
+from streamrec.kafka_admin import commit_groups_at_end
 
 pytestmark = pytest.mark.stack
 
@@ -68,9 +69,9 @@ def loop(settings, amazon, tmp_path_factory):
         "STREAMREC_API__COMPUTE_BUDGET_MS": "5000",
     }
     components = [
-        Component(["streams", "worker"], env, root / "streams.log").start(),
-        Component(["recs", "worker"], env, root / "recs.log").start(),
-        Component(["api", "serve"], env, root / "api.log").start(),
+        ComponentProcess(["streams", "worker"], root / "streams.log", env).start(),
+        ComponentProcess(["recs", "worker"], root / "recs.log", env).start(),
+        ComponentProcess(["api", "serve"], root / "api.log", env).start(),
     ]
     producer = EventProducer.from_settings(settings)
     try:
@@ -84,7 +85,7 @@ def loop(settings, amazon, tmp_path_factory):
             time.sleep(0.5)
         assert client.zcard(keys.CATALOG_CHANGES) == len(amazon.catalog), components[0].log_tail()
         api = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{api}/healthz", components[2])
+        components[2].wait_http(f"{api}/healthz")
         yield {"settings": settings, "redis": client, "api": api, "producer": producer, "components": components}
     finally:
         producer.close()
@@ -228,7 +229,7 @@ def test_recommendations_degrade_while_triton_is_down_and_recover_without_restar
         "STREAMREC_TRITON__GRPC_URL": f"127.0.0.1:{triton_settings.triton_grpc_port}",
         "STREAMREC_TRITON__HTTP_URL": f"127.0.0.1:{triton_settings.triton_http_port}",
     }
-    worker = Component(["recs", "worker"], env, tmp_path / "recs.log").start()
+    worker = ComponentProcess(["recs", "worker"], tmp_path / "recs.log", env).start()
     producer = loop["producer"]
     _, items = sequences(amazon, 1, offset=TEST_USERS + BACKGROUND_USERS)[0]
     user_id = f"degrade-{variant}"

@@ -1,0 +1,240 @@
+"""Freshness benchmark: event → published recommendation latency, and the API under load.
+
+    .venv/bin/python benchmarks/freshness.py [--quick] [--json OUT]
+
+Starts an isolated stack (Kafka, Redis, Triton with ``item_encoder`` and the configured scorer),
+a streams worker, a recs worker and the API as real processes; loads the Amazon Scientific
+catalog (real titles, embedded by the encoder on Triton) and background sequences for
+co-visitation; then replays real user sequences as clicks stamped "now" at fixed rates of
+profile updates per second. A listener on ``recommendations`` records, for each list, the time
+it arrived minus its ``source_event_ts`` (the click it reflects): ``p50_freshness_ms`` /
+``p99_freshness_ms`` at the target rate (100 updates/s on CPU). Then 8 concurrent clients call
+``GET /v1/users/{id}/recommendations``: users with a cached list (``api_p99_cached_ms``) and
+users whose cached list was deleted, so the API computes one within its budget
+(``api_p99_uncached_ms``). Models: the newest trained versions in ``--models`` when present,
+otherwise the pretrained MiniLM encoder and an untrained-head student (same cost per pair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import redis
+from confluent_kafka import Consumer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import isolated_stack, machine, print_report, quantile, write_json  # noqa: E402
+from streamrec.components import ComponentProcess  # noqa: E402
+from streamrec.datasets.loaders import load  # noqa: E402
+from streamrec.datasets.replay import catalog_event  # noqa: E402
+from streamrec.events import ClickEvent  # noqa: E402
+from streamrec.model import contract  # noqa: E402
+from streamrec.model.artifacts import versions  # noqa: E402
+from streamrec.producer import EventProducer  # noqa: E402
+from streamrec.quickstart import load_models  # noqa: E402
+from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
+from streamrec.stack.isolated import stack_environment  # noqa: E402
+from streamrec.stack.process import free_port  # noqa: E402
+from streamrec.store import keys  # noqa: E402
+from streamrec.topics import Topic  # noqa: E402
+
+TARGETS = {"p99_freshness_ms": 1000.0, "api_p99_cached_ms": 50.0, "api_p99_uncached_ms": 300.0}
+TARGET_RATE = 100.0
+
+
+def model_repo(trained: Path, target: Path, scorer: str) -> Path:
+    """The project's configs with trained versions when there are some, else first versions."""
+    from streamrec.model.bootstrap import init_item_encoder, init_scorers
+
+    for model in (contract.ITEM_ENCODER, scorer):
+        (target / model).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / "model_repo" / model / "config.pbtxt", target / model / "config.pbtxt")
+        found = versions(trained / model)
+        if found:
+            shutil.copytree(trained / model / str(found[-1]), target / model / "1")
+    init_item_encoder(target)
+    init_scorers(target)
+    return target
+
+
+class Listener:
+    """Reads ``recommendations`` from the end; keeps (arrival − source_event_ts) per list."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.latencies: dict[tuple[str, int], float] = {}
+        self.degraded = 0
+        self._stop = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"fresh-{uuid.uuid4()}",
+                                   "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+        metadata = self._consumer.list_topics(Topic.RECOMMENDATIONS.value, timeout=10)
+        partitions = []
+        for p in metadata.topics[Topic.RECOMMENDATIONS.value].partitions:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(Topic.RECOMMENDATIONS.value, p), timeout=10)
+            partitions.append(TopicPartition(Topic.RECOMMENDATIONS.value, p, high))
+        self._consumer.assign(partitions)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.05)
+            if message is None or message.error():
+                continue
+            arrived = time.time() * 1000
+            value = orjson.loads(message.value())
+            if value.get("source_event_ts"):
+                self.latencies[(value["user_id"], value["source_event_ts"])] = arrived - value["source_event_ts"]
+                self.degraded += bool(value.get("degraded"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def user_sequences(dataset, offset: int, count: int) -> list[tuple[str, list[str]]]:
+    by_user: dict[str, list[str]] = {}
+    for event in dataset.events:
+        by_user.setdefault(event.user_id, []).append(event.item_id)
+    users = [(user, items) for user, items in by_user.items() if len(items) >= 3]
+    return users[offset : offset + count]
+
+
+def rate_run(settings: Settings, producer: EventProducer, listener: Listener, sequences, rate: float, seconds: float, run: str) -> dict:
+    """Clicks at ``rate`` per second, round-robin over users (one profile update each)."""
+    sent: list[tuple[str, int]] = []
+    cursor = {user: 0 for user, _ in sequences}
+    total = int(rate * seconds)
+    started = time.monotonic()
+    for n in range(total):
+        user, items = sequences[n % len(sequences)]
+        due = started + n / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ts = int(time.time() * 1000)
+        item = items[cursor[user] % len(items)]
+        cursor[user] += 1
+        user_id = f"{run}-{user}"
+        producer.produce(ClickEvent(user_id=user_id, session_id=run, item_id=item, ts=ts))
+        producer.poll(0)
+        sent.append((user_id, ts))
+    producer.flush()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sum(key in listener.latencies for key in sent[-50:]) < 45:
+        time.sleep(0.2)
+    time.sleep(2)
+    latencies = [listener.latencies[key] for key in sent if key in listener.latencies]
+    # A user clicked twice within the debounce window gets one list for the newer click.
+    return {"sent": len(sent), "lists": len(latencies), "p50": quantile(latencies, 0.5), "p99": quantile(latencies, 0.99)}
+
+
+async def api_run(url: str, users: list[str], requests: int, clients: int = 8) -> list[float]:
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async def one_client(offset: int) -> None:
+            for n in range(offset, requests, clients):
+                started = time.perf_counter()
+                response = await client.get(f"/v1/users/{users[n % len(users)]}/recommendations", params={"k": 10})
+                response.raise_for_status()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        await asyncio.gather(*(one_client(offset) for offset in range(clients)))
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="One 20 s run at the target rate, fewer API requests.")
+    parser.add_argument("--json", help="Write {'metrics': ...} here.")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--models", type=Path, default=REPO_ROOT / "bench-out" / "models")
+    parser.add_argument("--scorer", default=contract.BERT_SCORER_STUDENT, help="bert_scorer_student (CPU) or bert_scorer (GPU).")
+    args = parser.parse_args()
+    rates = [TARGET_RATE] if args.quick else [50.0, TARGET_RATE, 200.0]
+    seconds = 20.0 if args.quick else 40.0
+    dataset = load("amazon_scientific", args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="streamrec-fresh-") as folder:
+        repo = model_repo(args.models, Path(folder) / "model_repo", args.scorer)
+        with isolated_stack(model_repo=repo) as settings:
+            load_models(settings, [contract.ITEM_ENCODER, args.scorer])
+            api_port = free_port()
+            env = {**stack_environment(settings.stack), "STREAMREC_RECS__SCORER_MODEL": args.scorer,
+                   "STREAMREC_API__PORT": str(api_port), "STREAMREC_RECS__WEB_PORT": str(free_port()),
+                   "STREAMREC_STREAMS__WEB_PORT": str(free_port())}
+            logs = Path(folder) / "logs"
+            components = [ComponentProcess(args_, logs / f"{args_[0]}.log", env).start()
+                          for args_ in (["streams", "worker"], ["recs", "worker"], ["api", "serve"])]
+            client = redis.Redis.from_url(settings.redis_url)
+            producer = EventProducer.from_settings(settings, client_id="bench-freshness")
+            try:
+                print(f"loading {len(dataset.catalog):,} catalog items (embedded on Triton) …")
+                now = int(time.time() * 1000)
+                for item in dataset.catalog:
+                    producer.produce(catalog_event(item, now))
+                producer.flush()
+                deadline = time.monotonic() + 900
+                while client.zcard(keys.CATALOG_CHANGES) < len(dataset.catalog):
+                    if time.monotonic() > deadline or not components[0].alive():
+                        raise RuntimeError(f"catalog not embedded:\n{components[0].log_tail()}")
+                    time.sleep(1)
+                print("background sequences for co-visitation …")
+                for user, items in user_sequences(dataset, 0, 1500):
+                    for step, item in enumerate(items):
+                        producer.produce(ClickEvent(user_id=f"bg-{user}", session_id=user, item_id=item, ts=now + step))
+                producer.flush()
+                components[2].wait_http(f"http://127.0.0.1:{api_port}/healthz")
+                time.sleep(10)  # the streams worker applies the background; the recs worker joins its group
+                listener = Listener(settings)
+                sequences = user_sequences(dataset, 1500, 1400)
+                runs = {}
+                for rate in rates:
+                    run = f"r{int(rate)}-{uuid.uuid4().hex[:4]}"
+                    runs[rate] = rate_run(settings, producer, listener, sequences, rate, seconds, run)
+                    runs[rate]["run"] = run
+                    print(f"{rate:.0f} updates/s: {runs[rate]}")
+                listener.close()
+                target = runs[TARGET_RATE]
+                cached_users = [f"{target['run']}-{user}" for user, _ in sequences[:200]]
+                api = f"http://127.0.0.1:{api_port}"
+                requests = 400 if args.quick else 2000
+                asyncio.run(api_run(api, cached_users, 50))  # warm-up
+                cached = asyncio.run(api_run(api, cached_users, requests))
+                uncached_users = [f"{target['run']}-{user}" for user, _ in sequences[200:400]]
+                client.delete(*[keys.recommendations(user) for user in uncached_users])
+                uncached = asyncio.run(api_run(api, uncached_users, requests // 4))
+            finally:
+                producer.close()
+                for component in components:
+                    component.stop()
+                client.close()
+    metrics = {
+        "p50_freshness_ms": target["p50"],
+        "p99_freshness_ms": target["p99"],
+        "api_p99_cached_ms": quantile(cached, 0.99),
+        "api_p99_uncached_ms": quantile(uncached, 0.99),
+        "api_p50_cached_ms": quantile(cached, 0.5),
+        "api_p50_uncached_ms": quantile(uncached, 0.5),
+        "degraded_lists": float(listener.degraded),
+    }
+    for rate, result in runs.items():
+        metrics[f"p99_freshness_ms_at_{int(rate)}"] = result["p99"]
+        metrics[f"lists_at_{int(rate)}"] = float(result["lists"])
+    print_report(f"freshness ({args.scorer}, {machine()['cores']} cores)", {}, metrics, TARGETS)
+    write_json(args.json, metrics, machine=machine(), config={"rates": rates, "seconds": seconds, "scorer": args.scorer,
+               "runs": {str(k): v for k, v in runs.items()}, "models": str(args.models)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The main job on the embedded local stack, end to end, for the README's first command.
+
+Stack up → model versions (pretrained MiniLM where the repository has none) loaded into
+Triton → topics → streams and recs workers started as child processes → a real dataset's
+catalog embedded, then its events replayed → wait until both consumer groups have caught
+up → show a few users' recommendation lists with their reasons → show the lag. The workers
+are stopped at the end; the stack keeps running.
+
+The workers are started as ``python -m streamrec streams worker`` / ``recs worker`` (found
+through the CLI's entry points), so this core module imports neither component.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import redis
+import tritonclient.http as httpclient
+from rich.console import Console
+from rich.table import Table
+
+from streamrec.components import ComponentProcess
+from streamrec.datasets.loaders import load
+from streamrec.datasets.replay import replay_dataset
+from streamrec.kafka_admin import commit_groups_at_end, create_topics
+from streamrec.lag import LagReader
+from streamrec.model import contract
+from streamrec.settings import Settings
+from streamrec.stack import LocalStack
+from streamrec.store import keys
+from streamrec.topics import INTERACTION_TOPICS, Topic
+
+
+class QuickstartError(RuntimeError):
+    pass
+
+
+def load_models(settings: Settings, models: list[str], timeout_s: float = 300) -> None:
+    """Ask Triton (explicit model control) to load ``models`` and wait until each is ready."""
+    assert settings.triton.http_url is not None
+    client = httpclient.InferenceServerClient(settings.triton.http_url, network_timeout=timeout_s)
+    for model in models:
+        client.load_model(model)
+        deadline = time.monotonic() + timeout_s
+        while not client.is_model_ready(model):
+            if time.monotonic() > deadline:
+                raise QuickstartError(f"Triton did not make {model} ready within {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+
+
+
+def _wait_caught_up(settings: Settings, console: Console, workers: list[ComponentProcess], timeout_s: float) -> None:
+    groups = {
+        settings.streams.app_id: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
+        settings.recs.app_id: [Topic.PROFILES_UPDATED.value],
+    }
+    reader = LagReader(settings.bootstrap_servers)
+    deadline = time.monotonic() + timeout_s
+    try:
+        with console.status("waiting for the workers to catch up") as status:
+            while True:
+                for worker in workers:
+                    if not worker.alive():
+                        raise QuickstartError(f"{' '.join(worker.args)} exited; its log:\n{worker.log_tail()}")
+                rows = reader.read(list(groups), sample_s=0, topics=[t for ts in groups.values() for t in ts])
+                lags = {group: sum(r.lag for r in rows if r.group == group and r.topic in topics) for group, topics in groups.items()}
+                status.update(" · ".join(f"{group}: lag {lag:,}" for group, lag in lags.items()))
+                if all(lag == 0 for lag in lags.values()):
+                    return
+                if time.monotonic() > deadline:
+                    raise QuickstartError(f"workers did not catch up within {timeout_s:.0f} s: {lags}")
+                time.sleep(1.0)
+    finally:
+        reader.close()
+
+
+def _show_recommendations(settings: Settings, console: Console, users: list[str]) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    shown = 0
+    try:
+        for user_id in users:
+            raw = client.get(keys.recommendations(user_id))
+            if raw is None:
+                continue
+            recs = json.loads(raw)
+            table = Table(
+                title=f"user {user_id} · {recs['model_version']} · {'DEGRADED · ' if recs['degraded'] else ''}rec {recs['rec_id'][:8]}"
+            )
+            for column in ("#", "item", "title", "score", "why"):
+                table.add_column(column, justify="right" if column in ("#", "score") else "left")
+            for rank, item in enumerate(recs["items"][:5], 1):
+                title = (client.hget(keys.item(item["item_id"]), "title") or b"").decode()
+                table.add_row(str(rank), item["item_id"], title[:50], f"{item['score']:.3f}", item["reason"][:70])
+            console.print(table)
+            shown += 1
+    finally:
+        client.close()
+    return shown
+
+
+def run_quickstart(
+    settings: Settings, *, dataset: str, data_dir: Path, limit: int | None, users: int, console: Console, timeout_s: float = 900
+) -> None:
+    from streamrec.model.bootstrap import init_item_encoder, init_scorers
+
+    repo = settings.stack.model_repo
+    for folder in [init_item_encoder(repo), *init_scorers(repo)]:
+        if folder is not None:
+            console.print(f"[dim]·[/dim] wrote first model version {folder}")
+    LocalStack(settings.stack, say=lambda message: console.print(f"[dim]·[/dim] {message}")).up()
+    load_models(settings, [contract.ITEM_ENCODER, settings.recs.scorer_model])
+    create_topics(settings)
+    log_dir = settings.stack.state_dir / "logs"
+    # Lists for this run's users only: the recs group skips updates left from earlier runs.
+    commit_groups_at_end(settings.bootstrap_servers, {settings.recs.app_id: [Topic.PROFILES_UPDATED.value]})
+    workers = [
+        ComponentProcess([component, "worker"], log_dir / f"quickstart-{component}.log").start()
+        for component in ("streams", "recs")
+    ]
+    try:
+        data = load(dataset, data_dir)
+        if limit is not None:
+            data = replace(data, events=data.events[:limit])
+        replay_dataset(settings, dataset, data_dir=data_dir, console=console, dataset=replace(data, events=[]))
+        _wait_caught_up(settings, console, workers, timeout_s)  # every item embedded before events refer to it
+        result = replay_dataset(settings, dataset, data_dir=data_dir, console=console, dataset=replace(data, catalog=[]))
+        console.print(f"replayed {len(data.catalog):,} catalog items and {result.events:,} real events from {dataset}")
+        _wait_caught_up(settings, console, workers, timeout_s)
+        counts: dict[str, int] = {}
+        for event in data.events:
+            counts[event.user_id] = counts.get(event.user_id, 0) + 1
+        busiest = sorted(counts, key=counts.get, reverse=True)[: users * 3]
+        if not _show_recommendations(settings, console, busiest[:users] + busiest[users:]):
+            raise QuickstartError("no recommendation lists were cached; see .streamrec/logs/quickstart-recs.log")
+    finally:
+        for worker in workers:
+            worker.stop()
+    _show_lag(settings, console)
+
+
+def _show_lag(settings: Settings, console: Console) -> None:
+    reader = LagReader(settings.bootstrap_servers)
+    try:
+        rows = reader.read([settings.streams.app_id, settings.recs.app_id], sample_s=0)
+    finally:
+        reader.close()
+    table = Table(title="consumer lag after the run (`streamrec lag` any time)")
+    for column in ("group", "topic", "partitions", "lag"):
+        table.add_column(column, justify="right" if column in ("partitions", "lag") else "left")
+    per_topic: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        per_topic.setdefault((row.group, row.topic), []).append(row.lag)
+    for (group, topic), lags in sorted(per_topic.items()):
+        table.add_row(group, topic, str(len(lags)), f"{sum(lags):,}")
+    console.print(table)
