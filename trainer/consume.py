@@ -67,16 +67,21 @@ def _consumer(bootstrap_servers: str, group_id: str) -> Consumer:
     )
 
 
-def watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
-    """(low, high) offsets, retried while a new topic's partition has no leader yet."""
+def _retrying(call, timeout_s: float = 60.0):
+    """``call()``, retried while a fresh broker has no partition leader or group coordinator yet."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return consumer.get_watermark_offsets(partition, timeout=10)
+            return call()
         except KafkaException:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.2)
+            time.sleep(0.5)
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float = 60.0) -> tuple[int, int]:
+    """(low, high) offsets of ``partition``."""
+    return _retrying(lambda: consumer.get_watermark_offsets(partition, timeout=10), timeout_s)
 
 
 def _decode(message) -> RawInteraction | None:
@@ -116,7 +121,7 @@ def read_new_events(
             if topic.value in metadata.topics
             for p in sorted(metadata.topics[topic.value].partitions)
         ]
-        committed = {offset_key(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=10)}
+        committed = {offset_key(tp.topic, tp.partition): tp.offset for tp in _retrying(lambda: consumer.committed(partitions, timeout=10))}
         first: Offsets = {}
         last: Offsets = {}
         for tp in partitions:
@@ -176,6 +181,7 @@ def commit_offsets(bootstrap_servers: str, group_id: str, offsets: Offsets) -> N
         return
     consumer = _consumer(bootstrap_servers, group_id)
     try:
-        consumer.commit(offsets=[TopicPartition(*parse_key(key), offset) for key, offset in offsets.items()], asynchronous=False)
+        positions = [TopicPartition(*parse_key(key), offset) for key, offset in offsets.items()]
+        _retrying(lambda: consumer.commit(offsets=positions, asynchronous=False))
     finally:
         consumer.close()
