@@ -39,6 +39,7 @@ from streamrec.components import ComponentProcess  # noqa: E402
 from streamrec.datasets.loaders import load  # noqa: E402
 from streamrec.datasets.replay import catalog_event  # noqa: E402
 from streamrec.events import ClickEvent  # noqa: E402
+from streamrec.lag import LagReader  # noqa: E402
 from streamrec.model import contract  # noqa: E402
 from streamrec.model.artifacts import versions  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
@@ -47,7 +48,7 @@ from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
 from streamrec.stack.isolated import stack_environment  # noqa: E402
 from streamrec.stack.process import free_port  # noqa: E402
 from streamrec.store import keys  # noqa: E402
-from streamrec.topics import Topic  # noqa: E402
+from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
 TARGETS = {"p99_freshness_ms": 1000.0, "api_p99_cached_ms": 50.0, "api_p99_uncached_ms": 300.0}
 TARGET_RATE = 100.0
@@ -101,6 +102,22 @@ class Listener:
         self._stop.set()
         self._thread.join()
         self._consumer.close()
+
+
+def wait_idle(settings: Settings, timeout_s: float = 600) -> None:
+    """Until the streams and recs groups have no lag (and have joined: committed offsets exist)."""
+    groups = {settings.streams.app_id: [t.value for t in INTERACTION_TOPICS], settings.recs.app_id: [Topic.PROFILES_UPDATED.value]}
+    reader = LagReader(settings.bootstrap_servers)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            rows = reader.read(list(groups), sample_s=0, topics=[t for topics in groups.values() for t in topics])
+            if rows and all(row.lag == 0 for row in rows) and all(row.committed is not None for row in rows if row.log_end):
+                return
+            time.sleep(1)
+    finally:
+        reader.close()
+    raise RuntimeError(f"workers still lagging after {timeout_s:.0f} s")
 
 
 def user_sequences(dataset, offset: int, count: int) -> list[tuple[str, list[str]]]:
@@ -195,7 +212,7 @@ def main() -> None:
                         producer.produce(ClickEvent(user_id=f"bg-{user}", session_id=user, item_id=item, ts=now + step))
                 producer.flush()
                 components[2].wait_http(f"http://127.0.0.1:{api_port}/healthz")
-                time.sleep(10)  # the streams worker applies the background; the recs worker joins its group
+                wait_idle(settings)  # background applied and its lists published: the rate runs start from idle
                 listener = Listener(settings)
                 sequences = user_sequences(dataset, 1500, 1400)
                 runs = {}

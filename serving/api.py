@@ -77,7 +77,9 @@ class RecsApi:
             cached = orjson.loads(cached_raw)
             current = profile is None or (cached.get("source_event_ts") or 0) >= profile.last_seen
             items = [item for item in cached["items"] if item["item_id"] not in excluded]
-            if current and len(items) >= k and not cached.get("degraded"):
+            # A degraded cached list is still served: recomputing it while the scorer is down would
+            # cost every request the candidate stage and give the same answer.
+            if current and len(items) >= k:
                 self.service.metrics.api_seconds.labels("recommendations", "true").observe(time.perf_counter() - started)
                 return RecommendationsOut(**{**cached, "items": items[:k], "cached": True})
         outcome = await self.service.recommender.recommend(
