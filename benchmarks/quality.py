@@ -16,13 +16,17 @@ Methods (JSON keys ``hr10_<m>``, ``ndcg10_<m>``, ``mrr20_<m>``):
 - ``encoder_finetuned`` — the fine-tuned item encoder, same retrieval;
 - ``scorer`` — the fine-tuned MiniLM cross-encoder (teacher) re-ranking the fine-tuned encoder's
   top 100;
-- ``student`` — the distilled 2-layer student re-ranking the same top 100.
+- ``student`` — the distilled 2-layer student re-ranking the same top 100;
+- ``pipeline`` — the recommender as served (``serving.recommender.Recommender`` over the signals
+  of ``serving.offline``: candidates → blend with the packaged weights → student re-ranks the
+  blend's top ``rerank_top`` → MMR, default settings) asked for a list of ``PIPELINE_K`` items;
+  an item outside the list counts as a miss.
 
-The first four run on every evaluation row. The two re-rankers cost about 100 forward passes
+The first four run on every evaluation row. The re-rankers and the pipeline cost forward passes
 per row, so on a CPU they run on a fixed random sample of rows (``--users``, seed 0; every
-method is also reported on that sample as ``<metric>_<m>_sample``, and the headline ratio
-``scorer_vs_best_baseline_ndcg10`` compares the scorer with the best non-BERT baseline on the
-same sample).
+method is also reported on that sample as ``<metric>_<m>_sample``, and the headline ratios
+``scorer_vs_best_baseline_ndcg10`` and ``pipeline_vs_best_baseline_ndcg10`` compare with the
+best non-BERT baseline on the same sample).
 
 Models: the newest versions in ``--models`` (a model repository; written by
 ``streamrec model train-scorer`` or by this script). When a model is missing there (or with
@@ -33,6 +37,7 @@ Models: the newest versions in ``--models`` (a model repository; written by
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -45,6 +50,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from serving.blender import Blender
+from serving.item_index import ItemIndex
+from serving.offline import (
+    NamedScorer,
+    OfflinePipeline,
+    OfflineSignals,
+    amazon_records,
+    rank_in_list,
+)
 from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE, load_corpus
 from streamrec.datasets.sequences import train_sequences
 from streamrec.model import contract
@@ -52,6 +66,7 @@ from streamrec.model.artifacts import load_folder, versions
 from streamrec.model.baselines import CoVisitation, Popularity
 from streamrec.model.evaluation import rerank, summarise, target_rank, tiebreak_order
 from streamrec.model.finetune import ContextWriter
+from streamrec.model.inference import InProcessScorer
 from streamrec.model.networks import TextEncoder, load_backbone, pretrained_minilm_path
 from streamrec.model.recipe import (
     Plan,
@@ -61,12 +76,14 @@ from streamrec.model.recipe import (
     top_k,
     train_models,
 )
-from streamrec.settings import REPO_ROOT
+from streamrec.settings import REPO_ROOT, RecsSettings, StreamsSettings
 
-METHODS = ("popularity", "covisit", "encoder_pretrained", "encoder_finetuned", "scorer", "student")
+METHODS = ("popularity", "covisit", "encoder_pretrained", "encoder_finetuned", "scorer", "student", "pipeline")
+SAMPLED = ("scorer", "student", "pipeline")
 BASELINES = ("popularity", "covisit")
 TARGET_RATIO = 1.2
 RETRIEVE = 100
+PIPELINE_K = 100  # list length asked of the served pipeline (its candidates are about 200)
 console = Console(highlight=False)
 
 
@@ -152,7 +169,7 @@ def main() -> None:
     budget = Plan().encoder.context_budget
     writer = ContextWriter(corpus.titles, tokenizer, budget)
     contexts = [writer(h) for h in histories]
-    first_stage = None
+    first_stage, item_vectors = None, None
     for name, module, length in (
         ("encoder_pretrained", TextEncoder(load_backbone(pretrained_minilm_path())).eval(), 128),
         ("encoder_finetuned", encoder, encoder_meta.max_length),
@@ -165,7 +182,7 @@ def main() -> None:
         seconds[name] = time.monotonic() - t
         console.print(f"{name}: {summarise(ranks[name])} ({seconds[name]:.0f} s)")
         if name == "encoder_finetuned":
-            first_stage = scores
+            first_stage, item_vectors = scores, items
 
     # -- re-rankers (sample) -------------------------------------------------------------------
     assert first_stage is not None
@@ -187,22 +204,47 @@ def main() -> None:
         console.print(f"{name}: {summarise(ranks[name])} ({seconds[name]:.0f} s, "
                       f"{len(sample) * RETRIEVE / seconds[name]:,.0f} pairs/s)")
 
+    # -- the served pipeline (sample) ------------------------------------------------------------
+    assert item_vectors is not None
+    t = time.monotonic()
+    recs, streams = RecsSettings(), StreamsSettings()
+    records = amazon_records(args.data_dir, item_vectors)
+    item_ids = [record.item_id for record in records]
+    blender = Blender.load(recs.blender_weights)
+    pipeline = OfflinePipeline(
+        ItemIndex.from_records(records),
+        OfflineSignals.from_sequences([[item_ids[i] for i in sequence] for sequence in sequences], streams),
+        NamedScorer(InProcessScorer(student, tokenizer, max_length=student_meta.max_length,
+                                    precision=args.student_precision), contract.BERT_SCORER_STUDENT),  # type: ignore[arg-type]
+        blender, recs, streams,
+    )
+
+    async def served_lists() -> list[list[str]]:
+        return [await pipeline.recommend([item_ids[j] for j in histories[i]], k=PIPELINE_K) for i in sample]
+
+    lists = asyncio.run(served_lists())
+    ranks["pipeline"] = np.array([rank_in_list(items, item_ids[targets[i]]) for items, i in zip(lists, sample)])
+    seconds["pipeline"] = time.monotonic() - t
+    console.print(f"pipeline: {summarise(ranks['pipeline'])} ({seconds['pipeline']:.0f} s, "
+                  f"{np.mean([len(items) for items in lists]):.0f} items per list)")
+
     # -- report --------------------------------------------------------------------------------
     metrics: dict[str, float] = {}
     for name in METHODS:
         whole = summarise(ranks[name])
-        on_sample = whole if name in ("scorer", "student") else summarise(ranks[name][sample])
+        on_sample = whole if name in SAMPLED else summarise(ranks[name][sample])
         for key in ("hr10", "ndcg10", "mrr20"):
             metrics[f"{key}_{name}"] = whole[key]
             metrics[f"{key}_{name}_sample"] = on_sample[key]
         metrics[f"rows_{name}"] = whole["users"]
     best_baseline = max(BASELINES, key=lambda m: metrics[f"ndcg10_{m}_sample"])
     metrics["scorer_vs_best_baseline_ndcg10"] = metrics["ndcg10_scorer"] / max(metrics[f"ndcg10_{best_baseline}_sample"], 1e-12)
+    metrics["pipeline_vs_best_baseline_ndcg10"] = metrics["ndcg10_pipeline"] / max(metrics[f"ndcg10_{best_baseline}_sample"], 1e-12)
     metrics["student_vs_scorer_ndcg10"] = metrics["ndcg10_student"] / max(metrics["ndcg10_scorer"], 1e-12)
     metrics["recall100_encoder_finetuned_sample"] = recall
     metrics["sample_users"] = int(n_sample)
 
-    table = Table(title=f"quality on {eval_file.name}: all {n_items:,} items ranked; re-rankers on {n_sample} of {len(rows)} rows")
+    table = Table(title=f"quality on {eval_file.name}: all {n_items:,} items ranked; re-rankers and pipeline on {n_sample} of {len(rows)} rows")
     for column in ("method", "rows", "HR@10", "NDCG@10", "MRR@20", "NDCG@10 (sample)"):
         table.add_column(column, justify="right" if column != "method" else "left")
     for name in METHODS:
@@ -214,6 +256,7 @@ def main() -> None:
     verdict = "[green]met[/green]" if ratio >= TARGET_RATIO else "[red]missed[/red]"
     console.print(f"scorer NDCG@10 / best baseline ({best_baseline}) on the same rows: {ratio:.2f} "
                   f"(target ≥ {TARGET_RATIO}) {verdict}; student / scorer: {metrics['student_vs_scorer_ndcg10']:.2f}; "
+                  f"pipeline / best baseline: {metrics['pipeline_vs_best_baseline_ndcg10']:.2f}; "
                   f"encoder recall@100 {recall:.3f}; finished in {time.monotonic() - started:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -231,6 +274,9 @@ def main() -> None:
                 "models": {name: str(folder) for name, folder in folders.items()},
                 "lineage": {"encoder": encoder_meta.lineage, "scorer": teacher_meta.lineage, "student": student_meta.lineage},
                 "quick": args.quick,
+                "pipeline": {"k": PIPELINE_K, "scorer": contract.BERT_SCORER_STUDENT, "exclude": "the user's history",
+                             "settings": recs.model_dump(mode="json"), "blender": {"weights": blender.weights,
+                             "bias": blender.bias, "fitted_on": blender.fitted_on}},
             },
             "seconds": {**seconds, "total": time.monotonic() - started},
             "training": training,

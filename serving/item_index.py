@@ -12,6 +12,7 @@ and tens of milliseconds at 1M items on one core; beyond that, an ANN index woul
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,19 @@ class ItemIndex:
         self._matrix = np.zeros((0, 0), np.float32)
         self._available = np.zeros(0, bool)
         self._since_ms: float = 0.0
+
+    @classmethod
+    def from_records(cls, records: Iterable[CatalogRecord]) -> ItemIndex:
+        """An index filled in memory, for offline evaluation, blender fitting and tests.
+
+        It has no Redis client, so :meth:`refresh` and :meth:`ensure` must not be called on it;
+        records without an embedding are skipped, as the Redis path skips them.
+        """
+        index = cls(None)  # type: ignore[arg-type]
+        for record in records:
+            if record.embedding is not None:
+                index._upsert(record)
+        return index
 
     def __len__(self) -> int:
         return len(self._info)
