@@ -18,6 +18,7 @@ on signals computed from a training file.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -49,8 +50,10 @@ class SignalStore(Protocol):
 class RedisSignals:
     """The signals the streams worker keeps in Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, trending_ttl_s: float = 1.0) -> None:
         self._redis = client
+        self._trending_ttl_s = trending_ttl_s
+        self._trending: tuple[float, int, list[str]] = (0.0, 0, [])  # (read at, count, items)
 
     async def covisit(self, item_ids: Sequence[str], per_item: int) -> list[list[tuple[str, float]]]:
         if not item_ids:
@@ -62,7 +65,13 @@ class RedisSignals:
         return [[(member.decode(), float(score)) for member, score in row] for row in rows]
 
     async def trending(self, count: int) -> list[str]:
-        return [member.decode() for member in await self._redis.zrevrange(keys.POPULARITY_SHORT, 0, count - 1)]
+        """Read at most once per ``trending_ttl_s``: every list in a batch needs the same pool."""
+        read_at, cached_count, items = self._trending
+        now = time.monotonic()
+        if now - read_at > self._trending_ttl_s or cached_count < count:
+            items = [member.decode() for member in await self._redis.zrevrange(keys.POPULARITY_SHORT, 0, count - 1)]
+            self._trending = (now, count, items)
+        return items[:count]
 
 
 @dataclass
@@ -162,12 +171,16 @@ class CandidateGenerator:
         strongest = sorted(affinities, key=affinities.get, reverse=True)[: settings.categories_top]
         if category is not None:
             strongest = [category]
+        by_category: dict[str | None, list[str]] = {}
+        if strongest:
+            wanted_categories = set(strongest)
+            for item_id in pool:  # one pass over the pool, whatever the number of categories
+                info = self.index.info(item_id)
+                if info is not None and info.category in wanted_categories:
+                    by_category.setdefault(info.category, []).append(item_id)
         for wanted in strongest:
             taken = 0
-            for item_id in pool:
-                info = self.index.info(item_id)
-                if info is None or info.category != wanted:
-                    continue
+            for item_id in by_category.get(wanted, ()):
                 found_candidate = candidate(item_id)
                 if found_candidate is not None:
                     found_candidate.sources.add(CATEGORY_TRENDING)

@@ -27,6 +27,8 @@ def mmr(
         return list(np.argsort(-rel, kind="stable")[:k])
     codes = {name: code for code, name in enumerate(dict.fromkeys(c for c in categories if c is not None))}
     category = np.array([codes.get(c, -1 - i) for i, c in enumerate(categories)])  # None never matches
+    # All pairwise similarities at once: one matrix product instead of one per pick.
+    similarity = 0.5 * (vectors @ vectors.T) + 0.5 * (category[:, None] == category[None, :])
     chosen: list[int] = []
     redundancy = np.full(count, -np.inf)
     available = np.ones(count, bool)
@@ -36,6 +38,5 @@ def mmr(
         pick = int(np.argmax(gain))
         chosen.append(pick)
         available[pick] = False
-        similarity = 0.5 * (vectors @ vectors[pick]) + 0.5 * (category == category[pick])
-        redundancy = np.maximum(redundancy, similarity)
+        redundancy = np.maximum(redundancy, similarity[pick])
     return chosen
