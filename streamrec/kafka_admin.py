@@ -95,27 +95,36 @@ def message_counts(settings: Settings, topics: list[str], timeout_s: float = 10.
         consumer.close()
 
 
+def end_offsets(bootstrap_servers: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> current log-end offset: "now" on those topics, to start a group from."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "offsets-probe", "enable.auto.commit": False})
+    try:
+        ends = {}
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=10)
+            for partition in metadata.topics[topic].partitions:
+                ends[(topic, partition)] = _watermark(consumer, TopicPartition(topic, partition))[1]
+        return ends
+    finally:
+        consumer.close()
+
+
+def commit_group_offsets(bootstrap_servers: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """Set where ``group`` starts reading (it must have no active members)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in sorted(offsets.items())]
+    for future in admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)]).values():
+        future.result(timeout=30)
+
+
 def commit_groups_at_end(bootstrap_servers: str, groups: dict[str, list[str]]) -> None:
     """Commit each group's offsets at the current end of its topics.
 
     A component started under such a group reads only what is produced from now on, with no
     race against its group join (tests and benchmarks share topics with earlier runs).
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "offsets-probe", "enable.auto.commit": False})
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    try:
-        for group, topics in groups.items():
-            partitions = []
-            for topic in topics:
-                metadata = consumer.list_topics(topic, timeout=10)
-                for partition in metadata.topics[topic].partitions:
-                    _, high = _watermark(consumer, TopicPartition(topic, partition))
-                    partitions.append(TopicPartition(topic, partition, high))
-            futures = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)])
-            for future in futures.values():
-                future.result(timeout=30)
-    finally:
-        consumer.close()
+    for group, topics in groups.items():
+        commit_group_offsets(bootstrap_servers, group, end_offsets(bootstrap_servers, topics))
 
 
 def _watermark(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30) -> tuple[int, int]:

@@ -37,8 +37,8 @@ class Expected:
         return sum(w * math.exp(-(newest - ts) / tau_ms) for ts, w in events), newest
 
 
-def read_interactions(bootstrap: str) -> list[tuple[str, int, int, int, bytes]]:
-    """Every interaction record: (topic, partition, offset, kafka ts ms, value), in partition order."""
+def read_interactions(bootstrap: str, start: dict[tuple[str, int], int] | None = None) -> list[tuple[str, int, int, int, bytes]]:
+    """Interaction records from ``start`` (default: the log start): (topic, partition, offset, kafka ts ms, value)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "recompute", "enable.auto.commit": False})
     records = []
     try:
@@ -46,6 +46,7 @@ def read_interactions(bootstrap: str) -> list[tuple[str, int, int, int, bytes]]:
         for topic in INTERACTION_TOPICS:
             for partition in sorted(metadata[topic.value].partitions):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic.value, partition), timeout=10)
+                low = max(low, (start or {}).get((topic.value, partition), low))
                 if high <= low:
                     continue
                 consumer.assign([TopicPartition(topic.value, partition, low)])

@@ -25,6 +25,7 @@ from confluent_kafka import Producer
 
 from streamrec.datasets.loaders import load
 from streamrec.datasets.replay import catalog_event, interaction_event
+from streamrec.kafka_admin import commit_group_offsets, end_offsets
 from streamrec.lag import LagReader
 from streamrec.producer import EventProducer
 from streamrec.settings import Settings, StreamsSettings
@@ -108,6 +109,9 @@ def replay_input(settings: Settings, data_dir) -> dict:
     diginetica = load("diginetica", data_dir)
     yoochoose = load("yoochoose", data_dir)
     rows = (diginetica.events + yoochoose.events)[:REPLAY_EVENTS]
+    # Where this module's input starts: other tests share the session's topics, and the workers
+    # and the recomputation must see exactly this input, not what earlier tests produced.
+    start = end_offsets(settings.bootstrap_servers, [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)])
     now = int(time.time() * 1000)
     with EventProducer.from_settings(settings) as producer:
         for item in diginetica.catalog:
@@ -131,12 +135,16 @@ def replay_input(settings: Settings, data_dir) -> dict:
                  "ts": int(time.time() * 1000) + 3_600_000}
         raw.produce(Topic.CLICKS.value, orjson.dumps(event), event["user_id"].encode())
     assert raw.flush(30) == 0
-    return {"duplicates": {str(e.event_id) for e in duplicates}, "future": set(future_ids), "catalog": len(diginetica.catalog)}
+    return {"duplicates": {str(e.event_id) for e in duplicates}, "future": set(future_ids), "catalog": len(diginetica.catalog),
+            "start": start}
 
 
-def load_catalog(settings: Settings, url: str, client: redis.Redis, expected: int, timeout_s: float = 180) -> None:
+def load_catalog(settings: Settings, url: str, client: redis.Redis, replay_input: dict, timeout_s: float = 180) -> None:
     """Store the catalog first with a catalog-only worker, so every event finds its item (deterministic state)."""
-    loader = Worker(settings, app_id=f"catalog-{uuid.uuid4().hex[:8]}", redis_url=url, name="catalog", agents='["catalog"]')
+    expected = replay_input["catalog"]
+    group = f"catalog-{uuid.uuid4().hex[:8]}"
+    commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
+    loader = Worker(settings, app_id=group, redis_url=url, name="catalog", agents='["catalog"]')
     loader.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -149,8 +157,8 @@ def load_catalog(settings: Settings, url: str, client: redis.Redis, expected: in
         loader.stop()
 
 
-def assert_state_equals_recomputation(settings: Settings, client: redis.Redis) -> None:
-    records = read_interactions(settings.bootstrap_servers)
+def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, start: dict[tuple[str, int], int]) -> None:
+    records = read_interactions(settings.bootstrap_servers, start)
     assert len(records) >= REPLAY_EVENTS + 300 + 10
     catalog = {}
     for key in client.scan_iter("i:*", count=5000):
@@ -227,7 +235,8 @@ def test_killed_worker_restarts_without_losing_or_double_counting(settings, repl
     rng = random.Random()
     kills = 0
     try:
-        load_catalog(settings, url, client, replay_input["catalog"])
+        load_catalog(settings, url, client, replay_input)
+        commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
         worker.start()
         while kills < 3:
             time.sleep(rng.uniform(1.5, 5.0))
@@ -242,7 +251,7 @@ def test_killed_worker_restarts_without_losing_or_double_counting(settings, repl
         assert "streamrec_streams_event_to_redis_seconds_bucket" in metrics
     finally:
         worker.stop()
-    assert_state_equals_recomputation(settings, client)
+    assert_state_equals_recomputation(settings, client, replay_input["start"])
     expected_rejected = replay_input["duplicates"] | replay_input["future"]
     assert rejected_ids_on_side_topics(kafka_reader, expected_rejected) == expected_rejected
     dead = kafka_reader.read(Topic.DLQ, match=lambda v: v.get("source") == "streams:events.clicks", expected=5, timeout_s=30)
@@ -257,7 +266,8 @@ def test_two_workers_share_partitions_and_survive_one_being_killed(settings, rep
     first = Worker(settings, app_id=group, redis_url=url, name="w1")
     second = Worker(settings, app_id=group, redis_url=url, name="w2")
     try:
-        load_catalog(settings, url, client, replay_input["catalog"])
+        load_catalog(settings, url, client, replay_input)
+        commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
         first.start()
         second.start()
         time.sleep(random.Random().uniform(2.0, 5.0))
@@ -267,4 +277,4 @@ def test_two_workers_share_partitions_and_survive_one_being_killed(settings, rep
     finally:
         first.stop()
         second.stop()
-    assert_state_equals_recomputation(settings, client)
+    assert_state_equals_recomputation(settings, client, replay_input["start"])
