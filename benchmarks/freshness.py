@@ -8,10 +8,13 @@ catalog (real titles, embedded by the encoder on Triton) and background sequence
 co-visitation; then replays real user sequences as clicks stamped "now" at fixed rates of
 profile updates per second. A listener on ``recommendations`` records, for each list, the time
 it arrived minus its ``source_event_ts`` (the click it reflects): ``p50_freshness_ms`` /
-``p99_freshness_ms`` at the target rate (100 updates/s on CPU). Then 8 concurrent clients call
+``p99_freshness_ms`` at the target rate (100 updates/s on CPU; medians of 3 runs, each started
+with no backlog), split into the streams stage (click → its ``profiles.updated`` record) and the
+recs stage (that record → the list), with the re-rank depth the worker chose and Triton's own
+request, queue and compute times over the runs. Then 8 concurrent clients call
 ``GET /v1/users/{id}/recommendations``: users with a cached list (``api_p99_cached_ms``) and
 users whose cached list was deleted, so the API computes one within its budget
-(``api_p99_uncached_ms``). Models: the newest trained versions in ``--models`` when present,
+(``api_p99_uncached_ms``), each 3 times (medians). Models: the newest trained versions in ``--models`` when present,
 otherwise the pretrained MiniLM encoder and an untrained-head student (same cost per pair).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -31,6 +35,7 @@ import httpx
 import orjson
 import redis
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,6 +44,7 @@ from streamrec.components import ComponentProcess  # noqa: E402
 from streamrec.datasets.loaders import load  # noqa: E402
 from streamrec.datasets.replay import catalog_event  # noqa: E402
 from streamrec.events import ClickEvent  # noqa: E402
+from streamrec.kafka_admin import commit_groups_at_end  # noqa: E402
 from streamrec.lag import LagReader  # noqa: E402
 from streamrec.model import contract  # noqa: E402
 from streamrec.model.artifacts import versions  # noqa: E402
@@ -50,6 +56,7 @@ from streamrec.stack.process import free_port  # noqa: E402
 from streamrec.store import keys  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
+REPEATS = 3  # runs at the target rate; the reported freshness figures are their medians
 TARGETS = {"p99_freshness_ms": 1000.0, "api_p99_cached_ms": 50.0, "api_p99_uncached_ms": 300.0}
 TARGET_RATE = 100.0
 
@@ -70,19 +77,25 @@ def model_repo(trained: Path, target: Path, scorer: str) -> Path:
 
 
 class Listener:
-    """Reads ``recommendations`` from the end; keeps (arrival − source_event_ts) per list."""
+    """Reads ``recommendations`` and ``profiles.updated`` from the end.
+
+    Keeps (arrival − source_event_ts) per list, and (arrival − newest_event_ts) per profile
+    update: the streams stage of the same click, so that the two stages can be told apart.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.latencies: dict[tuple[str, int], float] = {}
+        self.profile_latencies: dict[tuple[str, int], float] = {}
         self.degraded = 0
         self._stop = threading.Event()
         self._consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"fresh-{uuid.uuid4()}",
                                    "enable.auto.commit": False, "fetch.wait.max.ms": 5})
-        metadata = self._consumer.list_topics(Topic.RECOMMENDATIONS.value, timeout=10)
         partitions = []
-        for p in metadata.topics[Topic.RECOMMENDATIONS.value].partitions:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(Topic.RECOMMENDATIONS.value, p), timeout=10)
-            partitions.append(TopicPartition(Topic.RECOMMENDATIONS.value, p, high))
+        for topic in (Topic.RECOMMENDATIONS.value, Topic.PROFILES_UPDATED.value):
+            metadata = self._consumer.list_topics(topic, timeout=10)
+            for p in metadata.topics[topic].partitions:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                partitions.append(TopicPartition(topic, p, high))
         self._consumer.assign(partitions)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -94,7 +107,9 @@ class Listener:
                 continue
             arrived = time.time() * 1000
             value = orjson.loads(message.value())
-            if value.get("source_event_ts"):
+            if message.topic() == Topic.PROFILES_UPDATED.value:
+                self.profile_latencies[(value["user_id"], value["newest_event_ts"])] = arrived - value["newest_event_ts"]
+            elif value.get("source_event_ts"):
                 self.latencies[(value["user_id"], value["source_event_ts"])] = arrived - value["source_event_ts"]
                 self.degraded += bool(value.get("degraded"))
 
@@ -106,18 +121,62 @@ class Listener:
 
 def wait_idle(settings: Settings, timeout_s: float = 600) -> None:
     """Until the streams and recs groups have no lag (and have joined: committed offsets exist)."""
-    groups = {settings.streams.app_id: [t.value for t in INTERACTION_TOPICS], settings.recs.app_id: [Topic.PROFILES_UPDATED.value]}
+    groups = workers_groups(settings)
     reader = LagReader(settings.bootstrap_servers)
     deadline = time.monotonic() + timeout_s
+    lagging: list = []
     try:
         while time.monotonic() < deadline:
-            rows = reader.read(list(groups), sample_s=0, topics=[t for topics in groups.values() for t in topics])
-            if rows and all(row.lag == 0 for row in rows) and all(row.committed is not None for row in rows if row.log_end):
+            rows = [row for group, topics in groups.items() for row in reader.read([group], sample_s=0, topics=topics)]
+            lagging = [row for row in rows if row.lag != 0 or (row.log_end and row.committed is None)]
+            if rows and not lagging:
                 return
             time.sleep(1)
     finally:
         reader.close()
-    raise RuntimeError(f"workers still lagging after {timeout_s:.0f} s")
+    raise RuntimeError(f"workers still lagging after {timeout_s:.0f} s: {lagging}")
+
+
+def histogram_means(metrics_url: str, names: list[str]) -> dict[str, float]:
+    """Mean of each Prometheus histogram ``name`` a component exposes (sum / count since it started)."""
+    samples = {sample.name: sample.value for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=10).text)
+               for sample in family.samples}
+    return {name: samples.get(f"{name}_sum", 0.0) / samples[f"{name}_count"] if samples.get(f"{name}_count") else float("nan")
+            for name in names}
+
+
+TRITON_COUNTERS = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count",
+                   "nv_inference_request_duration_us", "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us")
+
+
+def triton_counters(settings: Settings, model: str) -> dict[str, float]:
+    """Triton's cumulative counters for ``model`` (all versions), from its metrics port."""
+    text = httpx.get(f"http://127.0.0.1:{settings.stack.triton_metrics_port}/metrics", timeout=10).text
+    totals = dict.fromkeys(TRITON_COUNTERS, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name.removesuffix("_total")  # the parser names counter samples *_total
+            if name in totals and sample.labels.get("model") == model:
+                totals[name] += sample.value
+    return totals
+
+
+def triton_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per request and per execution (one dynamic batch) over the rate runs."""
+    d = {name: after[name] - before[name] for name in TRITON_COUNTERS}
+    requests, executions = max(d["nv_inference_request_success"], 1), max(d["nv_inference_exec_count"], 1)
+    return {
+        "triton_requests": d["nv_inference_request_success"],
+        "triton_pairs_per_execution": d["nv_inference_count"] / executions,
+        "triton_request_ms": d["nv_inference_request_duration_us"] / requests / 1000,
+        "triton_queue_ms": d["nv_inference_queue_duration_us"] / requests / 1000,
+        "triton_compute_ms_per_execution": d["nv_inference_compute_infer_duration_us"] / executions / 1000,
+    }
+
+
+def workers_groups(settings: Settings) -> dict[str, list[str]]:
+    """The streams and recs consumer groups and the topics they read."""
+    return {settings.streams.app_id: [t.value for t in INTERACTION_TOPICS], settings.recs.app_id: [Topic.PROFILES_UPDATED.value]}
 
 
 def user_sequences(dataset, offset: int, count: int) -> list[tuple[str, list[str]]]:
@@ -153,8 +212,13 @@ def rate_run(settings: Settings, producer: EventProducer, listener: Listener, se
         time.sleep(0.2)
     time.sleep(2)
     latencies = [listener.latencies[key] for key in sent if key in listener.latencies]
+    profile = [listener.profile_latencies[key] for key in sent if key in listener.profile_latencies]
+    recs_stage = [listener.latencies[key] - listener.profile_latencies[key] for key in sent
+                  if key in listener.latencies and key in listener.profile_latencies]
     # A user clicked twice within the debounce window gets one list for the newer click.
-    return {"sent": len(sent), "lists": len(latencies), "p50": quantile(latencies, 0.5), "p99": quantile(latencies, 0.99)}
+    return {"sent": len(sent), "lists": len(latencies), "p50": quantile(latencies, 0.5), "p99": quantile(latencies, 0.99),
+            "p50_profile": quantile(profile, 0.5), "p99_profile": quantile(profile, 0.99),
+            "p50_recs_stage": quantile(recs_stage, 0.5), "p99_recs_stage": quantile(recs_stage, 0.99)}
 
 
 async def api_run(url: str, users: list[str], requests: int, clients: int = 8) -> list[float]:
@@ -173,24 +237,29 @@ async def api_run(url: str, users: list[str], requests: int, clients: int = 8) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="One 20 s run at the target rate, fewer API requests.")
+    parser.add_argument("--quick", action="store_true", help="Three 15 s runs at the target rate only, fewer API requests.")
     parser.add_argument("--json", help="Write {'metrics': ...} here.")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--models", type=Path, default=REPO_ROOT / "bench-out" / "models")
     parser.add_argument("--scorer", default=contract.BERT_SCORER_STUDENT, help="bert_scorer_student (CPU) or bert_scorer (GPU).")
+    parser.add_argument("--set", action="append", default=[], metavar="STREAMREC_X=VALUE",
+                        help="A setting for the workers and the API, e.g. STREAMREC_RECS__RERANK_TARGET_MS=150 (repeatable).")
     args = parser.parse_args()
     rates = [TARGET_RATE] if args.quick else [50.0, TARGET_RATE, 200.0]
-    seconds = 20.0 if args.quick else 40.0
+    seconds = 15.0 if args.quick else 40.0
     dataset = load("amazon_scientific", args.data_dir)
     with tempfile.TemporaryDirectory(prefix="streamrec-fresh-") as folder:
         repo = model_repo(args.models, Path(folder) / "model_repo", args.scorer)
         with isolated_stack(model_repo=repo) as settings:
             load_models(settings, [contract.ITEM_ENCODER, args.scorer])
-            api_port = free_port()
+            api_port, recs_port, streams_port = free_port(), free_port(), free_port()
             env = {**stack_environment(settings.stack), "STREAMREC_RECS__SCORER_MODEL": args.scorer,
-                   "STREAMREC_API__PORT": str(api_port), "STREAMREC_RECS__WEB_PORT": str(free_port()),
-                   "STREAMREC_STREAMS__WEB_PORT": str(free_port())}
+                   "STREAMREC_API__PORT": str(api_port), "STREAMREC_RECS__WEB_PORT": str(recs_port),
+                   "STREAMREC_STREAMS__WEB_PORT": str(streams_port), **dict(setting.split("=", 1) for setting in args.set)}
             logs = Path(folder) / "logs"
+            # Both groups start at the (empty) log ends with committed offsets, so "idle" below is
+            # "lag 0 on every partition", with no wait for a group's first commit.
+            commit_groups_at_end(settings.bootstrap_servers, workers_groups(settings))
             components = [ComponentProcess(args_, logs / f"{args_[0]}.log", env).start()
                           for args_ in (["streams", "worker"], ["recs", "worker"], ["api", "serve"])]
             client = redis.Redis.from_url(settings.redis_url)
@@ -216,21 +285,29 @@ def main() -> None:
                 listener = Listener(settings)
                 sequences = user_sequences(dataset, 1500, 1400)
                 runs = {}
+                triton_before = triton_counters(settings, args.scorer)
                 for rate in rates:
-                    run = f"r{int(rate)}-{uuid.uuid4().hex[:4]}"
-                    runs[rate] = rate_run(settings, producer, listener, sequences, rate, seconds, run)
-                    runs[rate]["run"] = run
-                    print(f"{rate:.0f} updates/s: {runs[rate]}")
+                    runs[rate] = []
+                    for _ in range(REPEATS if rate == TARGET_RATE else 1):
+                        wait_idle(settings)  # each run starts with no backlog
+                        run = f"r{int(rate)}-{uuid.uuid4().hex[:4]}"
+                        runs[rate].append({**rate_run(settings, producer, listener, sequences, rate, seconds, run), "run": run})
+                        print(f"{rate:.0f} updates/s: {runs[rate][-1]}")
                 listener.close()
-                target = runs[TARGET_RATE]
+                triton = triton_view(triton_before, triton_counters(settings, args.scorer))
+                # The recs worker's own view (means over its whole life, background included).
+                stages = histogram_means(f"http://127.0.0.1:{recs_port}/metrics",
+                                         ["streamrec_recs_rerank_depth", "streamrec_recs_scorer_seconds"])
+                target = {key: statistics.median(run[key] for run in runs[TARGET_RATE]) for key in runs[TARGET_RATE][0] if key != "run"}
+                target["run"] = runs[TARGET_RATE][-1]["run"]  # the API phase asks for the last run's users
                 cached_users = [f"{target['run']}-{user}" for user, _ in sequences[:200]]
                 api = f"http://127.0.0.1:{api_port}"
                 requests = 400 if args.quick else 2000
                 asyncio.run(api_run(api, cached_users, 50))  # warm-up
-                cached = asyncio.run(api_run(api, cached_users, requests))
+                cached = [asyncio.run(api_run(api, cached_users, requests)) for _ in range(REPEATS)]
                 uncached_users = [f"{target['run']}-{user}" for user, _ in sequences[200:400]]
-                client.delete(*[keys.recommendations(user) for user in uncached_users])
-                uncached = asyncio.run(api_run(api, uncached_users, requests // 4))
+                client.delete(*[keys.recommendations(user) for user in uncached_users])  # the API never caches
+                uncached = [asyncio.run(api_run(api, uncached_users, requests // 4)) for _ in range(REPEATS)]
             finally:
                 producer.close()
                 for component in components:
@@ -239,18 +316,26 @@ def main() -> None:
     metrics = {
         "p50_freshness_ms": target["p50"],
         "p99_freshness_ms": target["p99"],
-        "api_p99_cached_ms": quantile(cached, 0.99),
-        "api_p99_uncached_ms": quantile(uncached, 0.99),
-        "api_p50_cached_ms": quantile(cached, 0.5),
-        "api_p50_uncached_ms": quantile(uncached, 0.5),
+        "api_p99_cached_ms": statistics.median(quantile(run, 0.99) for run in cached),
+        "api_p99_uncached_ms": statistics.median(quantile(run, 0.99) for run in uncached),
+        "api_p50_cached_ms": statistics.median(quantile(run, 0.5) for run in cached),
+        "api_p50_uncached_ms": statistics.median(quantile(run, 0.5) for run in uncached),
         "degraded_lists": float(listener.degraded),
+        "mean_rerank_depth": stages["streamrec_recs_rerank_depth"],
+        "mean_scorer_ms": stages["streamrec_recs_scorer_seconds"] * 1000,
+        **triton,
+        "p50_event_to_profile_update_ms": target["p50_profile"],
+        "p99_event_to_profile_update_ms": target["p99_profile"],
+        "p50_profile_update_to_list_ms": target["p50_recs_stage"],
+        "p99_profile_update_to_list_ms": target["p99_recs_stage"],
     }
-    for rate, result in runs.items():
-        metrics[f"p99_freshness_ms_at_{int(rate)}"] = result["p99"]
-        metrics[f"lists_at_{int(rate)}"] = float(result["lists"])
+    for rate, results in runs.items():
+        metrics[f"p99_freshness_ms_at_{int(rate)}"] = statistics.median(result["p99"] for result in results)
+        metrics[f"lists_at_{int(rate)}"] = float(sum(result["lists"] for result in results))
     print_report(f"freshness ({args.scorer}, {machine()['cores']} cores)", {}, metrics, TARGETS)
-    write_json(args.json, metrics, machine=machine(), config={"rates": rates, "seconds": seconds, "scorer": args.scorer,
-               "runs": {str(k): v for k, v in runs.items()}, "models": str(args.models)})
+    write_json(args.json, metrics, machine=machine(), config={"rates": rates, "seconds": seconds, "scorer": args.scorer, "settings": args.set,
+               "runs": {str(k): v for k, v in runs.items()},
+               "api_p99_runs_ms": {"cached": [quantile(run, 0.99) for run in cached], "uncached": [quantile(run, 0.99) for run in uncached]}, "models": str(args.models)})
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ class ItemIndex:
         self._matrix = np.zeros((0, 0), np.float32)
         self._available = np.zeros(0, bool)
         self._since_ms: float = 0.0
+        self._loaded_at: dict[str, float] = {}  # item -> change score last loaded, inside the overlap window
 
     @classmethod
     def from_records(cls, records: Iterable[CatalogRecord]) -> ItemIndex:
@@ -90,7 +91,12 @@ class ItemIndex:
         if not changed:
             return 0
         self._since_ms = max(self._since_ms, max(score for _, score in changed))
-        return await self._load([member.decode() for member, _ in changed])
+        # The overlap window re-reads recent changes on every refresh: load only those not yet
+        # loaded at that score (a catalog batch otherwise reloads every second for 5 s).
+        fresh = {member.decode(): score for member, score in changed if self._loaded_at.get(member.decode()) != score}
+        floor = self._since_ms - REFRESH_OVERLAP_MS
+        self._loaded_at = {item: score for item, score in {**self._loaded_at, **fresh}.items() if score >= floor}
+        return await self._load(list(fresh)) if fresh else 0
 
     async def ensure(self, item_ids: list[str]) -> None:
         """Load the given items now if the index does not know them yet."""

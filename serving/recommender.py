@@ -71,13 +71,21 @@ class Recommendations:
         return asdict(self)
 
 
+OVER_BUDGET = "scorer over its latency budget"
+
+
 @dataclass
 class Outcome:
-    """How one list came about, for metrics."""
+    """How one list came about, for metrics and the worker's re-rank depth."""
 
     recommendations: Recommendations
     scorer_seconds: float | None
     candidates: int
+    scored: int = 0  # (context, item) pairs sent to the scorer
+
+    @property
+    def over_budget(self) -> bool:
+        return self.recommendations.degraded_reason == OVER_BUDGET
 
 
 class Recommender:
@@ -123,6 +131,7 @@ class Recommender:
         category: str | None = None,
         exclude: Sequence[str] = (),
         budget_s: float | None = None,
+        rerank_top: int | None = None,
         profile: UserProfile | None = None,
         profile_known: bool = False,
     ) -> Outcome:
@@ -135,7 +144,8 @@ class Recommender:
         rows = features(candidates)
         prior = self.blender.score(rows)
         order = np.argsort(-prior, kind="stable")
-        top = order[: settings.rerank_top] if self.scorer is not None else order[:0]
+        depth = settings.rerank_top if rerank_top is None else min(rerank_top, settings.rerank_top)
+        top = order[:depth] if self.scorer is not None else order[:0]
         degraded_reason, scorer_seconds = None, None
         final = prior.copy()
         if len(top):
@@ -146,7 +156,7 @@ class Recommender:
                     timeout=budget_s or settings.scorer_budget_ms / 1000,
                 )
             except TimeoutError:
-                degraded_reason = "scorer over its latency budget"
+                degraded_reason = OVER_BUDGET
             except Exception as error:  # noqa: BLE001 - any scorer failure degrades, never fails the list
                 degraded_reason = f"scorer unavailable: {error}"[:300]
             else:
@@ -164,14 +174,14 @@ class Recommender:
             user_id=user_id,
             rec_id=uuid.uuid4().hex,
             items=items,
-            model_version=self.model_version() if degraded_reason is None else "signals",
+            model_version=self.model_version() if degraded_reason is None and len(top) else "signals",
             variant=settings.variant,
             generated_at=int(time.time() * 1000),
             source_event_ts=newest,
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
         )
-        return Outcome(recommendations, scorer_seconds, len(candidates))
+        return Outcome(recommendations, scorer_seconds, len(candidates), scored=len(top))
 
     def _diversify(self, candidates: list[Candidate], scores: np.ndarray, head: np.ndarray, k: int) -> list[int]:
         head = head[np.argsort(-scores[head], kind="stable")]

@@ -3,7 +3,8 @@
 A Faust agent reads ``profiles.updated`` (keyed by user, so one user's updates stay in
 order), takes them in batches of up to ``batch_max_users`` within ``debounce_s``, collapses
 each user's updates into one list (the debounce), computes the batch's lists concurrently —
-the scorer client coalesces them into few Triton requests — and then, per list, publishes
+the scorer client coalesces them into few Triton requests, and each user's re-rank depth shrinks
+under load so that the batch's scoring fits its target (``serving.rerank_depth``) — and then, per list, publishes
 ``{user_id, rec_id, items: [{item_id, score, reason}], model_version, variant,
 generated_at, source_event_ts, degraded}`` to ``recommendations`` (keyed by user) and caches
 the same JSON in Redis (``r:{user}``) with a TTL. Offsets are committed after the batch's
@@ -69,10 +70,18 @@ class RecsRuntime:
         service = await self.ready()
         users = latest_per_user(values)
         service.metrics.batch_users.observe(len(users))
-        outcomes = await asyncio.gather(*(service.recommender.recommend(user_id) for user_id in users))
+        depth = service.depth.for_batch(len(users))
+        service.metrics.rerank_depth.observe(depth)
+        outcomes = await asyncio.gather(*(service.recommender.recommend(user_id, rerank_top=depth) for user_id in users))
         lists = [outcome.recommendations for outcome in outcomes]
         for outcome in outcomes:
             service.metrics.observe(outcome, "stream")
+        if any(outcome.over_budget for outcome in outcomes):
+            service.depth.over_budget()
+        else:  # the coalesced calls end together: the slowest list's wait is the batch's scoring time
+            timings = [outcome.scorer_seconds for outcome in outcomes if outcome.scorer_seconds is not None]
+            if timings:
+                service.depth.observe(sum(outcome.scored for outcome in outcomes if outcome.scorer_seconds is not None), max(timings))
         await self.deliver(service, lists)
         now_ms = time.time() * 1000
         for recommendations in lists:

@@ -17,6 +17,7 @@ from serving.candidates import CandidateGenerator, RedisSignals
 from serving.item_index import ItemIndex
 from serving.metrics import RecsMetrics
 from serving.recommender import Recommender
+from serving.rerank_depth import AdaptiveDepth
 from serving.scorer_client import TritonScorerClient
 from streamrec.settings import Settings
 
@@ -50,6 +51,7 @@ class RecsService:
             Blender.load(recs.blender_weights),
             recs,
         )
+        self.depth = AdaptiveDepth(recs.rerank_top, recs.rerank_min, recs.rerank_target_ms / 1000)
         self._refresher: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -162,8 +162,13 @@ class RecsSettings(_Section):
     exclude_recent: int = Field(default=5, ge=0, description="The user's newest interacted items left out of the list (purchases always are).")
     rerank_top: int = Field(
         default=20, ge=0,
-        description="Candidates, best by their signals, that the BERT scorer re-ranks (0: no scorer); 20 keeps a 2-core CPU at 100 lists/s.",
+        description="Candidates, best by their signals, that the BERT scorer re-ranks (0: no scorer); worker batches may re-rank fewer.",
     )
+    rerank_target_ms: float = Field(
+        default=300.0, gt=0,
+        description="Scorer time a worker batch aims at: under load the per-user re-rank depth shrinks to fit it (down to rerank_min).",
+    )
+    rerank_min: int = Field(default=4, ge=0, description="Fewest candidates per user re-ranked in a loaded worker batch.")
     scorer_budget_ms: float = Field(
         default=800.0, gt=0, description="Longest wait for the scorer; over it the list is served from the signals, marked degraded."
     )

@@ -163,3 +163,32 @@ def test_logged_rows_label_the_next_item_and_the_fit_learns_covisit() -> None:
     blender = fit_on_examples(pipeline, examples, item_ids, sequences=users, rounds=1, say=lambda _: None)
     assert blender.weights["covisit"] > 0
     assert blender.fitted_on["rows_with_target_in_candidates"] == 5
+
+
+class _CountingScorer:
+    """A fake scorer (pure logic): the candidates' text length as the logit; remembers each call's size."""
+
+    model = "counting"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    async def score(self, context: str, items: list[str]) -> np.ndarray:
+        self.calls.append(len(items))
+        return np.array([len(text) for text in items], np.float32)
+
+
+def test_worker_depth_caps_the_pairs_scored_but_never_raises_them() -> None:
+    sequences = [["i0", "i1", "i2"], ["i1", "i2", "i5"], ["i7", "i1", "i9"], ["i3", "i4", "i6"]]
+    scorer = _CountingScorer()
+    pipeline = OfflinePipeline(_index(12), OfflineSignals.from_sequences(sequences, STREAMS), scorer,
+                               Blender(weights={"covisit": 1.0, "scorer": 1.0}), RecsSettings(rerank_top=6, k=5), STREAMS)
+    profile = profile_from_history(["i0", "i1"], pipeline.index, STREAMS)
+    recommender = pipeline.recommender()
+    for asked, expected in ((None, 6), (3, 3), (50, 6), (0, None)):
+        outcome = asyncio.run(recommender.recommend("u", k=5, profile=profile, profile_known=True, rerank_top=asked))
+        assert outcome.scored == (expected or 0)
+        assert not outcome.recommendations.degraded and len(outcome.recommendations.items) == 5
+        if expected:
+            assert scorer.calls[-1] == expected
+    assert scorer.calls == [6, 3, 6]  # depth 0: no call at all
