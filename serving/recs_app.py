@@ -3,9 +3,9 @@
 A Faust agent reads ``profiles.updated`` (keyed by user, so one user's updates stay in
 order), takes them in batches of up to ``batch_max_users`` within ``debounce_s``, collapses
 each user's updates into one list (the debounce), computes the batch's lists concurrently —
-the scorer client coalesces them into few Triton requests, and each user's re-rank depth shrinks
-under load so that the batch's scoring fits its target (``serving.rerank_depth``) — and then, per list, publishes
-``{user_id, rec_id, items: [{item_id, score, reason}], model_version, variant,
+the scorer client coalesces them into few Triton requests, and under load each user's re-rank
+depth shrinks so that the batch's scoring fits its target (``serving.rerank_depth``) — and then,
+per list, publishes ``{user_id, rec_id, items: [{item_id, score, reason}], model_version, variant,
 generated_at, source_event_ts, degraded}`` to ``recommendations`` (keyed by user) and caches
 the same JSON in Redis (``r:{user}``) with a TTL. Offsets are committed after the batch's
 lists are delivered, so a crash recomputes lists rather than losing them.
