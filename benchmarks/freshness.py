@@ -15,7 +15,8 @@ the worker chose and Triton's own request, queue and compute times over the runs
 concurrent clients call ``GET /v1/users/{id}/recommendations``: users with a cached list
 (``api_p99_cached_ms``) and users whose cached list was deleted, so the API computes one within
 its budget (``api_p99_uncached_ms``), 3 interleaved runs each (medians). Models: the newest
-trained versions in ``--models`` when present, otherwise the pretrained MiniLM encoder and an untrained-head student (same cost per pair).
+trained versions in ``--models`` when present, otherwise the pretrained MiniLM encoder and an
+untrained-head student (same cost per pair).
 """
 
 from __future__ import annotations
