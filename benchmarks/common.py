@@ -56,9 +56,18 @@ def machine() -> dict[str, object]:
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "gpu": "none",
+        **_torch_facts(),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def _torch_facts() -> dict[str, object]:
+    """GPU name and torch details when this benchmark uses torch (never imported just for this)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"gpu": "none"}
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"gpu": gpu, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def median(values: list[float]) -> float:
@@ -92,7 +101,7 @@ def print_report(title: str, runs: dict[str, list[float]], metrics: dict[str, fl
         table.add_column(column, justify="right")
     table.add_column("")
     for name, value in metrics.items():
-        fmt = "{:,.1f}" if name.endswith("_ms") else "{:,.0f}"
+        fmt = "{:,.1f}" if name.endswith("_ms") else ("{:.2f}" if "_vs_" in name else "{:,.0f}")
         values = runs.get(name, [])
         cells = [fmt.format(v) for v in values] + [""] * (width - len(values))
         table.add_row(name, *cells, fmt.format(value), *verdict(name, value, targets))

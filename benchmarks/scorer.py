@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -49,8 +48,10 @@ import numpy as np
 import torch
 import tritonclient.grpc.aio as grpcclient
 from rich.console import Console
-from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, print_report  # noqa: E402
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, load_folder, publish
 from streamrec.model.bootstrap import first_scorers
@@ -256,42 +257,6 @@ def tokenise_rates(tokenizer, requests: list) -> dict[str, float]:
     return out
 
 
-# -- report -----------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpus": os.cpu_count(), "cpu": cpu, "gpu": gpu, "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
-
-
-def print_table(runs: dict[str, list[float]], metrics: dict[str, float], targets: dict[str, float]) -> None:
-    table = Table(title=f"streamrec scorer benchmark (100-candidate requests, {SEQUENCE} tokens per pair; median of runs)")
-    table.add_column("metric")
-    table.add_column("runs", justify="right")
-    table.add_column("median", justify="right")
-    table.add_column("target", justify="right")
-    table.add_column("")
-    for name, value in metrics.items():
-        fmt = "{:,.1f}" if name.endswith("_ms") else ("{:.2f}" if "_vs_" in name else "{:,.0f}")
-        target = targets.get(name)
-        verdict = ""
-        if target is not None:
-            ok = value <= target if name.endswith("_ms") else value >= target
-            verdict = "[green]ok[/green]" if ok else "[red]missed[/red]"
-        table.add_row(name, " ".join(fmt.format(v) for v in runs.get(name, [])), fmt.format(value),
-                      "-" if target is None else f"{'≤' if name.endswith('_ms') else '≥'} {target:,}", verdict)
-    console.print(table)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Fewer requests per run (a few minutes on a 2-core CPU).")
@@ -364,7 +329,7 @@ def main() -> None:
     metrics = {name: statistics.median(values) for name, values in runs.items()}
     order = ["triton_pairs_per_s", "inprocess_pairs_per_s", "p99_ms_100_candidates", "student_cpu_pairs_per_s"]
     metrics = {**{k: metrics[k] for k in order}, **{k: v for k, v in metrics.items() if k not in order}}
-    print_table(runs, metrics, targets)
+    print_report(f"streamrec scorer benchmark (100-candidate requests, {SEQUENCE} tokens per pair; median of runs)", runs, metrics, targets)
     console.print(f"primary model: {primary}; finished in {time.monotonic() - started:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
