@@ -165,10 +165,10 @@ class RecsSettings(_Section):
         description="Candidates, best by their signals, that the BERT scorer re-ranks (0: no scorer); worker batches may re-rank fewer.",
     )
     rerank_target_ms: float = Field(
-        default=300.0, gt=0,
+        default=150.0, gt=0,
         description="Scorer time a worker batch aims at: under load the per-user re-rank depth shrinks to fit it (down to rerank_min).",
     )
-    rerank_min: int = Field(default=4, ge=0, description="Fewest candidates per user re-ranked in a loaded worker batch.")
+    rerank_min: int = Field(default=2, ge=0, description="Fewest candidates per user re-ranked in a loaded worker batch.")
     scorer_budget_ms: float = Field(
         default=800.0, gt=0, description="Longest wait for the scorer; over it the list is served from the signals, marked degraded."
     )
