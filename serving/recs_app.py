@@ -23,15 +23,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.recommender import Recommendations
 from serving.service import RecsService
+from streamrec.faust_app import worker_app
 from streamrec.settings import Settings
 from streamrec.store import keys
 from streamrec.topics import Topic
 
 log = logging.getLogger(__name__)
-
-
-def _broker_url(bootstrap_servers: str) -> str:
-    return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
 
 
 def latest_per_user(values: list[bytes]) -> dict[str, int]:
@@ -119,25 +116,8 @@ class RecsRuntime:
 
 def create_app(settings: Settings) -> faust.App:
     recs = settings.recs
-    app = faust.App(
-        recs.app_id,
-        broker=_broker_url(settings.bootstrap_servers),
-        store="memory://",
-        autodiscover=False,
-        key_serializer="raw",
-        value_serializer="raw",
-        web_host=recs.web_host,
-        web_bind=recs.web_host,
-        web_port=recs.web_port,
-        topic_disable_leader=True,
-        topic_allow_declare=False,
-        # A new group starts at the newest update: replaying a day of old updates would delay fresh ones.
-        consumer_auto_offset_reset="latest",
-        producer_acks=-1,
-        broker_commit_interval=1.0,
-        broker_session_timeout=settings.streams.session_timeout_s,
-        broker_heartbeat_interval=max(0.5, settings.streams.session_timeout_s / 4),
-    )
+    # A new group starts at the newest update: replaying a day of old updates would delay fresh ones.
+    app = worker_app(recs.app_id, settings, web_host=recs.web_host, web_port=recs.web_port, auto_offset_reset="latest")
     runtime = RecsRuntime(app, settings)
     app.streamrec_runtime = runtime
 

@@ -20,6 +20,7 @@ import faust
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streamrec.faust_app import worker_app
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
 from streamrec.topics import INTERACTION_TOPICS, Topic
@@ -28,10 +29,6 @@ from streams.metrics import StreamsMetrics
 from streams.processor import BatchResult, InteractionProcessor, Record, load_redis_functions
 
 log = logging.getLogger(__name__)
-
-
-def _broker_url(bootstrap_servers: str) -> str:
-    return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
 
 
 def _record(event: faust.EventT) -> Record:
@@ -121,23 +118,12 @@ class StreamsRuntime:
 
 def create_app(settings: Settings) -> faust.App:
     streams = settings.streams
-    app = faust.App(
+    app = worker_app(
         streams.app_id,
-        broker=_broker_url(settings.bootstrap_servers),
-        store="memory://",
-        autodiscover=False,
-        key_serializer="raw",
-        value_serializer="raw",
+        settings,
         web_host=streams.web_host,
-        web_bind=streams.web_host,
         web_port=streams.web_port,
-        topic_disable_leader=True,
-        topic_allow_declare=False,  # topics belong to `streamrec topics create`
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        broker_commit_interval=1.0,
-        broker_session_timeout=streams.session_timeout_s,
-        broker_heartbeat_interval=max(0.5, streams.session_timeout_s / 4),
+        auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, streams.batch_max * 4),
     )
     runtime = StreamsRuntime(app, settings)

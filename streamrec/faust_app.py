@@ -1,0 +1,50 @@
+"""The Faust app both workers (streams, recs) are built on: one copy of the broker settings.
+
+Raw bytes in and out (the event contract parses them), topics owned by `streamrec topics create`
+(never declared by a worker), ``acks=all``, offsets committed every second, and a heartbeat at a
+quarter of the session timeout so that a killed worker's partitions move within that timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import faust
+
+from streamrec.settings import Settings
+
+
+def broker_url(bootstrap_servers: str) -> str:
+    """``host:port,host:port`` → Faust's ``kafka://host:port;kafka://host:port``."""
+    return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
+
+
+def worker_app(
+    app_id: str,
+    settings: Settings,
+    *,
+    web_host: str,
+    web_port: int,
+    auto_offset_reset: Literal["earliest", "latest"],
+    **overrides: Any,
+) -> faust.App:
+    session_timeout_s = settings.streams.session_timeout_s
+    return faust.App(
+        app_id,
+        broker=broker_url(settings.bootstrap_servers),
+        store="memory://",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=web_host,
+        web_bind=web_host,
+        web_port=web_port,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset=auto_offset_reset,
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=max(0.5, session_timeout_s / 4),
+        **overrides,
+    )
