@@ -19,7 +19,7 @@ on signals computed from a training file.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -132,6 +132,17 @@ class CandidateGenerator:
                 found[item_id] = Candidate(item_id)
             return found[item_id]
 
+        def take(item_ids: Iterable[str], source: str, limit: int, total: int | None = None) -> None:
+            """Tag up to ``limit`` eligible items with ``source``; stop once ``total`` candidates exist."""
+            taken = 0
+            for item_id in item_ids:
+                if taken >= limit or (total is not None and len(found) >= total):
+                    break
+                found_candidate = candidate(item_id)
+                if found_candidate is not None:
+                    found_candidate.sources.add(source)
+                    taken += 1
+
         # Co-visitation neighbours of the newest distinct history items.
         sources = history[: settings.covisit_sources]
         neighbour_lists = await self.signals.covisit([h.item_id for h in sources], settings.covisit_per_item)
@@ -155,14 +166,8 @@ class CandidateGenerator:
         if vector is not None and settings.vector_candidates and len(self.index):
             # Ask for more than needed: a category filter may drop some of them.
             wanted = settings.vector_candidates * (4 if category is not None else 1)
-            taken = 0
-            for item_id, _ in self.index.nearest(vector.astype(np.float32), wanted, exclude=excluded):
-                found_candidate = candidate(item_id)
-                if found_candidate is not None:
-                    found_candidate.sources.add(VECTOR)
-                    taken += 1
-                    if taken >= settings.vector_candidates:
-                        break
+            nearest = self.index.nearest(vector.astype(np.float32), wanted, exclude=excluded)
+            take((item_id for item_id, _ in nearest), VECTOR, settings.vector_candidates)
 
         # Trending: in the user's strongest categories, then globally.
         pool = await self.signals.trending(settings.trending_pool)
@@ -179,23 +184,9 @@ class CandidateGenerator:
                 if info is not None and info.category in wanted_categories:
                     by_category.setdefault(info.category, []).append(item_id)
         for wanted in strongest:
-            taken = 0
-            for item_id in by_category.get(wanted, ()):
-                found_candidate = candidate(item_id)
-                if found_candidate is not None:
-                    found_candidate.sources.add(CATEGORY_TRENDING)
-                    taken += 1
-                    if taken >= settings.per_category:
-                        break
+            take(by_category.get(wanted, ()), CATEGORY_TRENDING, settings.per_category)
         global_count = settings.trending_candidates if history else settings.candidates
-        taken = 0
-        for item_id in pool:
-            if taken >= global_count or len(found) >= settings.candidates:
-                break
-            found_candidate = candidate(item_id)
-            if found_candidate is not None:
-                found_candidate.sources.add(TRENDING)
-                taken += 1
+        take(pool, TRENDING, global_count, total=settings.candidates)
 
         # Features every candidate gets, whichever source found it.
         strongest_affinity = max(affinities.values(), default=0.0)
