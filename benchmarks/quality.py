@@ -17,8 +17,8 @@ Methods (JSON keys ``hr10_<m>``, ``ndcg10_<m>``, ``mrr20_<m>``):
 - ``scorer`` — the fine-tuned MiniLM cross-encoder (teacher) re-ranking the fine-tuned encoder's
   top 100;
 - ``student`` — the distilled 2-layer student re-ranking the same top 100;
-- ``pipeline`` — the recommender as served (``serving.recommender.Recommender`` over the signals
-  of ``serving.offline``: candidates → blend with the packaged weights → student re-ranks the
+- ``pipeline`` — the recommender as served (``streamrec.ranking.recommender.Recommender`` over the signals
+  of ``trainer.offline.pipeline``: candidates → blend with the packaged weights → student re-ranks the
   blend's top ``rerank_top`` → MMR, default settings) asked for a list of ``PIPELINE_K`` items;
   an item outside the list counts as a miss.
 
@@ -29,8 +29,8 @@ method is also reported on that sample as ``<metric>_<m>_sample``, and the headl
 best non-BERT baseline on the same sample).
 
 Models: the newest versions in ``--models`` (a model repository; written by
-``streamrec model train-scorer`` or by this script). When a model is missing there (or with
-``--retrain``), this script trains all three with the recipe (``streamrec.model.recipe``) first
+``streamrec trainer train-scorer`` or by this script). When a model is missing there (or with
+``--retrain``), this script trains all three with the recipe (``trainer.offline.recipe``) first
 — about 70 minutes on a 2-core CPU with the default budgets, minutes with ``--quick``.
 """
 
@@ -50,9 +50,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from serving.blender import Blender
-from serving.item_index import ItemIndex
-from serving.offline import (
+from streamrec.ranking.blender import Blender
+from streamrec.ranking.item_index import ItemIndex
+from trainer.offline.pipeline import (
     NamedScorer,
     OfflinePipeline,
     OfflineSignals,
@@ -63,12 +63,12 @@ from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE, load_corpus
 from streamrec.datasets.sequences import train_sequences
 from streamrec.model import contract
 from streamrec.model.artifacts import load_folder, versions
-from streamrec.model.baselines import CoVisitation, Popularity
-from streamrec.model.evaluation import rerank, summarise, target_rank, tiebreak_order
-from streamrec.model.finetune import ContextWriter
+from trainer.offline.baselines import CoVisitation, Popularity
+from trainer.offline.evaluation import rerank, summarise, target_rank, tiebreak_order
+from trainer.offline.finetune import ContextWriter
 from streamrec.model.inference import InProcessScorer
 from streamrec.model.networks import TextEncoder, load_backbone, pretrained_minilm_path
-from streamrec.model.recipe import (
+from trainer.offline.recipe import (
     Plan,
     embed,
     retrieval_scores,

@@ -8,7 +8,7 @@ trained student in bench-out/models if there is one, else the untrained one `mod
 the Amazon Scientific purchase sequences are replayed in time order (real per-user order; the
 source has no timestamps, so spacing is synthetic: one purchase a day per user) in slices: the
 first 10,000 events, then the rest in ``--slices`` parts. After each slice is in Kafka one real
-trainer cycle runs (`trainer.cycle.run_cycle`: consume, pairs, fine-tune, gate, publish to
+trainer cycle runs (`trainer.incremental.cycle.run_cycle`: consume, pairs, fine-tune, gate, publish to
 Triton) and is timed until the new version serves. Then the served version and the frozen
 version 1 rank the *next* slice's purchases (context: everything before; the real item among 99
 negatives drawn by popularity, identical lists for both models): NDCG@10 of each and the gain.
@@ -37,16 +37,16 @@ from streamrec.datasets.loaders import load_amazon  # noqa: E402
 from streamrec.events import PurchaseEvent  # noqa: E402
 from streamrec.model import contract  # noqa: E402
 from streamrec.model.artifacts import load_folder, versions  # noqa: E402
-from streamrec.model.baselines import CoVisitation, Popularity  # noqa: E402
+from trainer.offline.baselines import CoVisitation, Popularity  # noqa: E402
 from streamrec.model.bootstrap import init_scorers  # noqa: E402
 from streamrec.model.texts import item_text  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
 from streamrec.settings import REPO_ROOT, TrainerSettings  # noqa: E402
 from streamrec.store import keys  # noqa: E402
 from streamrec.store.catalog import CatalogRecord  # noqa: E402
-from trainer import gate, pairs  # noqa: E402
-from trainer.consume import RawInteraction  # noqa: E402
-from trainer.cycle import registry_for, run_cycle  # noqa: E402
+from trainer.incremental import gate, pairs  # noqa: E402
+from trainer.incremental.consume import RawInteraction  # noqa: E402
+from trainer.incremental.cycle import registry_for, run_cycle  # noqa: E402
 
 DAY_MS = 86_400_000
 FIRST_SLICE = 10_000

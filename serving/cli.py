@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,8 +18,6 @@ def _single_threaded_blas() -> None:
 
     threadpool_limits(1, user_api="blas")
 
-from streamrec.settings import REPO_ROOT
-
 collector_app = typer.Typer(help="HTTP event collector for web and mobile frontends.", no_args_is_help=True)
 recs_app = typer.Typer(help="The real-time recommender: profile updates in, recommendation lists out.", no_args_is_help=True)
 api_app = typer.Typer(help="The HTTP recommendation API.", no_args_is_help=True)
@@ -31,7 +28,7 @@ def serve(ctx: typer.Context) -> None:
     """Serve POST /v1/events on the configured host and port."""
     import uvicorn
 
-    from serving.collector import create_app
+    from serving.collector.app import create_app
 
     settings = ctx.obj
     uvicorn.run(create_app(settings), host=settings.collector.host, port=settings.collector.port, log_level="info")
@@ -45,7 +42,7 @@ def recs_worker(
     """Run one recs worker (Faust); several share the profiles.updated partitions."""
     import faust
 
-    from serving.recs_app import create_app
+    from serving.recs.worker import create_app
 
     _single_threaded_blas()
     app = create_app(ctx.obj)
@@ -57,38 +54,8 @@ def api_serve(ctx: typer.Context) -> None:
     """Serve the recommendation API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from serving.api import create_app
+    from serving.api.app import create_app
 
     _single_threaded_blas()
     settings = ctx.obj
     uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="warning")
-
-
-@recs_app.command("fit-blender")
-def recs_fit_blender(
-    ctx: typer.Context,
-    models: Annotated[Path, typer.Option(help="Model repository holding item_encoder and bert_scorer_student versions.")] = REPO_ROOT
-    / "bench-out"
-    / "models",
-    data_dir: Annotated[Path, typer.Option(help="Shared data folder (amazon_scientific inside).")] = REPO_ROOT.parent
-    / "shared"
-    / "data",
-    rows: Annotated[int, typer.Option(min=1, help="Training rows (history -> next item) sampled for the fit.")] = 3000,
-    rounds: Annotated[int, typer.Option(min=1, help="Fits; each re-selects the scorer's candidates with the last weights.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the row sample.")] = 0,
-    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 2,
-    out: Annotated[Path | None, typer.Option(help="Where to write the weights (default: the packaged file).")] = None,
-) -> None:
-    """Fit the signal blender on Amazon Scientific training rows and write its weights."""
-    import torch
-
-    from serving.blender import PACKAGED_WEIGHTS
-    from serving.blender_fit import fit_blender
-
-    torch.set_num_threads(threads)
-    settings = ctx.obj
-    blender = fit_blender(data_dir, models, rows=rows, seed=seed, rounds=rounds, recs=settings.recs,
-                          streams=settings.streams, say=typer.echo)
-    target = out or PACKAGED_WEIGHTS
-    blender.save(target)
-    typer.echo(f"wrote {target}")

@@ -242,51 +242,9 @@ def model_init(
     console.print(f"wrote {folder}" if folder else "item_encoder already has a version")
     written = init_scorers(repo, tiny=tiny)
     for folder in written:
-        console.print(f"wrote {folder} (untrained head: train with `streamrec model train-scorer --publish`)")
+        console.print(f"wrote {folder} (untrained head: train with `streamrec trainer train-scorer --publish`)")
     if not written:
         console.print("bert_scorer and bert_scorer_student already have versions")
-
-
-@model_app.command("train-scorer")
-def model_train_scorer(
-    ctx: typer.Context,
-    dataset: Annotated[str, typer.Option(help="Training data (amazon_scientific: the one with item text).")] = "amazon_scientific",
-    data_dir: Annotated[Path, typer.Option(help="Folder with the shared datasets.")] = REPO_ROOT.parent / "shared" / "data",
-    out: Annotated[Path, typer.Option(help="Model repository the trained versions (and the training report) are written to.")] = REPO_ROOT / "bench-out" / "models",
-    publish: Annotated[bool, typer.Option(help="Write into the configured model repository (Triton's) instead of --out.")] = False,
-    encoder_minutes: Annotated[float, typer.Option(help="Time budget of encoder fine-tuning.")] = 20.0,
-    scorer_minutes: Annotated[float, typer.Option(help="Time budget of scorer (teacher) fine-tuning.")] = 40.0,
-    student_minutes: Annotated[float, typer.Option(help="Time budget of student distillation.")] = 10.0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
-    stages: Annotated[str, typer.Option(help="Comma-separated: encoder,scorer,student; a stage left out starts from the newest version in the repository.")] = "encoder,scorer,student",
-) -> None:
-    """Fine-tune the item encoder and the scorer on real shop data, distil the CPU student; write new versions.
-
-    The recipe (streamrec.model.recipe) trains on the training split and early-stops on the
-    validation split; each model becomes a self-contained version folder written atomically.
-    """
-    import time
-
-    import torch
-
-    from streamrec.model.recipe import Plan, train_models
-
-    if dataset != "amazon_scientific":
-        console.print(f"[red]error:[/red] {dataset} has no item text; the scorer trains on amazon_scientific")
-        raise typer.Exit(2)
-    from streamrec.datasets.amazon_pairs import load_corpus
-
-    torch.set_num_threads(threads)
-    plan = Plan()
-    plan.encoder.max_minutes, plan.scorer.max_minutes, plan.distill.max_minutes = (
-        encoder_minutes, scorer_minutes, student_minutes)
-    repo = _settings(ctx).stack.model_repo if publish else out
-    trained = train_models(load_corpus(data_dir), repo, plan, say=console.print, lineage={"dataset": dataset},
-                           stages=[stage.strip() for stage in stages.split(",") if stage.strip()])
-    out.mkdir(parents=True, exist_ok=True)  # the report stays out of Triton's repository
-    report = out / f"train-report-{int(time.time())}.json"
-    report.write_text(json.dumps(trained.reports, indent=2, default=str))
-    console.print(f"encoder {trained.encoder}\nscorer {trained.scorer}\nstudent {trained.student}\nreport {report}")
 
 
 def _registry(ctx: typer.Context, model: str | None):

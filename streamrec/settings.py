@@ -174,7 +174,7 @@ class RecsSettings(_Section):
     )
     mmr_lambda: float = Field(default=0.75, ge=0, le=1, description="Relevance weight of the diversity re-rank (1: no diversity).")
     blender_weights: Path | None = Field(
-        default=None, description="JSON weights of the signal blender (written by `streamrec recs fit-blender`); unset uses the packaged ones."
+        default=None, description="JSON weights of the signal blender (written by `streamrec trainer fit-blender`); unset uses the packaged ones."
     )
     variant: str = Field(default="bert-blend-mmr", description="Label of this ranking variant on every published list (for A/B analysis).")
     cache_ttl_s: int = Field(default=3600, ge=1, description="How long a computed list stays cached in Redis.")

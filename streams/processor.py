@@ -35,7 +35,7 @@ from streamrec.store.catalog import CatalogRecord
 from streamrec.store.profile import ProfileFormatError, UserProfile
 from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
-from streams.profile_logic import Applied, apply_interaction
+from streamrec.profile_fold import Applied, apply_interaction
 
 log = logging.getLogger(__name__)
 Interaction = ClickEvent | CartEvent | PurchaseEvent

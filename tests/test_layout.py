@@ -46,7 +46,7 @@ def test_model_repo_code_imports_only_the_core():
 
 
 def test_checker_sees_a_cross_import(tmp_path):
-    (tmp_path / "bad.py").write_text("from serving.collector import create_app\n")
+    (tmp_path / "bad.py").write_text("from serving.collector.app import create_app\n")
     global REPO_ROOT
     saved, REPO_ROOT = REPO_ROOT, tmp_path
     try:

@@ -1,4 +1,8 @@
-"""The incremental trainer (issue 6): fine-tunes the scorer and republishes it to Triton.
+"""Training: the incremental trainer that keeps the served scorer current, and the offline jobs.
 
-Not built yet; this package exists so the fixed repository layout is in place.
+* :mod:`trainer.incremental` — one cycle (``streamrec trainer run|once``): read accepted events
+  since the served version, fine-tune, gate, publish to Triton;
+* :mod:`trainer.offline` — the recipes that train first versions (``streamrec trainer
+  train-scorer``), offline evaluation and baselines, and the blender fit (``streamrec trainer
+  fit-blender``), which run serving's ranking code from :mod:`streamrec.ranking`.
 """

@@ -1,4 +1,5 @@
-"""``streamrec trainer run`` (long-running) and ``streamrec trainer once`` (one cycle)."""
+"""``streamrec trainer ...``: the incremental trainer (``run``, ``once``) and the offline jobs that
+train the first scorer versions (``train-scorer``) and fit the signal blender (``fit-blender``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamrec.settings import Settings
+from streamrec.settings import REPO_ROOT, Settings
 
 console = Console(highlight=False)
 trainer_app = typer.Typer(help="The incremental trainer: fine-tune the scorer on new events, gate, republish.",
@@ -52,7 +54,7 @@ def _print(result) -> None:
 
 
 def _cycle(settings: Settings):
-    from trainer.cycle import run_cycle
+    from trainer.incremental.cycle import run_cycle
 
     return run_cycle(settings, say=lambda message: console.print(f"[dim]·[/dim] {message}"))
 
@@ -91,3 +93,75 @@ def run(
         except Exception as error:  # noqa: BLE001 - a failed cycle must not end the service; the next one retries
             console.print(f"[red]cycle failed:[/red] {type(error).__name__}: {error}")
         stop.wait(max(0.0, seconds - (time.monotonic() - began)))
+
+
+@trainer_app.command("train-scorer")
+def model_train_scorer(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="Training data (amazon_scientific: the one with item text).")] = "amazon_scientific",
+    data_dir: Annotated[Path, typer.Option(help="Folder with the shared datasets.")] = REPO_ROOT.parent / "shared" / "data",
+    out: Annotated[Path, typer.Option(help="Model repository the trained versions (and the training report) are written to.")] = REPO_ROOT / "bench-out" / "models",
+    publish: Annotated[bool, typer.Option(help="Write into the configured model repository (Triton's) instead of --out.")] = False,
+    encoder_minutes: Annotated[float, typer.Option(help="Time budget of encoder fine-tuning.")] = 20.0,
+    scorer_minutes: Annotated[float, typer.Option(help="Time budget of scorer (teacher) fine-tuning.")] = 40.0,
+    student_minutes: Annotated[float, typer.Option(help="Time budget of student distillation.")] = 10.0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    stages: Annotated[str, typer.Option(help="Comma-separated: encoder,scorer,student; a stage left out starts from the newest version in the repository.")] = "encoder,scorer,student",
+) -> None:
+    """Fine-tune the item encoder and the scorer on real shop data, distil the CPU student; write new versions.
+
+    The recipe (trainer.offline.recipe) trains on the training split and early-stops on the
+    validation split; each model becomes a self-contained version folder written atomically.
+    """
+    import time
+
+    import torch
+
+    from trainer.offline.recipe import Plan, train_models
+
+    if dataset != "amazon_scientific":
+        console.print(f"[red]error:[/red] {dataset} has no item text; the scorer trains on amazon_scientific")
+        raise typer.Exit(2)
+    from streamrec.datasets.amazon_pairs import load_corpus
+
+    torch.set_num_threads(threads)
+    plan = Plan()
+    plan.encoder.max_minutes, plan.scorer.max_minutes, plan.distill.max_minutes = (
+        encoder_minutes, scorer_minutes, student_minutes)
+    repo = _settings(ctx).stack.model_repo if publish else out
+    trained = train_models(load_corpus(data_dir), repo, plan, say=console.print, lineage={"dataset": dataset},
+                           stages=[stage.strip() for stage in stages.split(",") if stage.strip()])
+    out.mkdir(parents=True, exist_ok=True)  # the report stays out of Triton's repository
+    report = out / f"train-report-{int(time.time())}.json"
+    report.write_text(json.dumps(trained.reports, indent=2, default=str))
+    console.print(f"encoder {trained.encoder}\nscorer {trained.scorer}\nstudent {trained.student}\nreport {report}")
+
+
+@trainer_app.command("fit-blender")
+def fit_blender_command(
+    ctx: typer.Context,
+    models: Annotated[Path, typer.Option(help="Model repository holding item_encoder and bert_scorer_student versions.")] = REPO_ROOT
+    / "bench-out"
+    / "models",
+    data_dir: Annotated[Path, typer.Option(help="Shared data folder (amazon_scientific inside).")] = REPO_ROOT.parent
+    / "shared"
+    / "data",
+    rows: Annotated[int, typer.Option(min=1, help="Training rows (history -> next item) sampled for the fit.")] = 3000,
+    rounds: Annotated[int, typer.Option(min=1, help="Fits; each re-selects the scorer's candidates with the last weights.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the row sample.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 2,
+    out: Annotated[Path | None, typer.Option(help="Where to write the weights (default: the packaged file).")] = None,
+) -> None:
+    """Fit the signal blender on Amazon Scientific training rows and write its weights."""
+    import torch
+
+    from streamrec.ranking.blender import PACKAGED_WEIGHTS
+    from trainer.offline.blender_fit import fit_blender
+
+    torch.set_num_threads(threads)
+    settings = _settings(ctx)
+    blender = fit_blender(data_dir, models, rows=rows, seed=seed, rounds=rounds, recs=settings.recs,
+                          streams=settings.streams, say=typer.echo)
+    target = out or PACKAGED_WEIGHTS
+    blender.save(target)
+    typer.echo(f"wrote {target}")

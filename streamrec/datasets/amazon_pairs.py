@@ -86,7 +86,7 @@ def load_examples(path: Path) -> list[Example]:
 
 def load_corpus(data_dir: Path, *, valid_file: Path | None = None):
     """Catalog, training examples and the examples to select (or evaluate) on, for the recipe."""
-    from streamrec.model.recipe import Corpus
+    from trainer.offline.recipe import Corpus
 
     folder = data_dir / FOLDER
     catalog = load_catalog(data_dir)

@@ -1,9 +1,14 @@
-"""The scorer's one model definition, shared by the trainer, Triton's model_repo and tests.
+"""What serving and ``model_repo/`` need of the scorer at run time, defined once.
 
 * :mod:`streamrec.model.texts` — how a user context and an item become text;
-* :mod:`streamrec.model.networks` — the text encoder (mean-pooled, normalised) and the
-  cross-encoder scorer on one BERT backbone;
-* :mod:`streamrec.model.artifacts` — self-contained version folders (safetensors,
-  tokenizer files, metadata) and how they are written atomically;
-* :mod:`streamrec.model.contract` — tensor names and shapes Triton and clients agree on.
+* :mod:`streamrec.model.networks` — the text encoder, the cross-encoder scorer and its CPU
+  student shape, on one BERT backbone;
+* :mod:`streamrec.model.inference` — tokenisation and in-process scoring;
+* :mod:`streamrec.model.artifacts` — self-contained version folders (safetensors, tokenizer
+  files, metadata) written atomically; :mod:`streamrec.model.registry` — publishing, loading
+  and rolling back versions in Triton; :mod:`streamrec.model.bootstrap` — first versions;
+* :mod:`streamrec.model.contract` — tensor names and shapes Triton and clients agree on;
+* :mod:`streamrec.model.triton_backend` — the Python backend's model.
+
+Training lives in ``trainer/``.
 """

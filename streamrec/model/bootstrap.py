@@ -2,7 +2,7 @@
 
 A first scorer version is the pretrained backbone with an untrained head, so that Triton has
 something to load and the serving path can run end to end; trained versions come from
-``streamrec model train-scorer`` (see :mod:`streamrec.model.recipe`).
+``streamrec trainer train-scorer`` (see :mod:`trainer.offline.recipe`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from transformers import AutoTokenizer
 
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, build, publish, versions
-from streamrec.model.distill import StudentShape, init_student
 from streamrec.model.networks import (
     CrossEncoderScorer,
+    StudentShape,
+    init_student,
     load_backbone,
     pretrained_minilm_path,
     tiny_bert_config,

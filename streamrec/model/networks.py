@@ -7,6 +7,7 @@ and loaded offline) or, in tests, from a tiny random ``BertConfig``.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -98,3 +99,46 @@ def load_backbone(path: Path | None = None, config: BertConfig | None = None) ->
 
     hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected, not news
     return BertModel.from_pretrained(path or pretrained_minilm_path(), add_pooling_layer=False, local_files_only=True)
+
+
+@dataclass(frozen=True)
+class StudentShape:
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 2
+    intermediate: int = 512
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def student_config(teacher: BertConfig, shape: StudentShape = StudentShape()) -> BertConfig:
+    return BertConfig(
+        vocab_size=teacher.vocab_size,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=teacher.max_position_embeddings,
+        type_vocab_size=teacher.type_vocab_size,
+        layer_norm_eps=teacher.layer_norm_eps,
+        hidden_dropout_prob=teacher.hidden_dropout_prob,
+        attention_probs_dropout_prob=teacher.attention_probs_dropout_prob,
+        pad_token_id=teacher.pad_token_id,
+    )
+
+
+@torch.no_grad()
+def init_student(teacher: CrossEncoderScorer, shape: StudentShape = StudentShape(), *, seed: int = 0) -> CrossEncoderScorer:
+    """A student whose embeddings are the teacher's, projected onto their principal directions."""
+    torch.manual_seed(seed)
+    student = CrossEncoderScorer(BertModel(student_config(teacher.backbone.config, shape), add_pooling_layer=False))
+    source, target = teacher.backbone.embeddings, student.backbone.embeddings
+    words = source.word_embeddings.weight.float()
+    _, _, directions = torch.linalg.svd(words - words.mean(dim=0), full_matrices=False)
+    projection = directions[: shape.hidden].T  # teacher hidden x student hidden
+    scale = target.word_embeddings.weight.std() / (words @ projection).std()  # keep the student's init scale
+    target.word_embeddings.weight.copy_(words @ projection * scale)
+    target.position_embeddings.weight.copy_(source.position_embeddings.weight.float() @ projection * scale)
+    target.token_type_embeddings.weight.copy_(source.token_type_embeddings.weight.float() @ projection * scale)
+    return student

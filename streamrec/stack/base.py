@@ -8,6 +8,7 @@ from pathlib import Path
 
 from streamrec.settings import StackSettings
 from streamrec.stack.process import ManagedProcess
+from streamrec.stack.system import SystemPackage
 
 Say = Callable[[str], None]
 
@@ -30,6 +31,10 @@ class Service(ABC):
     def marker(self) -> str:
         """A path inside this stack's state folder that appears in the service's command line."""
         return str(self.data_dir)
+
+    def system_packages(self) -> list[SystemPackage]:
+        """Binaries the service runs on, installed by the stack manager before anything starts."""
+        return []
 
     @abstractmethod
     def ports(self) -> dict[str, int]:

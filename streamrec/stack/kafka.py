@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from streamrec.stack.base import Say, Service
 from streamrec.stack.process import StackError, require_binary
+from streamrec.stack.system import SystemPackage
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -59,6 +60,10 @@ logger.request.level = WARN
 class KafkaService(Service):
     name = "kafka"
 
+    def system_packages(self) -> list[SystemPackage]:
+        # Maven resolves the broker's jars from Maven Central; Java 17 runs them.
+        return [SystemPackage("java", "openjdk-17-jre-headless"), SystemPackage("mvn", "maven")]
+
     def ports(self) -> dict[str, int]:
         return {"kafka_port": self.settings.kafka_port, "kafka_controller_port": self.settings.kafka_controller_port}
 
@@ -97,7 +102,6 @@ class KafkaService(Service):
         complete.write_text("ok\n")
 
     def prepare(self, say: Say) -> None:
-        require_binary("java", "openjdk-17-jre-headless")
         self.ensure_jars(say)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         host, port, controller = self.settings.host, self.settings.kafka_port, self.settings.kafka_controller_port

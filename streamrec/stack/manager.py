@@ -15,6 +15,7 @@ from streamrec.stack.base import Say, Service
 from streamrec.stack.kafka import KafkaService
 from streamrec.stack.process import StackError, port_is_free
 from streamrec.stack.redis import RedisService
+from streamrec.stack.system import ensure_installed
 from streamrec.stack.triton import TritonService
 
 SERVICE_TYPES: dict[str, Callable[[StackSettings], Service]] = {
@@ -49,7 +50,9 @@ class LocalStack:
         raise KeyError(name)
 
     def up(self) -> list[ServiceStatus]:
-        """Start every configured service that is not already running; wait until healthy."""
+        """Install missing system packages, then start every configured service that is not
+        already running and wait until each is healthy."""
+        ensure_installed((package for service in self.services for package in service.system_packages()), self.say)
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         started: list[tuple[Service, float]] = []
         for service in self.services:

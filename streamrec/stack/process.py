@@ -149,19 +149,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def require_binary(binary: str, debian_package: str, *, install: bool = True) -> str:
-    """Path of ``binary``; installs its Debian package when missing and running as root."""
+def require_binary(binary: str, debian_package: str) -> str:
+    """Path of ``binary``, which :func:`streamrec.stack.system.ensure_installed` has put in place."""
     path = shutil.which(binary)
     if path:
         return path
-    if install and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", debian_package], check=True, env=env)
-        path = shutil.which(binary)
-        if path:
-            return path
-    raise StackError(
-        f"`{binary}` was not found. Install it first, e.g. `sudo apt-get install {debian_package}` "
-        "(setup installs it automatically when run as root)."
-    )
+    raise StackError(f"`{binary}` was not found. Install it first: `sudo apt-get install {debian_package}`.")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+
 import redis
 
 from streamrec.stack.base import Say, Service
-from streamrec.stack.process import require_binary
+from streamrec.stack.system import SystemPackage
 
 
 class RedisService(Service):
     name = "redis"
+
+    def system_packages(self) -> list[SystemPackage]:
+        return [SystemPackage("redis-server", "redis-server")]
 
     def ports(self) -> dict[str, int]:
         return {"redis_port": self.settings.redis_port}
@@ -22,7 +27,6 @@ class RedisService(Service):
         return self.data_dir / "redis.conf"
 
     def prepare(self, say: Say) -> None:
-        require_binary("redis-server", "redis-server")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
             "\n".join(
@@ -43,7 +47,8 @@ class RedisService(Service):
         )
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        return [require_binary("redis-server", "redis-server", install=False), str(self.config_path)], {}
+        # Status and down build the command too, on machines that may not have Redis yet.
+        return [shutil.which("redis-server") or "redis-server", str(self.config_path)], {}
 
     def probe(self, timeout_s: float) -> str | None:
         client = redis.Redis.from_url(self.address(), socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

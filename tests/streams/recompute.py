@@ -20,7 +20,7 @@ from streamrec.store.catalog import CatalogRecord
 from streamrec.store.profile import UserProfile
 from streamrec.topics import INTERACTION_TOPICS
 from streams.cleaning import check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
-from streams.profile_logic import apply_interaction
+from streamrec.profile_fold import apply_interaction
 
 
 @dataclass

@@ -20,7 +20,7 @@ from streams.cleaning import (
     check_timestamp,
     fill_from_catalog,
 )
-from streams.profile_logic import affinities_at, apply_interaction, decay
+from streamrec.profile_fold import affinities_at, apply_interaction, decay
 
 SETTINGS = StreamsSettings(half_life_s=3600, bot_max_clicks=5, bot_window_s=10, dedup_window_s=60)
 T0 = 1_790_000_000_000

@@ -1,0 +1,1 @@
+"""The HTTP recommendation API (``streamrec api serve``)."""

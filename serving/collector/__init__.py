@@ -1,0 +1,1 @@
+"""The HTTP collector that web and mobile frontends post events to (``streamrec collector serve``)."""

@@ -1,0 +1,79 @@
+"""Builds the recommender from settings: one place for the worker and the API to share.
+
+Owns the clients (Redis, Triton scorer) and the item index with its refresh loop, and
+closes them in reverse order. Nothing here is global: each process makes one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as redis
+
+from streamrec.ranking.blender import Blender
+from streamrec.ranking.candidates import CandidateGenerator, RedisSignals
+from streamrec.ranking.item_index import ItemIndex
+from serving.engine.metrics import RecsMetrics
+from streamrec.ranking.recommender import Recommender
+from serving.recs.rerank_depth import AdaptiveDepth
+from serving.engine.scorer_client import TritonScorerClient
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RecsService:
+    def __init__(self, settings: Settings, *, scorer_timeout_s: float | None = None) -> None:
+        self.settings = settings
+        recs = settings.recs
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.index = ItemIndex(self.redis)
+        self.metrics = RecsMetrics()
+        self.scorer = (
+            TritonScorerClient.from_settings(
+                settings,
+                model=recs.scorer_model,
+                timeout_s=scorer_timeout_s or max(0.5, recs.scorer_budget_ms / 1000),
+                retries=0,  # the budget is short: a failed call degrades the list instead of waiting
+                breaker_failures=3,
+                breaker_reset_s=2.0,
+            )
+            if recs.rerank_top
+            else None
+        )
+        self.recommender = Recommender(
+            self.redis,
+            self.index,
+            CandidateGenerator(self.index, RedisSignals(self.redis), recs),
+            self.scorer,
+            Blender.load(recs.blender_weights),
+            recs,
+        )
+        self.depth = AdaptiveDepth(recs.rerank_top, recs.rerank_min, recs.rerank_target_ms / 1000)
+        self._refresher: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Load the item index, then keep it fresh in the background."""
+        await self.index.refresh()
+        self.metrics.index_items.set(len(self.index))
+        self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.recs.index_refresh_s)
+            try:
+                await self.index.refresh()
+                self.metrics.index_items.set(len(self.index))
+            except Exception:  # Redis away for a moment: keep serving from the index we have
+                log.exception("item index refresh failed")
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self.scorer is not None:
+            await self.scorer.close()
+        await self.redis.aclose()

@@ -1,0 +1,1 @@
+"""The recs worker (``streamrec recs worker``): profile updates in, recommendation lists out."""

@@ -1,0 +1,242 @@
+"""One user's recommendation list: candidates → signal blend → BERT re-rank → diversity → reasons.
+
+The scorer re-ranks only the ``rerank_top`` candidates that the signals rank best (a cascade:
+BERT pairs are the expensive part). When the scorer is down, its circuit is open or it misses
+the latency budget, the list is served in the signals' order and marked ``degraded``; the
+next list tries the scorer again, so serving recovers by itself when Triton is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+import redis.asyncio as redis
+
+from streamrec.ranking.blender import Blender, features, standardise
+from streamrec.ranking.candidates import (
+    CATEGORY_TRENDING,
+    COVISIT,
+    TRENDING,
+    Candidate,
+    CandidateGenerator,
+    CandidateSet,
+)
+from streamrec.ranking.diversity import mmr
+from streamrec.ranking.item_index import ItemIndex
+from streamrec.model.texts import user_context
+from streamrec.settings import RecsSettings
+from streamrec.store import keys
+from streamrec.store.profile import ProfileFormatError, UserProfile
+
+log = logging.getLogger(__name__)
+
+VERBS = {"click": "viewed", "add_to_cart": "added to your cart", "purchase": "bought"}
+
+
+class Scorer(Protocol):
+    model: str
+
+    async def score(self, context: str, items: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class RecommendedItem:
+    item_id: str
+    score: float
+    reason: str
+    reason_item: str | None = None  # the history item the reason names, if any
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recommendations:
+    user_id: str
+    rec_id: str
+    items: list[RecommendedItem]
+    model_version: str
+    variant: str
+    generated_at: int  # ms since the epoch
+    source_event_ts: int | None  # the newest event the profile had seen (ms), None for unknown users
+    degraded: bool
+    degraded_reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+OVER_BUDGET = "scorer over its latency budget"
+
+
+@dataclass
+class Outcome:
+    """How one list came about, for metrics and the worker's re-rank depth."""
+
+    recommendations: Recommendations
+    scorer_seconds: float | None
+    candidates: int
+    scored: int = 0  # (context, item) pairs sent to the scorer
+
+    @property
+    def over_budget(self) -> bool:
+        return self.recommendations.degraded_reason == OVER_BUDGET
+
+
+class Recommender:
+    def __init__(
+        self,
+        client: redis.Redis,
+        index: ItemIndex,
+        generator: CandidateGenerator,
+        scorer: Scorer | None,
+        blender: Blender,
+        settings: RecsSettings,
+    ) -> None:
+        self._redis = client
+        self.index = index
+        self.generator = generator
+        self.scorer = scorer
+        self.blender = blender
+        self.settings = settings
+        self.unreadable_profiles = 0
+
+    def model_version(self) -> str:
+        if self.scorer is None:
+            return "signals"
+        version = getattr(self.scorer, "served_version", None)
+        return f"{self.scorer.model}:{version}" if version else self.scorer.model
+
+    async def profile(self, user_id: str) -> UserProfile | None:
+        raw = await self._redis.get(keys.user(user_id))
+        if raw is None:
+            return None
+        try:
+            return UserProfile.decode(raw)
+        except ProfileFormatError:
+            self.unreadable_profiles += 1
+            log.warning("unreadable profile for user %s; recommending as for a new user", user_id)
+            return None
+
+    async def recommend(
+        self,
+        user_id: str,
+        *,
+        k: int | None = None,
+        category: str | None = None,
+        exclude: Sequence[str] = (),
+        budget_s: float | None = None,
+        rerank_top: int | None = None,
+        profile: UserProfile | None = None,
+        profile_known: bool = False,
+    ) -> Outcome:
+        settings = self.settings
+        k = k or settings.k
+        if not profile_known:
+            profile = await self.profile(user_id)
+        found = await self.generator.generate(profile, exclude=exclude, category=category)
+        candidates = list(found.candidates.values())
+        rows = features(candidates)
+        prior = self.blender.score(rows)
+        order = np.argsort(-prior, kind="stable")
+        depth = settings.rerank_top if rerank_top is None else min(rerank_top, settings.rerank_top)
+        top = order[:depth] if self.scorer is not None else order[:0]
+        degraded_reason, scorer_seconds = None, None
+        final = prior.copy()
+        if len(top):
+            started = time.perf_counter()
+            try:
+                logits = await asyncio.wait_for(
+                    self.scorer.score(self._context(found), [self._text(candidates[i]) for i in top]),
+                    timeout=budget_s or settings.scorer_budget_ms / 1000,
+                )
+            except TimeoutError:
+                degraded_reason = OVER_BUDGET
+            except Exception as error:  # noqa: BLE001 - any scorer failure degrades, never fails the list
+                degraded_reason = f"scorer unavailable: {error}"[:300]
+            else:
+                scorer_seconds = time.perf_counter() - started
+                rows[top, 0] = standardise(np.asarray(logits, np.float32))
+                final = self.blender.score(rows)
+                tail = order[len(top) :]
+                if len(tail):  # the tail the scorer did not see keeps its order, below the re-ranked head
+                    final[tail] = prior[tail] - prior[tail].max() + final[top].min() - 1e-3
+        head = order[: max(settings.rerank_top, k * 3)]
+        picked = self._diversify(candidates, final, head, k)
+        items = [self._item(candidates[i], rows[i], float(final[i]), found) for i in picked]
+        newest = profile.last_seen if profile is not None and profile.recent else None
+        recommendations = Recommendations(
+            user_id=user_id,
+            rec_id=uuid.uuid4().hex,
+            items=items,
+            model_version=self.model_version() if degraded_reason is None and len(top) else "signals",
+            variant=settings.variant,
+            generated_at=int(time.time() * 1000),
+            source_event_ts=newest,
+            degraded=degraded_reason is not None,
+            degraded_reason=degraded_reason,
+        )
+        return Outcome(recommendations, scorer_seconds, len(candidates), scored=len(top))
+
+    def _diversify(self, candidates: list[Candidate], scores: np.ndarray, head: np.ndarray, k: int) -> list[int]:
+        head = head[np.argsort(-scores[head], kind="stable")]
+        ids = [candidates[i].item_id for i in head]
+        vectors = self.index.vectors(ids)
+        categories = [(self.index.info(item_id).category if self.index.info(item_id) else None) for item_id in ids]
+        return [int(head[p]) for p in mmr(scores[head], vectors, categories, k, self.settings.mmr_lambda)]
+
+    def _context(self, found: CandidateSet) -> str:
+        titles = [info.title for h in found.history if (info := self.index.info(h.item_id)) is not None]
+        return user_context(titles)
+
+    def _text(self, candidate: Candidate) -> str:
+        info = self.index.info(candidate.item_id)
+        return info.text if info is not None else candidate.item_id
+
+    def _item(self, candidate: Candidate, row: np.ndarray, score: float, found: CandidateSet) -> RecommendedItem:
+        reason, reason_item = self._reason(candidate, row, found)
+        return RecommendedItem(
+            item_id=candidate.item_id,
+            score=round(score, 6),
+            reason=reason,
+            reason_item=reason_item,
+            sources=sorted(candidate.sources),
+        )
+
+    def _reason(self, candidate: Candidate, row: np.ndarray, found: CandidateSet) -> tuple[str, str | None]:
+        """Name what contributed most: a history item (co-visit, similarity, BERT) or a trend."""
+        parts = self.blender.contributions(row)
+        personal = {name: parts[name] for name in ("covisit", "similarity", "scorer", "recency")}
+        trend = {name: parts[name] for name in ("popularity", "affinity")}
+        history = found.history
+        if history and max(personal.values()) >= max(trend.values()):
+            if max(personal, key=personal.get) in ("covisit", "recency") and candidate.covisit_from:
+                source = next((h for h in history if h.item_id == candidate.covisit_from), history[0])
+                return self._because(source.item_id, source.type, "shoppers who"), source.item_id
+            source = self._closest(candidate, history)
+            return self._because(source.item_id, source.type, None), source.item_id
+        info = self.index.info(candidate.item_id)
+        if CATEGORY_TRENDING in candidate.sources and info is not None and info.category:
+            return f"trending in {info.category}", None
+        if COVISIT in candidate.sources and candidate.covisit_from:
+            return self._because(candidate.covisit_from, "click", "shoppers who"), candidate.covisit_from
+        if TRENDING in candidate.sources or not history:
+            return "trending now", None
+        return "popular with shoppers like you", None
+
+    def _closest(self, candidate: Candidate, history) -> object:
+        vectors = self.index.vectors([h.item_id for h in history[:20]])
+        similarities = vectors @ self.index.vectors([candidate.item_id])[0]
+        return history[int(np.argmax(similarities))]
+
+    def _because(self, item_id: str, kind: str, prefix: str | None) -> str:
+        info = self.index.info(item_id)
+        title = info.title if info is not None else item_id
+        if prefix:  # co-visitation: other shoppers' behaviour links the two items
+            return f"because you {VERBS.get(kind, 'viewed')} {title} (often viewed together)"
+        return f"because you {VERBS.get(kind, 'viewed')} {title}"

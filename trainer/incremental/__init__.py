@@ -1,0 +1,1 @@
+"""The incremental trainer's cycle: consume, build examples, fine-tune, gate, publish."""
