@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -39,7 +40,12 @@ def _settings(ctx: typer.Context) -> Settings:
 def _load_settings(ctx: typer.Context) -> None:
     """Read settings once (environment variables prefixed STREAMREC_)."""
     if ctx.obj is None:
-        ctx.obj = Settings()
+        try:
+            ctx.obj = Settings()
+        except ValidationError as error:
+            problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+            console.print(f"[red]error:[/red] the settings are invalid (STREAMREC_* environment):\n{problems}")
+            raise typer.Exit(2) from None
 
 
 def _stack(settings: Settings) -> LocalStack:
@@ -237,7 +243,7 @@ def model_init(
     """Write version 1 of the item encoder and the scorers (teacher, student) where a model has none."""
     from streamrec.model.bootstrap import init_item_encoder, init_scorers
 
-    repo = _settings(ctx).stack.model_repo
+    repo = _settings(ctx).model_repo
     folder = init_item_encoder(repo, tiny=tiny)
     console.print(f"wrote {folder}" if folder else "item_encoder already has a version")
     written = init_scorers(repo, tiny=tiny)
@@ -251,7 +257,7 @@ def _registry(ctx: typer.Context, model: str | None):
     from streamrec.model.registry import ModelRegistry
 
     settings = _settings(ctx)
-    return ModelRegistry(settings.stack.model_repo, model or settings.trainer.model, settings.triton.grpc_url or "",
+    return ModelRegistry(settings.model_repo, model or settings.trainer.model, settings.triton.grpc_url or "",
                          load_timeout_s=settings.trainer.load_timeout_s,
                          say=lambda message: console.print(f"[dim]·[/dim] {message}"))
 

@@ -25,10 +25,10 @@ def worker_app(
     *,
     web_host: str,
     web_port: int,
+    session_timeout_s: float,
     auto_offset_reset: Literal["earliest", "latest"],
     **overrides: Any,
 ) -> faust.App:
-    session_timeout_s = settings.streams.session_timeout_s
     return faust.App(
         app_id,
         broker=broker_url(settings.bootstrap_servers),

@@ -87,6 +87,14 @@ class EventRules(_Section):
     )
 
 
+class DeadLetterSettings(_Section):
+    """Dead letters, as every component that refuses input writes them to ``events.dlq``."""
+
+    raw_max_bytes: int = Field(
+        default=262_144, ge=1024, description="Raw payload kept on a DLQ record; longer payloads are truncated and flagged."
+    )
+
+
 class CollectorSettings(_Section):
     """The HTTP collector that web and mobile frontends post events to."""
 
@@ -98,9 +106,6 @@ class CollectorSettings(_Section):
         default=None, description="When set, requests need `Authorization: Bearer <token>`."
     )
     delivery_timeout_s: float = Field(default=10.0, gt=0, description="How long a request waits for Kafka acks.")
-    dlq_raw_max_bytes: int = Field(
-        default=262_144, ge=1024, description="Raw payload kept on a DLQ record; longer payloads are truncated and flagged."
-    )
 
 
 class StreamsSettings(_Section):
@@ -136,7 +141,7 @@ class StreamsSettings(_Section):
     covisit_top_n: int = Field(default=50, ge=1, description="Co-visitation neighbours kept per item.")
     covisit_history: int = Field(default=10, ge=1, description="Recent items per interaction type a new one is paired with.")
     session_timeout_s: float = Field(
-        default=10.0, gt=0, description="A worker silent this long loses its partitions to the others."
+        default=10.0, gt=0, description="A streams worker silent this long loses its partitions to the others."
     )
 
 
@@ -181,6 +186,9 @@ class RecsSettings(_Section):
     batch_max_users: int = Field(default=64, ge=1, description="Most profile updates taken per batch (duplicates of a user collapse).")
     debounce_s: float = Field(default=0.05, gt=0, description="Longest wait to collect a batch; a user's updates inside it yield one list.")
     index_refresh_s: float = Field(default=1.0, gt=0, description="How often the item index reads catalog changes from Redis.")
+    session_timeout_s: float = Field(
+        default=10.0, gt=0, description="A recs worker silent this long loses its partitions to the others."
+    )
 
 
 class ApiSettings(_Section):
@@ -189,7 +197,7 @@ class ApiSettings(_Section):
     host: str = Field(default="127.0.0.1", description="API bind address (0.0.0.0 in containers).")
     port: int = Field(default=8090, ge=1, le=65535, description="API HTTP port.")
     default_k: int = Field(default=10, ge=1, description="Items returned when the request has no k.")
-    max_k: int = Field(default=100, ge=1, description="Largest k a request may ask for.")
+    max_k: int = Field(default=20, ge=1, description="Largest k a request may ask for; at most recs.k, the length of cached lists.")
     compute_budget_ms: float = Field(
         default=250.0, gt=0, description="Scorer budget of a list computed on request (no usable cached list)."
     )
@@ -201,6 +209,10 @@ class TrainerSettings(_Section):
     model: str = Field(
         default="bert_scorer_student",
         description="Served scorer the trainer fine-tunes and republishes (bert_scorer on GPU).",
+    )
+    model_repo: Path | None = Field(
+        default=None,
+        description="Model repository the trainer publishes into and `streamrec model` manages; unset means the local stack's.",
     )
     group_id: str = Field(default="streamrec-trainer", description="Kafka consumer group of the trainer (offsets also live in each version's metadata).")
     interval_s: float = Field(default=300.0, gt=0, description="Seconds between cycles of `streamrec trainer run` (overridden by --interval).")
@@ -240,6 +252,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     triton: TritonSettings = TritonSettings()
     events: EventRules = EventRules()
+    deadletters: DeadLetterSettings = DeadLetterSettings()
     collector: CollectorSettings = CollectorSettings()
     streams: StreamsSettings = StreamsSettings()
     trainer: TrainerSettings = TrainerSettings()
@@ -265,6 +278,31 @@ class Settings(BaseSettings):
             updates["grpc_url"] = f"{host}:{self.stack.triton_grpc_port}"
         if updates:
             object.__setattr__(self, "triton", self.triton.model_copy(update=updates))
+        if self.trainer.model_repo is None:
+            object.__setattr__(self, "trainer", self.trainer.model_copy(update={"model_repo": self.stack.model_repo}))
+        return self
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> "Settings":
+        """Settings of different owners that only make sense together, checked before anything starts."""
+        problems = []
+        if self.recs.scorer_model != self.trainer.model:
+            problems.append(
+                f"recs.scorer_model ({self.recs.scorer_model}) and trainer.model ({self.trainer.model}) differ: the trainer "
+                "would republish a model the recommender does not serve; set STREAMREC_RECS__SCORER_MODEL and "
+                "STREAMREC_TRAINER__MODEL to the same model"
+            )
+        if self.api.max_k > self.recs.k:
+            problems.append(
+                f"api.max_k ({self.api.max_k}) > recs.k ({self.recs.k}): requests for more than recs.k items could never "
+                "use the cached lists; lower STREAMREC_API__MAX_K or raise STREAMREC_RECS__K"
+            )
+        if self.api.default_k > self.api.max_k:
+            problems.append(f"api.default_k ({self.api.default_k}) > api.max_k ({self.api.max_k})")
+        if self.recs.rerank_min > self.recs.rerank_top:
+            problems.append(f"recs.rerank_min ({self.recs.rerank_min}) > recs.rerank_top ({self.recs.rerank_top})")
+        if problems:
+            raise ValueError("settings disagree: " + "; ".join(problems))
         return self
 
     @property
@@ -276,6 +314,12 @@ class Settings(BaseSettings):
     def redis_url(self) -> str:
         assert self.redis.url is not None
         return self.redis.url
+
+    @property
+    def model_repo(self) -> Path:
+        """The trainer's model repository (filled from the local stack's when unset)."""
+        assert self.trainer.model_repo is not None
+        return self.trainer.model_repo
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ class StreamsRuntime:
                 settings=self.settings.streams,
                 group=self.settings.streams.app_id,
                 publish=self.publish_many,
-                dlq_raw_max_bytes=self.settings.collector.dlq_raw_max_bytes,
+                dlq_raw_max_bytes=self.settings.deadletters.raw_max_bytes,
             )
         return self._interactions
 
@@ -84,7 +84,7 @@ class StreamsRuntime:
                 client=await self.redis(),
                 encoder=TritonEncoderClient(self.settings.triton.grpc_url),
                 publish=self.publish_many,
-                dlq_raw_max_bytes=self.settings.collector.dlq_raw_max_bytes,
+                dlq_raw_max_bytes=self.settings.deadletters.raw_max_bytes,
             )
         return self._catalog
 
@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> faust.App:
         settings,
         web_host=streams.web_host,
         web_port=streams.web_port,
+        session_timeout_s=streams.session_timeout_s,
         auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, streams.batch_max * 4),
     )

@@ -335,7 +335,7 @@ def test_trainer_and_triton_share_the_model_repository(compose):
     services = compose["services"]
     triton = {t: (s, ro) for s, t, ro in mounts(services["triton"])}["/models"]
     trainer = {t: (s, ro) for s, t, ro in mounts(services["trainer"])}
-    repo_setting = environment(services["trainer"])["STREAMREC_STACK__MODEL_REPO"]
+    repo_setting = environment(services["trainer"])["STREAMREC_TRAINER__MODEL_REPO"]
     source, read_only = trainer[repo_setting]
     assert source == triton[0] and not read_only
 

@@ -128,7 +128,7 @@ def model_train_scorer(
     plan = Plan()
     plan.encoder.max_minutes, plan.scorer.max_minutes, plan.distill.max_minutes = (
         encoder_minutes, scorer_minutes, student_minutes)
-    repo = _settings(ctx).stack.model_repo if publish else out
+    repo = _settings(ctx).model_repo if publish else out
     trained = train_models(load_corpus(data_dir), repo, plan, say=console.print, lineage={"dataset": dataset},
                            stages=[stage.strip() for stage in stages.split(",") if stage.strip()])
     out.mkdir(parents=True, exist_ok=True)  # the report stays out of Triton's repository

@@ -260,6 +260,7 @@ class Collector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.limits = settings.collector
+        self._raw_max_bytes = settings.deadletters.raw_max_bytes
         self.validator = EventValidator(max_future_skew_s=settings.events.max_future_skew_s)
         self.metrics = Metrics()
         self._token = self.limits.auth_token.get_secret_value().encode() if self.limits.auth_token else None
@@ -338,7 +339,7 @@ class Collector:
             return await self._refuse(refused)
         except ClientDisconnect:
             return json_response(400, {"error": "client disconnected before sending the whole body"})
-        batch = check_events(items, self.validator, self.limits.dlq_raw_max_bytes)
+        batch = check_events(items, self.validator, self._raw_max_bytes)
         return await self._deliver(batch)
 
     def _authorized(self, request: Request) -> bool:
@@ -353,7 +354,7 @@ class Collector:
             refused.raw,
             reason=refused.message,
             source=SOURCE,
-            max_raw_bytes=self.limits.dlq_raw_max_bytes,
+            max_raw_bytes=self._raw_max_bytes,
             errors=[{"loc": "(body)", "msg": refused.message, "type": refused.kind}],
         )
         deliveries = Deliveries(asyncio.get_running_loop(), 1)

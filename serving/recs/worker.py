@@ -117,7 +117,8 @@ class RecsRuntime:
 def create_app(settings: Settings) -> faust.App:
     recs = settings.recs
     # A new group starts at the newest update: replaying a day of old updates would delay fresh ones.
-    app = worker_app(recs.app_id, settings, web_host=recs.web_host, web_port=recs.web_port, auto_offset_reset="latest")
+    app = worker_app(recs.app_id, settings, web_host=recs.web_host, web_port=recs.web_port,
+                     session_timeout_s=recs.session_timeout_s, auto_offset_reset="latest")
     runtime = RecsRuntime(app, settings)
     app.streamrec_runtime = runtime
 

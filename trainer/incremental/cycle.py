@@ -68,12 +68,12 @@ class CycleResult:
 
 
 def state_dir(settings: Settings) -> Path:
-    return settings.stack.model_repo / settings.trainer.model / STATE_DIR
+    return settings.model_repo / settings.trainer.model / STATE_DIR
 
 
 def registry_for(settings: Settings, say: Say = lambda message: None) -> ModelRegistry:
     return ModelRegistry(
-        settings.stack.model_repo, settings.trainer.model, settings.triton.grpc_url or "",
+        settings.model_repo, settings.trainer.model, settings.triton.grpc_url or "",
         load_timeout_s=settings.trainer.load_timeout_s, say=say,
     )
 

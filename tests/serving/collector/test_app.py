@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serving.collector.app import create_app
 from streamrec.events import ClickEvent, encode
-from streamrec.settings import CollectorSettings, Settings
+from streamrec.settings import CollectorSettings, DeadLetterSettings, Settings
 from streamrec.stack.process import free_port
 from streamrec.topics import Topic
 
@@ -32,10 +32,13 @@ NOW_MS = int(time.time() * 1000)
 
 
 @asynccontextmanager
-async def running_collector(settings: Settings, **collector: object) -> AsyncIterator[httpx.AsyncClient]:
+async def running_collector(
+    settings: Settings, *, raw_max_bytes: int | None = None, **collector: object
+) -> AsyncIterator[httpx.AsyncClient]:
     """A collector app with its lifespan running (ASGITransport does not run it) and a client for it."""
     limits = CollectorSettings(**{**settings.collector.model_dump(), **collector})
-    app = create_app(settings.model_copy(update={"collector": limits}))
+    deadletters = DeadLetterSettings(raw_max_bytes=raw_max_bytes or settings.deadletters.raw_max_bytes)
+    app = create_app(settings.model_copy(update={"collector": limits, "deadletters": deadletters}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://collector", timeout=30) as client:
@@ -241,8 +244,8 @@ async def test_bad_request_is_refused_whole_and_dead_lettered(kind, collector, k
     assert message in letter["reason"] and letter["source"] == "collector"
     kept = raw_of(letter)
     assert body.startswith(kept) and letter["raw_bytes"] >= len(kept)
-    if len(body) > settings.collector.dlq_raw_max_bytes:
-        assert letter["raw_truncated"] and len(kept) == settings.collector.dlq_raw_max_bytes
+    if len(body) > settings.deadletters.raw_max_bytes:
+        assert letter["raw_truncated"] and len(kept) == settings.deadletters.raw_max_bytes
     else:
         assert kept == body and not letter["raw_truncated"]
     if kind == "invalid UTF-8":
@@ -275,7 +278,7 @@ async def test_body_over_the_limit_is_refused_without_reading_it_all(settings, k
             chunks_sent += 1
             yield b"x" * 1024
 
-    async with running_collector(settings, max_body_bytes=10_000, dlq_raw_max_bytes=4096) as client:
+    async with running_collector(settings, max_body_bytes=10_000, raw_max_bytes=4096) as client:
         response = await client.post("/v1/events", content=endless_body())
 
     assert response.status_code == 413

@@ -1,0 +1,70 @@
+"""Settings are read by their owner, and settings of different owners that must agree are checked
+when a process starts, with a message that names both."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from streamrec.settings import REPO_ROOT, Settings
+
+
+def _env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(f"STREAMREC_{name}", value)
+
+
+def test_defaults_agree():
+    settings = Settings()
+    assert settings.recs.scorer_model == settings.trainer.model
+    assert settings.api.max_k <= settings.recs.k
+
+
+def test_trainer_model_repo_defaults_to_the_local_stacks_and_is_its_own_setting(monkeypatch, tmp_path):
+    _env(monkeypatch, STACK__MODEL_REPO=str(tmp_path / "local"))
+    assert Settings().model_repo == tmp_path / "local"
+    _env(monkeypatch, TRAINER__MODEL_REPO=str(tmp_path / "shared"))
+    settings = Settings()
+    assert settings.model_repo == tmp_path / "shared" and settings.stack.model_repo == tmp_path / "local"
+
+
+def test_each_worker_has_its_own_session_timeout(monkeypatch):
+    _env(monkeypatch, RECS__SESSION_TIMEOUT_S="30", STREAMS__SESSION_TIMEOUT_S="6")
+    settings = Settings()
+    assert (settings.recs.session_timeout_s, settings.streams.session_timeout_s) == (30, 6)
+
+
+def test_dead_letter_cap_is_one_shared_setting(monkeypatch):
+    _env(monkeypatch, DEADLETTERS__RAW_MAX_BYTES="4096")
+    assert Settings().deadletters.raw_max_bytes == 4096
+    _env(monkeypatch, COLLECTOR__DLQ_RAW_MAX_BYTES="4096")
+    with pytest.raises(ValidationError, match="dlq_raw_max_bytes"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"RECS__SCORER_MODEL": "bert_scorer"}, r"recs.scorer_model \(bert_scorer\) and trainer.model \(bert_scorer_student\) differ"),
+        ({"API__MAX_K": "50"}, r"api.max_k \(50\) > recs.k \(20\)"),
+        ({"API__DEFAULT_K": "15", "API__MAX_K": "10"}, r"api.default_k \(15\) > api.max_k \(10\)"),
+        ({"RECS__RERANK_MIN": "30"}, r"recs.rerank_min \(30\) > recs.rerank_top \(20\)"),
+    ],
+)
+def test_disagreeing_sections_fail_with_both_names(monkeypatch, values, message):
+    _env(monkeypatch, **values)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_cli_reports_invalid_settings_without_a_traceback(tmp_path: Path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STREAMREC_API__MAX_K": "500"}
+    result = subprocess.run([sys.executable, "-m", "streamrec", "config"], env=env, capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 2
+    assert "the settings are invalid" in result.stdout and "api.max_k (500) > recs.k (20)" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
