@@ -59,7 +59,7 @@ from trainer.offline.pipeline import (
     amazon_records,
     rank_in_list,
 )
-from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE, load_corpus
+from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE
 from streamrec.datasets.sequences import train_sequences
 from streamrec.model import contract
 from streamrec.model.artifacts import load_folder, versions
@@ -70,6 +70,7 @@ from streamrec.model.inference import InProcessScorer
 from streamrec.model.networks import TextEncoder, load_backbone, pretrained_minilm_path
 from trainer.offline.recipe import (
     Plan,
+    load_corpus,
     embed,
     retrieval_scores,
     score_lists,

@@ -122,7 +122,7 @@ def model_train_scorer(
     if dataset != "amazon_scientific":
         console.print(f"[red]error:[/red] {dataset} has no item text; the scorer trains on amazon_scientific")
         raise typer.Exit(2)
-    from streamrec.datasets.amazon_pairs import load_corpus
+    from trainer.offline.recipe import load_corpus
 
     torch.set_num_threads(threads)
     plan = Plan()

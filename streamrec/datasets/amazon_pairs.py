@@ -82,17 +82,3 @@ def load_examples(path: Path) -> list[Example]:
             user, history, target = line.rstrip("\n").split("\t")
             examples.append(Example(user, tuple(int(i) for i in history.split()), int(target)))
     return examples
-
-
-def load_corpus(data_dir: Path, *, valid_file: Path | None = None):
-    """Catalog, training examples and the examples to select (or evaluate) on, for the recipe."""
-    from trainer.offline.recipe import Corpus
-
-    folder = data_dir / FOLDER
-    catalog = load_catalog(data_dir)
-    return Corpus(
-        item_texts=catalog.texts,
-        titles=catalog.titles,
-        train=load_examples(folder / TRAIN_FILE),
-        valid=load_examples(valid_file or folder / VALID_FILE),
-    )

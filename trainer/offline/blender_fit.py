@@ -160,7 +160,8 @@ def fit_blender(
     The item index holds the fine-tuned encoder's item embeddings; the scorer is the student
     (what serves on CPU). ``start`` (default: the packaged weights) picks the first round's head.
     """
-    from streamrec.datasets.amazon_pairs import TRAIN_FILE, load_corpus
+    from streamrec.datasets.amazon_pairs import TRAIN_FILE
+    from trainer.offline.recipe import load_corpus
     from streamrec.model import contract
     from streamrec.model.artifacts import load_folder, versions
     from streamrec.model.inference import InProcessScorer

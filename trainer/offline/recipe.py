@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from streamrec.datasets.amazon_pairs import FOLDER, TRAIN_FILE, VALID_FILE, load_catalog, load_examples
 from streamrec.datasets.sequences import Example, train_sequences
 from streamrec.model import contract
 from streamrec.model.artifacts import (
@@ -116,6 +117,18 @@ class Corpus:
         sequences = train_sequences(self.train)
         n = len(self.item_texts)
         return TrainingTexts(self.item_texts, self.titles, CoVisitation(sequences, n), Popularity(sequences, n))
+
+
+def load_corpus(data_dir: Path, *, valid_file: Path | None = None):
+    """Catalog, training examples and the examples to select (or evaluate) on, for the recipe."""
+    folder = data_dir / FOLDER
+    catalog = load_catalog(data_dir)
+    return Corpus(
+        item_texts=catalog.texts,
+        titles=catalog.titles,
+        train=load_examples(folder / TRAIN_FILE),
+        valid=load_examples(valid_file or folder / VALID_FILE),
+    )
 
 
 @dataclass

@@ -201,7 +201,7 @@ def test_student_starts_from_the_teachers_projected_embeddings_and_learns_its_sc
 
 
 def test_amazon_corpus(data_dir):
-    from streamrec.datasets.amazon_pairs import load_corpus
+    from trainer.offline.recipe import load_corpus
 
     corpus = load_corpus(data_dir)
     assert len(corpus.item_texts) == 1585 and len(corpus.valid) == 2928 and len(corpus.train) == 10928
