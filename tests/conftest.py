@@ -2,8 +2,10 @@
 
 The test session runs its own stack through the same manager as ``streamrec up``,
 with its own ports and state folder, so a developer's running stack is never
-touched. Topics are shared by the session; every test writes events with its
-own ids and reads back only those (see ``kafka_reader``).
+touched. Topics are shared by the session; each test gets its own reader
+(``kafka_reader``: a consumer group of its own, starting at the offsets the topics
+had when the test began) and writes events with its own ids, so it never sees
+another test's messages from earlier, nor spends time reading past them.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamrec.kafka_admin import create_topics
+from streamrec.kafka_admin import create_topics, end_offsets
 from streamrec.settings import REPO_ROOT, Settings, StackSettings
 from streamrec.stack import LocalStack
 from streamrec.stack.isolated import isolated_stack_settings
+from streamrec.topics import TOPIC_SPECS
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
@@ -76,10 +79,12 @@ def data_dir() -> Path:
 
 
 class KafkaReader:
-    """Reads a topic from the beginning with a fresh consumer group and keeps what matches."""
+    """Reads topics from given start offsets with a consumer group of its own and keeps what matches."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, start: dict[tuple[str, int], int]) -> None:
         self._bootstrap = bootstrap_servers
+        self._start = start
+        self.group = f"test-reader-{uuid.uuid4()}"
 
     def read(
         self,
@@ -98,7 +103,7 @@ class KafkaReader:
         consumer = Consumer(
             {
                 "bootstrap.servers": self._bootstrap,
-                "group.id": f"test-reader-{uuid.uuid4()}",
+                "group.id": self.group,
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
             }
@@ -106,7 +111,7 @@ class KafkaReader:
         found: list[dict] = []
         try:
             metadata = consumer.list_topics(topic, timeout=10)
-            partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
+            partitions = [TopicPartition(topic, p, self._start.get((topic, p), 0)) for p in metadata.topics[topic].partitions]
             consumer.assign(partitions)
             deadline = time.monotonic() + timeout_s
             settle_until: float | None = None
@@ -131,7 +136,8 @@ class KafkaReader:
             consumer.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kafka_reader(settings: Settings) -> KafkaReader:
-    return KafkaReader(settings.bootstrap_servers)
+    """A reader of every topic from where it ended when the test started."""
+    return KafkaReader(settings.bootstrap_servers, end_offsets(settings.bootstrap_servers, [spec.name.value for spec in TOPIC_SPECS]))
 
