@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -145,13 +145,6 @@ class EventProducer:
         future: Future[DeliveryResult] = Future()
         self.produce(event, on_delivery=future.set_result)
         return future
-
-    def produce_many(self, events: Iterable[Event | dict[str, Any]]) -> int:
-        count = 0
-        for event in events:
-            self.produce(event)
-            count += 1
-        return count
 
     def produce_dead_letter(
         self, letter: DeadLetter, *, on_delivery: Callable[[DeliveryResult], None] | None = None
