@@ -278,8 +278,6 @@ class Settings(BaseSettings):
             updates["grpc_url"] = f"{host}:{self.stack.triton_grpc_port}"
         if updates:
             object.__setattr__(self, "triton", self.triton.model_copy(update=updates))
-        if self.trainer.model_repo is None:
-            object.__setattr__(self, "trainer", self.trainer.model_copy(update={"model_repo": self.stack.model_repo}))
         return self
 
     @model_validator(mode="after")
@@ -317,9 +315,8 @@ class Settings(BaseSettings):
 
     @property
     def model_repo(self) -> Path:
-        """The trainer's model repository (filled from the local stack's when unset)."""
-        assert self.trainer.model_repo is not None
-        return self.trainer.model_repo
+        """The trainer's model repository; the local stack's when unset (also in sections built by hand)."""
+        return self.trainer.model_repo or self.stack.model_repo
 
 
 @dataclass(frozen=True)
