@@ -56,7 +56,7 @@ from streamrec.quickstart import load_models  # noqa: E402
 from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
 from streamrec.stack.isolated import stack_environment  # noqa: E402
 from streamrec.stack.process import free_port  # noqa: E402
-from streamrec.store import keys  # noqa: E402
+from streamrec.store import layout  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
 REPEATS = 3  # runs at the target rate; the reported freshness figures are their medians
@@ -277,7 +277,7 @@ def main() -> None:
                     producer.produce(catalog_event(item, now))
                 producer.flush()
                 deadline = time.monotonic() + 900
-                while client.zcard(keys.CATALOG_CHANGES) < len(dataset.catalog):
+                while client.zcard(layout.CATALOG_CHANGES_KEY) < len(dataset.catalog):
                     if time.monotonic() > deadline or not components[0].alive():
                         raise RuntimeError(f"catalog not embedded:\n{components[0].log_tail()}")
                     time.sleep(1)
@@ -318,7 +318,7 @@ def main() -> None:
                 gc.collect()
                 gc.freeze()  # this process holds the dataset: its collections must not count as API latency
                 uncached_users = [f"{target['run']}-{user}" for user, _ in sequences[200:400]]
-                client.delete(*[keys.recommendations(user) for user in uncached_users])  # the API never caches
+                client.delete(*[layout.recommendations_key(user) for user in uncached_users])  # the API never caches
                 wait_idle(settings)
                 cached, uncached = [], []
                 for _ in range(REPEATS):  # interleaved, so both kinds see the same machine

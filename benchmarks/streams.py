@@ -49,6 +49,7 @@ from streamrec.model.bootstrap import init_item_encoder  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
 from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
 from streamrec.stack.process import free_port  # noqa: E402
+from streamrec.store import layout  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
 console = Console()
@@ -139,8 +140,10 @@ def start_at_log_end(settings: Settings, group: str) -> None:
 
 
 def clear_state(client: redis.Redis) -> None:
-    """Drop profiles, statistics and watermarks; keep the catalog (i:*) for the next run."""
-    for pattern in ("u:*", "is:*", "cv:*", "z:*", "wm:*"):
+    """Drop profiles, statistics and watermarks; keep the catalog (i:*, z:catalog) for the next run."""
+    patterns = (layout.PROFILE_PREFIX, layout.ITEM_STATS_PREFIX, layout.COVISIT_PREFIX, layout.WATERMARK_PREFIX)
+    client.unlink(layout.POPULARITY_SHORT_KEY)
+    for pattern in (prefix + "*" for prefix in patterns):
         batch = []
         for key in client.scan_iter(pattern, count=10_000):
             batch.append(key)
@@ -211,7 +214,7 @@ async def latency_run(settings: Settings, events: list[DatasetEvent], rate: floa
 
 def bytes_per_user(client: redis.Redis, sample: int = 2000) -> float:
     keys = []
-    for key in client.scan_iter("u:*", count=10_000):
+    for key in client.scan_iter(layout.profile_key("*"), count=10_000):
         keys.append(key)
         if len(keys) >= sample:
             break
@@ -248,7 +251,7 @@ def main() -> None:
         produce(settings, events, catalog)
         console.print(f"embedding {len(catalog):,} catalog items with MiniLM on Triton…")
         loader = Worker(settings, "bench-catalog", redis_url, '["catalog"]', logs / "catalog.log")
-        while sum(1 for _ in client.scan_iter("i:*", count=10_000)) < len({item.item_id for item in catalog}):
+        while sum(1 for _ in client.scan_iter(layout.item_key("*"), count=10_000)) < len({item.item_id for item in catalog}):
             time.sleep(2)
         loader.stop()
 

@@ -20,6 +20,7 @@ Metrics: ``cycle_s`` (the 10,000-event cycle), ``versions_published``, ``version
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import redis
+import redis.asyncio as redis
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -42,8 +43,8 @@ from streamrec.model.bootstrap import init_scorers  # noqa: E402
 from streamrec.model.texts import item_text  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
 from streamrec.settings import REPO_ROOT, TrainerSettings  # noqa: E402
-from streamrec.store import keys  # noqa: E402
 from streamrec.store.catalog import CatalogRecord  # noqa: E402
+from streamrec.store.catalog_store import CatalogStore  # noqa: E402
 from trainer.incremental import gate, pairs  # noqa: E402
 from trainer.incremental.consume import RawInteraction  # noqa: E402
 from trainer.incremental.cycle import registry_for, run_cycle  # noqa: E402
@@ -66,19 +67,19 @@ def initial_student(repo: Path, source: Path | None) -> str:
 
 
 def load_catalog_into_redis(redis_url: str, catalog) -> dict[str, pairs.ItemInfo]:
-    client = redis.Redis.from_url(redis_url)
-    known = {}
-    try:
-        pipe = client.pipeline(transaction=False)
-        for item in catalog:
-            record = CatalogRecord(item.item_id, item.title, tuple(item.category_path), item.brand, None, None, True,
-                                   int(time.time() * 1000))
-            pipe.hset(keys.item(item.item_id), mapping=record.to_hash())
-            known[item.item_id] = pairs.ItemInfo(item.title, item_text(item.title, item.category_path, item.brand))
-        pipe.execute()
-    finally:
-        client.close()
-    return known
+    now = int(time.time() * 1000)
+    records = [CatalogRecord(item.item_id, item.title, tuple(item.category_path), item.brand, None, None, True, now)
+               for item in catalog]
+
+    async def write() -> None:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            await CatalogStore(client).write(records, stored_at_ms=now)
+        finally:
+            await client.aclose()
+
+    asyncio.run(write())
+    return {item.item_id: pairs.ItemInfo(item.title, item_text(item.title, item.category_path, item.brand)) for item in catalog}
 
 
 def next_slice_ndcg(frozen, served, tokenizer, history: list[RawInteraction], upcoming: list[RawInteraction],

@@ -1,11 +1,13 @@
 """Pure profile arithmetic: how one accepted interaction changes a user's profile.
 
-This is the fold that defines a profile; the worker applies it incrementally and
+This is the fold that defines a profile; the worker applies it incrementally,
 the tests apply it in one batch to check the worker (nothing lost, nothing
-counted twice). Decayed values are kept as of the newest event time
-(``ref_ts``): a newer event first decays what is there, an older (late) event is
-added with its own decay, so the sum ``Σ w(type) · decay(ref_ts - ts) · x`` does
-not depend on the order in which the three interaction topics deliver events.
+counted twice), and offline evaluation builds its profiles and co-visit pairs
+with it (``trainer/offline/pipeline.py``). Decayed values are kept as of the
+newest event time (``ref_ts``): a newer event first decays what is there, an
+older (late) event is added with its own decay, so the sum
+``Σ w(type) · decay(ref_ts - ts) · x`` does not depend on the order in which the
+three interaction topics deliver events.
 """
 
 from __future__ import annotations
@@ -95,22 +97,29 @@ def apply_interaction(
 def _covisit(profile: UserProfile, event_type: str, item_id: str, ts: int, settings: StreamsSettings) -> tuple[str, ...]:
     """Items of the same type (co-clicked, co-carted, co-bought) within the window; then remember this one.
 
-    A pair is counted once, when the later-arriving of its two events is applied.
     The history is per type because one type's events arrive from one partition in
     a fixed order; a history shared across topics would make the pairs depend on
     how the topics' deliveries interleave.
     """
-    window_ms = settings.covisit_window_s * 1000
-    history = profile.covisit_history.setdefault(event_type, [])
-    neighbours = tuple(entry.item_id for entry in history if entry.item_id != item_id and abs(entry.ts - ts) <= window_ms)
-    entry = Interaction(ts, item_id, event_type)
+    return remember_covisit(
+        profile.covisit_history.setdefault(event_type, []),
+        Interaction(ts, item_id, event_type),
+        window_ms=settings.covisit_window_s * 1000,
+        keep=settings.covisit_history,
+    )
+
+
+def remember_covisit(history: list[Interaction], entry: Interaction, *, window_ms: float, keep: int) -> tuple[str, ...]:
+    """The co-visitation rule: the items in ``history`` that ``entry`` pairs with, then ``entry`` remembered.
+
+    ``entry`` pairs with every other item of ``history`` within ``window_ms`` of it (an item that
+    occurs there twice pairs twice); ``history`` stays in time order and keeps its newest ``keep``.
+    A pair is counted once, when the later-arriving of its two events is applied.
+    """
+    neighbours = tuple(
+        other.item_id for other in history if other.item_id != entry.item_id and abs(other.ts - entry.ts) <= window_ms
+    )
     keys = [existing.sort_key() for existing in history]
     history.insert(bisect.bisect_right(keys, entry.sort_key()), entry)
-    del history[: max(0, len(history) - settings.covisit_history)]
+    del history[: max(0, len(history) - keep)]
     return neighbours
-
-
-def affinities_at(profile: UserProfile, ts: int, settings: StreamsSettings) -> dict[str, float]:
-    """Category affinities decayed to time ``ts`` (readers call this; storage keeps ``ref_ts``)."""
-    factor = decay(max(0, ts - profile.ref_ts), settings.half_life_s)
-    return {category: value * factor for category, value in profile.affinities.items()}

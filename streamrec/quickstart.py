@@ -12,12 +12,13 @@ through the CLI's entry points), so this core module imports neither component.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import redis
+import redis.asyncio as redis
 import tritonclient.http as httpclient
 from rich.console import Console
 from rich.table import Table
@@ -30,7 +31,9 @@ from streamrec.lag import LagReader
 from streamrec.model import contract
 from streamrec.settings import Settings
 from streamrec.stack import LocalStack
-from streamrec.store import keys
+from streamrec.store.catalog import CatalogRecord
+from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.recommendation_cache import RecommendationCache
 from streamrec.topics import INTERACTION_TOPICS, Topic
 
 
@@ -78,28 +81,34 @@ def _wait_caught_up(settings: Settings, console: Console, workers: list[Componen
         reader.close()
 
 
+SHOWN_ITEMS = 5
+
+
 def _show_recommendations(settings: Settings, console: Console, users: list[str]) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
-    shown = 0
+    lists, records = asyncio.run(_read_lists(settings.redis_url, users))
+    for user_id, recs in lists.items():
+        table = Table(
+            title=f"user {user_id} · {recs['model_version']} · {'DEGRADED · ' if recs['degraded'] else ''}rec {recs['rec_id'][:8]}"
+        )
+        for column in ("#", "item", "title", "score", "why"):
+            table.add_column(column, justify="right" if column in ("#", "score") else "left")
+        for rank, item in enumerate(recs["items"][:SHOWN_ITEMS], 1):
+            title = records[item["item_id"]].title if item["item_id"] in records else ""
+            table.add_row(str(rank), item["item_id"], title[:50], f"{item['score']:.3f}", item["reason"][:70])
+        console.print(table)
+    return len(lists)
+
+
+async def _read_lists(redis_url: str, users: list[str]) -> tuple[dict[str, dict], dict[str, CatalogRecord]]:
+    """The cached lists of those users that have one, and the catalog records of their shown items."""
+    client = redis.Redis.from_url(redis_url)
     try:
-        for user_id in users:
-            raw = client.get(keys.recommendations(user_id))
-            if raw is None:
-                continue
-            recs = json.loads(raw)
-            table = Table(
-                title=f"user {user_id} · {recs['model_version']} · {'DEGRADED · ' if recs['degraded'] else ''}rec {recs['rec_id'][:8]}"
-            )
-            for column in ("#", "item", "title", "score", "why"):
-                table.add_column(column, justify="right" if column in ("#", "score") else "left")
-            for rank, item in enumerate(recs["items"][:5], 1):
-                title = (client.hget(keys.item(item["item_id"]), "title") or b"").decode()
-                table.add_row(str(rank), item["item_id"], title[:50], f"{item['score']:.3f}", item["reason"][:70])
-            console.print(table)
-            shown += 1
+        cache = RecommendationCache(client)
+        lists = {user_id: json.loads(raw) for user_id in users if (raw := await cache.read(user_id)) is not None}
+        shown = {item["item_id"] for recs in lists.values() for item in recs["items"][:SHOWN_ITEMS]}
+        return lists, await CatalogStore(client).read(sorted(shown))
     finally:
-        client.close()
-    return shown
+        await client.aclose()
 
 
 def run_quickstart(

@@ -23,10 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streamrec.faust_app import worker_app
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
+from streamrec.store.functions import load_functions
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streams.catalog import CatalogProcessor
 from streams.metrics import StreamsMetrics
-from streams.processor import BatchResult, InteractionProcessor, Record, load_redis_functions
+from streams.processor import BatchResult, InteractionProcessor, Record
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class StreamsRuntime:
     async def redis(self) -> redis.Redis:
         if self._redis is None:
             self._redis = redis.Redis.from_url(self.settings.redis_url)
-            await load_redis_functions(self._redis)
+            await load_functions(self._redis)
         return self._redis
 
     async def publish_many(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:

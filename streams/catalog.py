@@ -21,8 +21,8 @@ from streamrec.deadletter import DeadLetter
 from streamrec.events import CatalogItem, EventValidator, InvalidEvent
 from streamrec.model.encoder_client import EncoderUnavailable
 from streamrec.model.texts import item_text
-from streamrec.store import keys
 from streamrec.store.catalog import CatalogRecord
+from streamrec.store.catalog_store import CatalogStore
 from streamrec.topics import Topic
 from streams.processor import PublishMany, Record
 
@@ -43,7 +43,7 @@ class CatalogProcessor:
         max_backoff_s: float = 30.0,
         dlq_raw_max_bytes: int = 262_144,
     ) -> None:
-        self._redis = client
+        self._catalog = CatalogStore(client)
         self._encoder = encoder
         self._publish = publish
         self._max_backoff_s = max_backoff_s
@@ -73,24 +73,22 @@ class CatalogProcessor:
             return 0
         items = list(latest.values())
         embeddings = await self._embed([item_text(i.title, i.category_path, i.brand) for i in items])
-        stored_at_ms = int(time.time() * 1000)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for item, embedding in zip(items, embeddings, strict=True):
-                record = CatalogRecord(
-                    item_id=item.item_id,
-                    title=item.title,
-                    category_path=tuple(item.category_path),
-                    brand=item.brand,
-                    price=item.price,
-                    currency=item.currency,
-                    available=item.available,
-                    updated_ts=item.ts,
-                    embedding=embedding,
-                )
-                pipe.hset(keys.item(item.item_id), mapping=record.to_hash())
-            # The serving item index polls this change log instead of scanning the catalog.
-            pipe.zadd(keys.CATALOG_CHANGES, {item.item_id: stored_at_ms for item in items})
-            await pipe.execute()
+        records = [
+            CatalogRecord(
+                item_id=item.item_id,
+                title=item.title,
+                category_path=tuple(item.category_path),
+                brand=item.brand,
+                price=item.price,
+                currency=item.currency,
+                available=item.available,
+                updated_ts=item.ts,
+                embedding=embedding,
+            )
+            for item, embedding in zip(items, embeddings, strict=True)
+        ]
+        # The change log entry lets the serving item index read changes instead of scanning the catalog.
+        await self._catalog.write(records, stored_at_ms=int(time.time() * 1000))
         return len(items)
 
     async def _embed(self, texts: list[str]) -> np.ndarray:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -30,9 +29,12 @@ from redis.exceptions import WatchError
 from streamrec.deadletter import DeadLetter
 from streamrec.events import CartEvent, ClickEvent, EventValidator, InvalidEvent, PurchaseEvent
 from streamrec.settings import StreamsSettings
-from streamrec.store import keys
 from streamrec.store.catalog import CatalogRecord
-from streamrec.store.profile import ProfileFormatError, UserProfile
+from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.item_statistics import ItemObservations, ItemStatistics
+from streamrec.store.profile import UserProfile
+from streamrec.store.profile_store import ProfileStore
+from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
 from streamrec.profile_fold import Applied, apply_interaction
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 Interaction = ClickEvent | CartEvent | PurchaseEvent
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
-# The order streamrec_catalog_fields (redis_functions.lua) returns them in.
-CATALOG_FIELDS = ("cat", "price", "cur", "avail", "ts", "emb", "title", "brand")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +91,19 @@ class InteractionProcessor:
     ) -> None:
         self._redis = client
         self._settings = settings
-        self._group = group
         self._publish = publish
         self._dlq_raw_max_bytes = dlq_raw_max_bytes
         # The streams layer judges time by Kafka's timestamps (see cleaning.py), not the wall clock.
         self._validator = EventValidator(max_future_skew_s=None)
-        self.unreadable_profiles = 0
+        self._profiles = ProfileStore(client)
+        self._watermarks = WatermarkStore(client, group=group)
+        self._statistics = ItemStatistics(client)
+        self._catalog_store = CatalogStore(client)
+
+    @property
+    def unreadable_profiles(self) -> int:
+        """Stored profiles that could not be read and were started afresh."""
+        return self._profiles.unreadable
 
     async def process(self, records: list[Record]) -> BatchResult:
         parsed = [(record, _parse(record, self._validator)) for record in records]
@@ -112,36 +119,23 @@ class InteractionProcessor:
 
     async def _catalog(self, item_ids: set[str]) -> dict[str, CatalogRecord]:
         """Catalog records of the batch's items in one round trip (a read-only Redis function)."""
-        if not item_ids:
-            return {}
-        ordered = sorted(item_ids)
-        rows = await self._redis.fcall_ro("streamrec_catalog_fields", len(ordered), *(keys.item(i) for i in ordered))
-        records = {}
-        for item_id, values in zip(ordered, rows, strict=True):
-            fields = {name.encode(): value for name, value in zip(CATALOG_FIELDS, values, strict=True) if value is not None}
-            record = CatalogRecord.from_hash(item_id, fields)
-            if record is not None:
-                records[item_id] = record
-        return records
+        return await self._catalog_store.read_in_one_call(sorted(item_ids))
 
     async def _apply(self, parsed: list[tuple[Record, Interaction | Rejection]]) -> BatchResult:
         settings = self._settings
         result = BatchResult()
         started = time.perf_counter()
         partitions = sorted({(record.topic, record.partition) for record, _ in parsed})
-        watermark_keys = {tp: keys.watermark(self._group, *tp) for tp in partitions}
         events = [event for _, event in parsed if not isinstance(event, Rejection)]
         user_ids = sorted({event.user_id for event in events})
         catalog = await self._catalog({event.item_id for event in events})
 
         async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(*watermark_keys.values(), *(keys.user(u) for u in user_ids))
-            applied_up_to = {
-                tp: int(value) if value is not None else -1
-                for tp, value in zip(partitions, await pipe.mget(list(watermark_keys.values())), strict=True)
-            }
-            raw_profiles = await pipe.mget([keys.user(u) for u in user_ids]) if user_ids else []
-            profiles = {user: self._decode(user, raw) for user, raw in zip(user_ids, raw_profiles, strict=True)}
+            await pipe.watch(*self._watermarks.keys(partitions), *(self._profiles.key(u) for u in user_ids))
+            applied_up_to = await self._watermarks.read(partitions, via=pipe)
+            stored = await self._profiles.read_many(user_ids, via=pipe)
+            # A profile that cannot be read is rebuilt from now on instead of blocking the partition.
+            profiles = {user: profile if profile is not None else UserProfile() for user, profile in stored.items()}
             touched_users: set[str] = set()
             new_watermarks: dict[tuple[str, int], int] = {}
             for record, event in parsed:
@@ -179,32 +173,21 @@ class InteractionProcessor:
             await self._publish_rejections(result.rejected)
 
             pipe.multi()
-            if touched_users:
-                ordered = sorted(touched_users)
-                pipe.fcall(
-                    "streamrec_set_profiles",
-                    len(ordered),
-                    *(keys.user(user) for user in ordered),
-                    settings.profile_ttl_s * 1000,
-                    *(profiles[user].encode() for user in ordered),
-                )
-            if result.applied:
-                pipe.fcall("streamrec_apply_statistics", 0, self._statistics(result.applied))
-            for tp, offset in new_watermarks.items():
-                pipe.set(watermark_keys[tp], offset)
+            self._profiles.queue_write(
+                pipe, {user: profiles[user] for user in sorted(touched_users)}, ttl_ms=settings.profile_ttl_s * 1000
+            )
+            self._statistics.queue_apply(
+                pipe,
+                self._observations(result.applied),
+                tau_short_ms=settings.popularity_short_s * 1000,
+                tau_long_ms=settings.popularity_long_s * 1000,
+                top_n=settings.covisit_top_n,
+            )
+            self._watermarks.queue_advance(pipe, new_watermarks)
             if new_watermarks:
                 await pipe.execute()
         result.redis_seconds = time.perf_counter() - started
         return result
-
-    def _decode(self, user_id: str, raw: bytes | None) -> UserProfile:
-        """A profile that cannot be read is rebuilt from now on instead of blocking the partition."""
-        try:
-            return UserProfile.decode(raw)
-        except ProfileFormatError as error:
-            self.unreadable_profiles += 1
-            log.warning("profile of %s unreadable (%s); starting it afresh", user_id, error)
-            return UserProfile()
 
     def _judge(
         self, event: Interaction, record: Record, profile: UserProfile, item: CatalogRecord | None
@@ -217,25 +200,13 @@ class InteractionProcessor:
             or (check_price(event, item, settings) if isinstance(event, PurchaseEvent) else None)
         )
 
-    def _statistics(self, applied: list[Applied]) -> bytes:
-        """The batch's item observations and co-visit pairs, for streamrec_apply_statistics."""
-        settings = self._settings
-        popularity: dict[str, list[float]] = defaultdict(list)
-        pairs: Counter[tuple[str, str]] = Counter()
+    @staticmethod
+    def _observations(applied: list[Applied]) -> ItemObservations:
+        """The batch's item events and co-visits, for the item statistics."""
+        observations = ItemObservations()
         for event in applied:
-            popularity[event.item_id] += [event.ts, event.weight]
-            for neighbour in event.covisits:
-                pairs[(event.item_id, neighbour)] += 1
-                pairs[(neighbour, event.item_id)] += 1
-        return orjson.dumps(
-            {
-                "tau_s": settings.popularity_short_s * 1000,
-                "tau_l": settings.popularity_long_s * 1000,
-                "top_n": settings.covisit_top_n,
-                "pop": popularity,
-                "cv": [[item, neighbour, count] for (item, neighbour), count in pairs.items()],
-            }
-        )
+            observations.add(event.item_id, event.ts, event.weight, event.covisits)
+        return observations
 
     async def _publish_rejections(self, rejected: list[tuple[Record, Rejection]]) -> None:
         messages: list[tuple[str, bytes | None, bytes]] = []
@@ -272,11 +243,3 @@ def _event_id(value: bytes) -> str | None:
         return str(uuid.UUID(str(raw["event_id"]))) if isinstance(raw, dict) and "event_id" in raw else None
     except (orjson.JSONDecodeError, ValueError):
         return None
-
-
-async def load_redis_functions(client: redis.Redis) -> None:
-    """Install (or replace) the item-statistics function library; Redis persists it."""
-    from importlib.resources import files
-
-    await client.function_load(files("streams").joinpath("redis_functions.lua").read_text(), replace=True)
-

@@ -23,8 +23,6 @@ from pydantic import BaseModel, Field
 
 from serving.engine.service import RecsService
 from streamrec.settings import Settings
-from streamrec.store import keys
-from streamrec.store.profile import ProfileFormatError, UserProfile
 
 
 class ItemOut(BaseModel):
@@ -67,13 +65,7 @@ class RecsApi:
         api = self.settings.api
         k = min(k or api.default_k, api.max_k)
         excluded = set(exclude or ())
-        cached_raw, profile_raw = await self.service.redis.mget(keys.recommendations(user_id), keys.user(user_id))
-        profile = None
-        if profile_raw is not None:
-            try:
-                profile = UserProfile.decode(profile_raw)
-            except ProfileFormatError:
-                profile = None
+        cached_raw, profile = await self.service.cache.read_with_profile(user_id, self.service.profiles)
         if cached_raw is not None and category is None:
             cached = orjson.loads(cached_raw)
             current = profile is None or (cached.get("source_event_ts") or 0) >= profile.last_seen

@@ -41,6 +41,9 @@ class RecsMetrics:
             "streamrec_api_request_seconds", "API request latency.", ["endpoint", "cached"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.index_items = Gauge("streamrec_recs_index_items", "Catalog items in the in-memory item index.", registry=r)
+        self.unreadable_profiles = Gauge(
+            "streamrec_recs_unreadable_profiles", "Stored profiles that could not be read (served as new users).", registry=r
+        )
 
     def observe(self, outcome: Outcome, origin: str) -> None:
         self.lists.labels(origin).inc()

@@ -1,7 +1,7 @@
 """Builds the recommender from settings: one place for the worker and the API to share.
 
-Owns the clients (Redis, Triton scorer) and the item index with its refresh loop, and
-closes them in reverse order. Nothing here is global: each process makes one.
+Owns the clients (Redis, Triton scorer), the stores over Redis and the item index with its
+refresh loop, and closes them in reverse order. Nothing here is global: each process makes one.
 """
 
 from __future__ import annotations
@@ -13,13 +13,17 @@ import logging
 import redis.asyncio as redis
 
 from streamrec.ranking.blender import Blender
-from streamrec.ranking.candidates import CandidateGenerator, RedisSignals
+from streamrec.ranking.candidates import CandidateGenerator
 from streamrec.ranking.item_index import ItemIndex
 from serving.engine.metrics import RecsMetrics
 from streamrec.ranking.recommender import Recommender
 from serving.recs.rerank_depth import AdaptiveDepth
 from serving.engine.scorer_client import TritonScorerClient
 from streamrec.settings import Settings
+from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.item_statistics import ItemStatistics
+from streamrec.store.profile_store import ProfileStore
+from streamrec.store.recommendation_cache import RecommendationCache
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,11 @@ class RecsService:
         self.settings = settings
         recs = settings.recs
         self.redis = redis.Redis.from_url(settings.redis_url)
-        self.index = ItemIndex(self.redis)
+        self.profiles = ProfileStore(self.redis)
+        self.cache = RecommendationCache(self.redis)
+        self.index = ItemIndex(CatalogStore(self.redis))
         self.metrics = RecsMetrics()
+        self.metrics.unreadable_profiles.set_function(lambda: self.profiles.unreadable)
         self.scorer = (
             TritonScorerClient.from_settings(
                 settings,
@@ -44,9 +51,9 @@ class RecsService:
             else None
         )
         self.recommender = Recommender(
-            self.redis,
+            self.profiles,
             self.index,
-            CandidateGenerator(self.index, RedisSignals(self.redis), recs),
+            CandidateGenerator(self.index, ItemStatistics(self.redis), recs),
             self.scorer,
             Blender.load(recs.blender_weights),
             recs,

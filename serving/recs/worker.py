@@ -25,7 +25,6 @@ from streamrec.ranking.recommender import Recommendations
 from serving.engine.service import RecsService
 from streamrec.faust_app import worker_app
 from streamrec.settings import Settings
-from streamrec.store import keys
 from streamrec.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -87,12 +86,8 @@ class RecsRuntime:
         return lists
 
     async def deliver(self, service: RecsService, lists: list[Recommendations]) -> None:
-        ttl_ms = self.settings.recs.cache_ttl_s * 1000
         payloads = [(recommendations.user_id, encode(recommendations)) for recommendations in lists]
-        async with service.redis.pipeline(transaction=False) as pipe:
-            for user_id, payload in payloads:
-                pipe.set(keys.recommendations(user_id), payload, px=ttl_ms)
-            await pipe.execute()
+        await service.cache.write_many(payloads, ttl_s=self.settings.recs.cache_ttl_s)
         producer = self.app.producer
         pending = [
             await producer.send(Topic.RECOMMENDATIONS.value, user_id.encode(), payload, None, None, None)

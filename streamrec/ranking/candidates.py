@@ -12,23 +12,21 @@ Purchased and unavailable items never become candidates, nor do the newest few i
 user has just interacted with. The signals are stored on each candidate whichever source
 found it, so the ranker sees the same features for every item.
 
-The stores behind the sources are a protocol, so the quality benchmark runs this exact code
-on signals computed from a training file.
+The stores behind the sources are a protocol (:class:`SignalStore`): serving reads them from
+Redis (:class:`streamrec.store.item_statistics.ItemStatistics`), and the quality benchmark runs
+this exact code on signals computed from a training file.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import redis.asyncio as redis
 
 from streamrec.ranking.item_index import ItemIndex
 from streamrec.settings import RecsSettings
-from streamrec.store import keys
 from streamrec.store.profile import Interaction, UserProfile
 
 COVISIT = "covisit"
@@ -45,33 +43,6 @@ class SignalStore(Protocol):
     async def trending(self, count: int) -> list[str]:
         """The most popular items now, most popular first."""
         ...
-
-
-class RedisSignals:
-    """The signals the streams worker keeps in Redis."""
-
-    def __init__(self, client: redis.Redis, *, trending_ttl_s: float = 1.0) -> None:
-        self._redis = client
-        self._trending_ttl_s = trending_ttl_s
-        self._trending: tuple[float, int, list[str]] = (0.0, 0, [])  # (read at, count, items)
-
-    async def covisit(self, item_ids: Sequence[str], per_item: int) -> list[list[tuple[str, float]]]:
-        if not item_ids:
-            return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for item_id in item_ids:
-                pipe.zrevrange(keys.covisit(item_id), 0, per_item - 1, withscores=True)
-            rows = await pipe.execute()
-        return [[(member.decode(), float(score)) for member, score in row] for row in rows]
-
-    async def trending(self, count: int) -> list[str]:
-        """Read at most once per ``trending_ttl_s``: every list in a batch needs the same pool."""
-        read_at, cached_count, items = self._trending
-        now = time.monotonic()
-        if now - read_at > self._trending_ttl_s or cached_count < count:
-            items = [member.decode() for member in await self._redis.zrevrange(keys.POPULARITY_SHORT, 0, count - 1)]
-            self._trending = (now, count, items)
-        return items[:count]
 
 
 @dataclass

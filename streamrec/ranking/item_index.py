@@ -16,16 +16,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import redis.asyncio as redis
 
 from streamrec.model.texts import item_text
-from streamrec.store import keys
 from streamrec.store.catalog import CatalogRecord
+from streamrec.store.catalog_store import CatalogStore
 
 # Items stored this close before the last refresh are read again (clock skew between
 # the worker that stamped them and this process, and stores still in flight).
 REFRESH_OVERLAP_MS = 5_000
-FETCH_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -38,8 +36,8 @@ class ItemInfo:
 
 
 class ItemIndex:
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
+    def __init__(self, catalog: CatalogStore | None) -> None:
+        self._catalog = catalog
         self._position: dict[str, int] = {}
         self._info: list[ItemInfo] = []
         self._matrix = np.zeros((0, 0), np.float32)
@@ -51,10 +49,10 @@ class ItemIndex:
     def from_records(cls, records: Iterable[CatalogRecord]) -> ItemIndex:
         """An index filled in memory, for offline evaluation, blender fitting and tests.
 
-        It has no Redis client, so :meth:`refresh` and :meth:`ensure` must not be called on it;
+        It has no catalog store, so :meth:`refresh` and :meth:`ensure` must not be called on it;
         records without an embedding are skipped, as the Redis path skips them.
         """
-        index = cls(None)  # type: ignore[arg-type]
+        index = cls(None)
         for record in records:
             if record.embedding is not None:
                 index._upsert(record)
@@ -85,15 +83,13 @@ class ItemIndex:
 
     async def refresh(self) -> int:
         """Read items stored since the last refresh; returns how many were (re)loaded."""
-        changed = await self._redis.zrangebyscore(
-            keys.CATALOG_CHANGES, max(0.0, self._since_ms - REFRESH_OVERLAP_MS), "+inf", withscores=True
-        )
+        changed = await self._catalog.changes_since(max(0.0, self._since_ms - REFRESH_OVERLAP_MS))
         if not changed:
             return 0
         self._since_ms = max(self._since_ms, max(score for _, score in changed))
         # The overlap window re-reads recent changes on every refresh: load only those not yet
         # loaded at that score (a catalog batch otherwise reloads every second for 5 s).
-        fresh = {member.decode(): score for member, score in changed if self._loaded_at.get(member.decode()) != score}
+        fresh = {item_id: score for item_id, score in changed if self._loaded_at.get(item_id) != score}
         floor = self._since_ms - REFRESH_OVERLAP_MS
         self._loaded_at = {item: score for item, score in {**self._loaded_at, **fresh}.items() if score >= floor}
         return await self._load(list(fresh)) if fresh else 0
@@ -105,17 +101,7 @@ class ItemIndex:
             await self._load(missing)
 
     async def _load(self, item_ids: list[str]) -> int:
-        records: list[CatalogRecord] = []
-        for start in range(0, len(item_ids), FETCH_CHUNK):
-            chunk = item_ids[start : start + FETCH_CHUNK]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for item_id in chunk:
-                    pipe.hgetall(keys.item(item_id))
-                rows = await pipe.execute()
-            for item_id, fields in zip(chunk, rows, strict=True):
-                record = CatalogRecord.from_hash(item_id, fields)
-                if record is not None and record.embedding is not None:
-                    records.append(record)
+        records = [record for record in (await self._catalog.read(item_ids)).values() if record.embedding is not None]
         for record in records:
             self._upsert(record)
         return len(records)

@@ -9,7 +9,6 @@ next list tries the scorer again, so serving recovers by itself when Triton is b
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -17,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
-import redis.asyncio as redis
 
 from streamrec.ranking.blender import Blender, features, standardise
 from streamrec.ranking.candidates import (
@@ -32,10 +30,8 @@ from streamrec.ranking.diversity import mmr
 from streamrec.ranking.item_index import ItemIndex
 from streamrec.model.texts import user_context
 from streamrec.settings import RecsSettings
-from streamrec.store import keys
-from streamrec.store.profile import ProfileFormatError, UserProfile
-
-log = logging.getLogger(__name__)
+from streamrec.store.profile import UserProfile
+from streamrec.store.profile_store import ProfileStore
 
 VERBS = {"click": "viewed", "add_to_cart": "added to your cart", "purchase": "bought"}
 
@@ -91,20 +87,19 @@ class Outcome:
 class Recommender:
     def __init__(
         self,
-        client: redis.Redis,
+        profiles: ProfileStore | None,
         index: ItemIndex,
         generator: CandidateGenerator,
         scorer: Scorer | None,
         blender: Blender,
         settings: RecsSettings,
     ) -> None:
-        self._redis = client
+        self._profiles = profiles
         self.index = index
         self.generator = generator
         self.scorer = scorer
         self.blender = blender
         self.settings = settings
-        self.unreadable_profiles = 0
 
     def model_version(self) -> str:
         if self.scorer is None:
@@ -113,15 +108,8 @@ class Recommender:
         return f"{self.scorer.model}:{version}" if version else self.scorer.model
 
     async def profile(self, user_id: str) -> UserProfile | None:
-        raw = await self._redis.get(keys.user(user_id))
-        if raw is None:
-            return None
-        try:
-            return UserProfile.decode(raw)
-        except ProfileFormatError:
-            self.unreadable_profiles += 1
-            log.warning("unreadable profile for user %s; recommending as for a new user", user_id)
-            return None
+        """The stored profile; ``None`` for a new user (or one whose profile cannot be read)."""
+        return await self._profiles.read(user_id)
 
     async def recommend(
         self,

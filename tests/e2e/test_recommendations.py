@@ -22,7 +22,7 @@ from streamrec.events import ClickEvent, PurchaseEvent
 from streamrec.producer import EventProducer
 from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
-from streamrec.store import keys
+from streamrec.store import layout
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streamrec.components import ComponentProcess
 from streamrec.kafka_admin import commit_groups_at_end
@@ -80,10 +80,10 @@ def loop(settings, amazon, tmp_path_factory):
             producer.produce(catalog_event(item, now))
         producer.flush()
         deadline = time.monotonic() + 180
-        while client.zcard(keys.CATALOG_CHANGES) < len(amazon.catalog) and time.monotonic() < deadline:
+        while client.zcard(layout.CATALOG_CHANGES_KEY) < len(amazon.catalog) and time.monotonic() < deadline:
             assert all(c.alive() for c in components), "\n\n".join(c.log_tail() for c in components)
             time.sleep(0.5)
-        assert client.zcard(keys.CATALOG_CHANGES) == len(amazon.catalog), components[0].log_tail()
+        assert client.zcard(layout.CATALOG_CHANGES_KEY) == len(amazon.catalog), components[0].log_tail()
         api = f"http://127.0.0.1:{api_port}"
         components[2].wait_http(f"{api}/healthz")
         yield {"settings": settings, "redis": client, "api": api, "producer": producer, "components": components}
@@ -154,7 +154,7 @@ def test_events_in_recommendations_out_on_the_topic_and_the_api(loop, amazon, ka
 
     # In Redis and on the API: the cached list, with the same exclusions.
     for user_id in last_ts:
-        assert client.get(keys.recommendations(user_id)) is not None
+        assert client.get(layout.recommendations_key(user_id)) is not None
         response = httpx.get(f"{api}/v1/users/{user_id}/recommendations", params={"k": 5}, timeout=30)
         assert response.status_code == 200, response.text
         body = response.json()

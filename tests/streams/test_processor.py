@@ -12,16 +12,16 @@ from confluent_kafka import Producer
 
 from streamrec.events import ClickEvent, encode
 from streamrec.settings import StreamsSettings
-from streamrec.store import keys
-from streamrec.store.profile import UserProfile
+from streamrec.store import layout
+from streamrec.store.functions import load_functions
 from streamrec.topics import Topic
-from streams.processor import InteractionProcessor, Record, load_redis_functions
+from streams.processor import InteractionProcessor, Record
 
 
 @pytest.fixture
 async def client(settings):
     connection = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/1")
-    await load_redis_functions(connection)
+    await load_functions(connection)
     yield connection
     await connection.aclose()
 
@@ -52,13 +52,13 @@ async def test_a_replayed_batch_is_skipped_by_the_watermark(client, publish):
     batch = records([ClickEvent(user_id=user, item_id=f"t-{n}") for n in range(5)])
     first = await processor.process(batch)
     assert len(first.applied) == 5 and first.skipped == 0
-    stored = await client.get(keys.user(user))
+    stored = await client.get(layout.profile_key(user))
     again = await processor.process(batch)  # a worker restarted before its offsets were committed
     assert again.applied == [] and again.skipped == 5
-    assert await client.get(keys.user(user)) == stored
+    assert await client.get(layout.profile_key(user)) == stored
     overlapping = await processor.process(batch[3:] + records([ClickEvent(user_id=user, item_id="t-9")], first_offset=5))
     assert overlapping.skipped == 2 and len(overlapping.applied) == 1
-    assert UserProfile.decode(await client.get(keys.user(user))).counts["click"] == 6
+    assert layout.decode_profile(await client.get(layout.profile_key(user))).counts["click"] == 6
 
 
 async def test_profiles_expire_after_their_ttl(client, publish):
@@ -67,9 +67,9 @@ async def test_profiles_expire_after_their_ttl(client, publish):
     )
     user = f"u-{uuid.uuid4().hex}"
     await processor.process(records([ClickEvent(user_id=user, item_id="t-1")]))
-    assert 0 < await client.pttl(keys.user(user)) <= 1000
+    assert 0 < await client.pttl(layout.profile_key(user)) <= 1000
     await asyncio.sleep(1.5)
-    assert await client.get(keys.user(user)) is None
+    assert await client.get(layout.profile_key(user)) is None
 
 
 async def test_rejected_events_reach_their_topics_with_reasons(client, publish, kafka_reader):
@@ -84,3 +84,13 @@ async def test_rejected_events_reach_their_topics_with_reasons(client, publish, 
     assert quarantined[0]["rule"] == "duplicate" and str(click.event_id) in quarantined[0]["reason"]
     dead = kafka_reader.read(Topic.DLQ, match=lambda v: user in v.get("raw", ""), expected=1)
     assert dead[0]["reason"].startswith("item_id") and dead[0]["source"] == "streams:events.clicks"
+
+
+async def test_an_unreadable_profile_is_counted_and_started_afresh(client, publish):
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish)
+    user = f"u-{uuid.uuid4().hex}"
+    await client.set(layout.profile_key(user), b"\x81\xa1f\x01")  # a profile of format 1: not readable here
+    result = await processor.process(records([ClickEvent(user_id=user, item_id="t-1")]))
+    assert len(result.applied) == 1 and processor.unreadable_profiles == 1
+    rebuilt = layout.decode_profile(await client.get(layout.profile_key(user)))
+    assert rebuilt.counts["click"] == 1 and [i.item_id for i in rebuilt.recent] == ["t-1"]

@@ -10,8 +10,10 @@ import pytest
 
 from streamrec.events import PurchaseEvent
 from streamrec.settings import StreamsSettings
+from streamrec.store import layout
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.profile import UserProfile
+from streamrec.store.profile_store import ProfileStore
 from streams.cleaning import (
     Rule,
     check_click_rate,
@@ -20,7 +22,7 @@ from streams.cleaning import (
     check_timestamp,
     fill_from_catalog,
 )
-from streamrec.profile_fold import affinities_at, apply_interaction, decay
+from streamrec.profile_fold import apply_interaction, decay
 
 SETTINGS = StreamsSettings(half_life_s=3600, bot_max_clicks=5, bot_window_s=10, dedup_window_s=60)
 T0 = 1_790_000_000_000
@@ -101,7 +103,9 @@ def test_affinities_are_weighted_and_decayed():
     profile = _apply_all([("click", "a", T0, "Lab"), ("purchase", "b", T0 + 3_600_000, "Safety")], embeddings)
     # the click (weight 1) is one half-life older than the purchase (weight 5)
     assert profile.affinities == pytest.approx({"Lab": 0.5, "Safety": 5.0}, abs=1e-12)
-    assert affinities_at(profile, T0 + 7_200_000, SETTINGS) == pytest.approx({"Lab": 0.25, "Safety": 2.5}, abs=1e-12)
+    # Stored as of the newest event: a reader decays them to its own time.
+    factor = decay(T0 + 7_200_000 - profile.ref_ts, SETTINGS.half_life_s)
+    assert {c: v * factor for c, v in profile.affinities.items()} == pytest.approx({"Lab": 0.25, "Safety": 2.5}, abs=1e-12)
     expected = 0.5 * embeddings["a"] + 5.0 * embeddings["b"]
     assert vectors_agree(profile.vector, expected)
     assert profile.counts == {"click": 1, "add_to_cart": 0, "purchase": 1} and profile.purchased == ["b"]
@@ -141,19 +145,25 @@ def test_full_profile_stays_under_five_kilobytes():
         apply_interaction(profile, user_id="u", event_type=kind, item_id=f"B00{k:07d}", ts=T0 + k, category=f"category {k % 40}",
                           embedding=rng.standard_normal(384).astype(np.float32), settings=settings)
         check_duplicate(profile, uuid.uuid4(), T0 + k, settings)
-    encoded = profile.encode()
+    encoded = layout.encode_profile(profile)
     assert len(encoded) < 5_000, len(encoded)
-    decoded = UserProfile.decode(encoded)
+    decoded = layout.decode_profile(encoded)
     assert decoded.recent == profile.recent and decoded.affinities == profile.affinities
     assert decoded.vector.dtype == np.float16 and decoded.vector.shape == (384,)
     assert decoded.seen_ids == profile.seen_ids
 
 
 def test_unknown_profile_format_is_a_clear_error():
-    from streamrec.store.profile import ProfileFormatError
+    with pytest.raises(layout.ProfileFormatError, match="format"):
+        layout.decode_profile(b"\x81\xa1t\x01")  # a msgpack map without the format version
+    with pytest.raises(layout.ProfileFormatError, match="unreadable"):
+        layout.decode_profile(b"\xc1")
 
-    with pytest.raises(ProfileFormatError, match="format"):
-        UserProfile.decode(b"\x81\xa1t\x01")  # a msgpack map without the format version
-    with pytest.raises(ProfileFormatError, match="unreadable"):
-        UserProfile.decode(b"\xc1")
-    assert UserProfile.decode(None) == UserProfile()
+
+def test_the_profile_store_treats_a_missing_or_unreadable_profile_as_absent_and_counts_the_unreadable():
+    store = ProfileStore(client=None)  # decoding only: no Redis needed
+    assert store.decode("u", None) is None and store.unreadable == 0
+    assert store.decode("u", b"\xc1") is None and store.decode("u", b"\x81\xa1t\x01") is None
+    assert store.unreadable == 2
+    profile = UserProfile(ref_ts=T0, last_seen=T0)
+    assert store.decode("u", layout.encode_profile(profile)) == profile and store.unreadable == 2

@@ -30,9 +30,7 @@ from streamrec.lag import LagReader
 from streamrec.producer import EventProducer
 from streamrec.settings import Settings, StreamsSettings
 from streamrec.stack.process import free_port
-from streamrec.store import keys
-from streamrec.store.catalog import CatalogRecord
-from streamrec.store.profile import UserProfile
+from streamrec.store import layout
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streamrec.stack.isolated import stack_environment
 from tests.streams.recompute import read_interactions, recompute
@@ -149,7 +147,7 @@ def load_catalog(settings: Settings, url: str, client: redis.Redis, replay_input
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if sum(1 for _ in client.scan_iter("i:dg-*", count=5000)) >= expected:
+            if sum(1 for _ in client.scan_iter(layout.item_key("dg-*"), count=5000)) >= expected:
                 return
             time.sleep(1)
         raise AssertionError("catalog not stored in time")
@@ -161,21 +159,21 @@ def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, s
     records = read_interactions(settings.bootstrap_servers, start)
     assert len(records) >= REPLAY_EVENTS + 300 + 10
     catalog = {}
-    for key in client.scan_iter("i:*", count=5000):
-        item_id = key.decode()[2:]
-        catalog[item_id] = CatalogRecord.from_hash(item_id, client.hgetall(key))
+    for key in client.scan_iter(layout.item_key("*"), count=5000):
+        item_id = key.decode().removeprefix(layout.ITEM_PREFIX)
+        catalog[item_id] = layout.decode_catalog(item_id, client.hmget(key, layout.CATALOG_FIELDS))
     streams_settings = StreamsSettings(covisit_top_n=COVISIT_TOP_N)
     expected = recompute(records, catalog, streams_settings)
     assert expected.rejected["duplicate"] >= 300 and expected.rejected["future_timestamp"] >= 5
     assert expected.rejected["malformed"] >= 5
 
     users = sorted(expected.profiles)
-    stored = dict(zip(users, client.mget([keys.user(u) for u in users]), strict=True))
+    stored = dict(zip(users, client.mget([layout.profile_key(u) for u in users]), strict=True))
     mismatches = []
     for user in users:
         want, raw = expected.profiles[user], stored[user]
         assert raw is not None, f"profile of {user} missing"
-        got = UserProfile.decode(raw)
+        got = layout.decode_profile(raw)
         if got.counts != want.counts or got.recent != want.recent or set(got.purchased) != set(want.purchased):
             mismatches.append(user)
             continue
@@ -189,7 +187,7 @@ def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, s
     items = sorted(expected.item_events)
     with client.pipeline(transaction=False) as pipe:
         for item in items:
-            pipe.hmget(keys.item_stats(item), "s", "l", "t")
+            pipe.hmget(layout.item_stats_key(item), layout.POPULARITY_FIELDS)
         stats = pipe.execute()
     for item, (short, long_, newest) in zip(items, stats, strict=True):
         want_short, want_newest = expected.popularity(item, streams_settings.popularity_short_s * 1000)
@@ -201,11 +199,11 @@ def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, s
     pairs = sorted(expected.covisits)
     with client.pipeline(transaction=False) as pipe:
         for source, neighbour in pairs:
-            pipe.zscore(keys.covisit(source), neighbour)
+            pipe.zscore(layout.covisit_key(source), neighbour)
         scores = pipe.execute()
     wrong = [(pair, score) for pair, score in zip(pairs, scores, strict=True) if score != expected.covisits[pair]]
     assert not wrong, f"{len(wrong)} co-visit counts differ, e.g. {wrong[:3]}"
-    stored_pairs = sum(client.zcard(key) for key in client.scan_iter("cv:*", count=5000))
+    stored_pairs = sum(client.zcard(key) for key in client.scan_iter(layout.covisit_key("*"), count=5000))
     assert stored_pairs == len(pairs), "co-visit pairs that the events do not explain"
 
 
@@ -249,6 +247,7 @@ def test_killed_worker_restarts_without_losing_or_double_counting(settings, repl
         wait_caught_up(settings, group)
         metrics = worker.metrics()
         assert "streamrec_streams_event_to_redis_seconds_bucket" in metrics
+        assert "streamrec_streams_unreadable_profiles 0.0" in metrics
     finally:
         worker.stop()
     assert_state_equals_recomputation(settings, client, replay_input["start"])

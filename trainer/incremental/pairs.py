@@ -13,15 +13,16 @@ co-visitation counts stay small whatever the catalog size.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import redis
+import redis.asyncio as redis
 
 from streamrec.datasets.sequences import Example
-from streamrec.store import keys
 from streamrec.store.catalog import CatalogRecord
+from streamrec.store.catalog_store import CatalogStore
 from streamrec.model.texts import item_text
 from trainer.incremental.consume import RawInteraction
 
@@ -69,24 +70,21 @@ class ItemTable:
         return len(self.ids)
 
 
-def catalog_texts(redis_url: str, item_ids: Iterable[str], *, chunk: int = 500) -> dict[str, ItemInfo]:
+def catalog_texts(redis_url: str, item_ids: Iterable[str]) -> dict[str, ItemInfo]:
     """Title and item text of every known item (unknown ones are left out)."""
-    wanted = list(dict.fromkeys(item_ids))
-    found: dict[str, ItemInfo] = {}
+    records = asyncio.run(_catalog_records(redis_url, list(dict.fromkeys(item_ids))))
+    return {
+        item_id: ItemInfo(record.title, item_text(record.title, record.category_path, record.brand))
+        for item_id, record in records.items()
+    }
+
+
+async def _catalog_records(redis_url: str, item_ids: list[str]) -> dict[str, CatalogRecord]:
     client = redis.Redis.from_url(redis_url)
     try:
-        for start in range(0, len(wanted), chunk):
-            part = wanted[start : start + chunk]
-            pipe = client.pipeline(transaction=False)
-            for item_id in part:
-                pipe.hgetall(keys.item(item_id))
-            for item_id, fields in zip(part, pipe.execute()):
-                record = CatalogRecord.from_hash(item_id, fields)
-                if record is not None:
-                    found[item_id] = ItemInfo(record.title, item_text(record.title, record.category_path, record.brand))
+        return await CatalogStore(client).read(item_ids)
     finally:
-        client.close()
-    return found
+        await client.aclose()
 
 
 @dataclass

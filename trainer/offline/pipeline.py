@@ -4,9 +4,9 @@ The quality benchmark and ``streamrec trainer fit-blender`` both need what the r
 have produced for a user with a given history. They get it from serving's own code: the
 :class:`~streamrec.ranking.candidates.CandidateGenerator` over :class:`OfflineSignals` (co-visitation and
 popularity counted from training sequences), an in-memory :class:`ItemIndex`, and the unchanged
-:class:`~streamrec.ranking.recommender.Recommender`. Pairs and profiles follow the streams worker's fold
-(``streams/profile_logic.py``); serving may not import the streams component, so the two
-short folds are restated here and ``tests/serving/test_blender.py`` checks them against it.
+:class:`~streamrec.ranking.recommender.Recommender`. Profiles and co-visit pairs come from the
+streams worker's own fold (:mod:`streamrec.profile_fold`), so offline rows see the signals the
+worker would have stored.
 
 Differences from the live signals, all forced by the data: the source sequences have no
 timestamps, so one user's consecutive items count as one visit (the co-visit time window never
@@ -29,6 +29,7 @@ from streamrec.ranking.item_index import ItemIndex
 from streamrec.ranking.recommender import Recommender, Scorer
 from streamrec.datasets.amazon_pairs import load_catalog
 from streamrec.datasets.loaders import load_amazon
+from streamrec.profile_fold import apply_interaction, remember_covisit
 from streamrec.settings import RecsSettings, StreamsSettings
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.profile import Interaction, UserProfile
@@ -43,20 +44,21 @@ EVENT_TYPE = "click"
 def sequence_pairs(sequence: Sequence[str], settings: StreamsSettings, *, start: int = 0) -> Counter[tuple[str, str]]:
     """Ordered co-visit pairs the streams worker counts for one user's sequence.
 
-    As the worker does: each new item pairs with every other item among the user's last
-    ``covisit_history`` events of its type (an item repeated there pairs again), and each pair
-    is counted in both directions. Only pairs made when the item at position ``start`` or later
-    arrives are returned (``start > 0``: the pairs a prefix of the sequence has not made yet).
+    The worker's rule (:func:`~streamrec.profile_fold.remember_covisit`) over one visit: each
+    new item pairs with every other item among the user's last ``covisit_history`` events of
+    its type (an item repeated there pairs again), and each pair is counted in both directions.
+    Only pairs made when the item at position ``start`` or later arrives are returned
+    (``start > 0``: the pairs a prefix of the sequence has not made yet).
     """
-    history: list[str] = []
+    history: list[Interaction] = []
     pairs: Counter[tuple[str, str]] = Counter()
     for position, item_id in enumerate(sequence):
+        entry = Interaction(position, item_id, EVENT_TYPE)
+        neighbours = remember_covisit(history, entry, window_ms=math.inf, keep=settings.covisit_history)
         if position >= start:
-            for neighbour in history:
-                if neighbour != item_id:
-                    pairs[(item_id, neighbour)] += 1
-                    pairs[(neighbour, item_id)] += 1
-        history = [*history, item_id][-settings.covisit_history :]
+            for neighbour in neighbours:
+                pairs[(item_id, neighbour)] += 1
+                pairs[(neighbour, item_id)] += 1
     return pairs
 
 
@@ -132,29 +134,22 @@ class OfflineSignals(SignalStore):
 def profile_from_history(history: Sequence[str], index: ItemIndex, settings: StreamsSettings) -> UserProfile:
     """The profile the streams worker would hold after these items, clicked a day apart, oldest first.
 
-    Affinities and the vector are ``Σ weight · decay(age) · x`` as of the newest click, the
-    worker's fold for events that arrive in time order.
+    Built with the worker's fold; an item's category and embedding come from ``index`` as the
+    worker's come from the catalog (an item the index does not know counts without them).
     """
     profile = UserProfile()
-    if not history:
-        return profile
-    newest = PROFILE_START_MS + (len(history) - 1) * PROFILE_STEP_MS
-    vector = np.zeros(index.dim, np.float32)
-    affinities: dict[str, float] = {}
     for position, item_id in enumerate(history):
-        ts = PROFILE_START_MS + position * PROFILE_STEP_MS
-        weight = settings.weight_click * 0.5 ** ((newest - ts) / 1000.0 / settings.half_life_s)
         info = index.info(item_id)
-        if info is not None:
-            vector += weight * index.vectors([item_id])[0]
-            if info.category:
-                affinities[info.category] = affinities.get(info.category, 0.0) + weight
-        profile.recent.append(Interaction(ts, item_id, EVENT_TYPE))
-    profile.recent = profile.recent[-settings.recent_max :]
-    profile.affinities = dict(sorted(affinities.items(), key=lambda kv: (-kv[1], kv[0]))[: settings.categories_max])
-    profile.vector = vector.astype(np.float16) if index.dim else None
-    profile.counts[EVENT_TYPE] = len(history)
-    profile.ref_ts = profile.last_seen = newest
+        apply_interaction(
+            profile,
+            user_id="offline",
+            event_type=EVENT_TYPE,
+            item_id=item_id,
+            ts=PROFILE_START_MS + position * PROFILE_STEP_MS,
+            category=info.category if info is not None else None,
+            embedding=index.vectors([item_id])[0] if info is not None else None,
+            settings=settings,
+        )
     return profile
 
 
@@ -220,7 +215,7 @@ class OfflinePipeline:
                     generator: CandidateGenerator | None = None) -> Recommender:
         """A Recommender without Redis: callers pass the profile, so it never reads one."""
         generator = generator or CandidateGenerator(self.index, signals or self.signals, self.recs)
-        return Recommender(None, self.index, generator, scorer or self.scorer, self.blender, self.recs)  # type: ignore[arg-type]
+        return Recommender(None, self.index, generator, scorer or self.scorer, self.blender, self.recs)
 
     async def recommend(self, history: Sequence[str], *, k: int, signals: SignalStore | None = None) -> list[str]:
         """Item ids, best first; the user's own history is never recommended (as in the benchmark)."""

@@ -34,7 +34,7 @@ def _record(item_id: str, vector, *, available: bool = True, category: str = "c"
 
 
 def test_item_index_finds_nearest_available_items_and_updates_in_place():
-    index = ItemIndex(client=None)  # type: ignore[arg-type] - the in-memory path only
+    index = ItemIndex(catalog=None)  # the in-memory path only
     for n, (vector, available) in enumerate([([1, 0, 0], True), ([0.9, 0.1, 0], True), ([0.95, 0, 0], False), ([0, 1, 0], True)]):
         index._upsert(_record(f"i{n}", vector, available=available))
     found = [item for item, _ in index.nearest(np.array([1, 0, 0], np.float32), 3)]

@@ -7,13 +7,14 @@ rolling back and breaking versions here never changes what the other tests' mode
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
+import redis.asyncio as redis
 
 from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE, load_catalog, load_examples
 from streamrec.events import ClickEvent, PurchaseEvent
@@ -22,8 +23,8 @@ from streamrec.model.artifacts import read_metadata
 from streamrec.model.registry import ModelRegistry
 from streamrec.producer import EventProducer
 from streamrec.settings import Settings, TrainerSettings
-from streamrec.store import keys
 from streamrec.store.catalog import CatalogRecord
+from streamrec.store.catalog_store import CatalogStore
 from trainer.incremental import consume
 
 DAY_MS = 86_400_000
@@ -84,17 +85,21 @@ def amazon(data_dir: Path):
 def amazon_catalog_in_redis(settings: Settings, amazon) -> None:
     """Every Amazon Scientific item in the Redis catalog, as the streams worker writes it."""
     catalog, _ = amazon
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for item_id, title, text in zip(catalog.item_ids, catalog.titles, catalog.texts):
-            parts = text.split(". ")
-            category = parts[1].split(" > ") if len(parts) > 1 and " > " in parts[1] else []
-            record = CatalogRecord(item_id, title, tuple(category), None, None, None, True, int(time.time() * 1000))
-            pipe.hset(keys.item(item_id), mapping=record.to_hash())
-        pipe.execute()
-    finally:
-        client.close()
+    now = int(time.time() * 1000)
+    records = []
+    for item_id, title, text in zip(catalog.item_ids, catalog.titles, catalog.texts):
+        parts = text.split(". ")
+        category = parts[1].split(" > ") if len(parts) > 1 and " > " in parts[1] else []
+        records.append(CatalogRecord(item_id, title, tuple(category), None, None, None, True, now))
+
+    async def write() -> None:
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            await CatalogStore(client).write(records, stored_at_ms=now)
+        finally:
+            await client.aclose()
+
+    asyncio.run(write())
 
 
 @pytest.fixture

@@ -71,7 +71,7 @@ def test_offline_covisit_pairs_only_within_the_worker_history() -> None:
 
 
 def test_offline_folds_match_the_streams_worker() -> None:
-    """serving/offline.py restates the worker's pairing and profile fold; they must not drift apart."""
+    """Offline pairs and profiles are the streams worker's fold, wired as the worker applies it."""
     rng = np.random.default_rng(3)
     index = _index(12)
     settings = StreamsSettings(covisit_history=4)

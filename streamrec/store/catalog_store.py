@@ -1,0 +1,70 @@
+"""Catalog records in Redis (``i:{item}``) and the change log ``z:catalog`` (item -> time stored).
+
+Readers that keep a copy of the catalog (the item index) poll the change log instead of
+scanning every item. Records are always read as :data:`~streamrec.store.layout.CATALOG_FIELDS`
+(HMGET) and decoded by :func:`~streamrec.store.layout.decode_catalog`, whichever way they travel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import redis.asyncio as redis
+
+from streamrec.store import functions, layout
+from streamrec.store.catalog import CatalogRecord
+
+READ_CHUNK = 500  # items per pipeline, so a large read never builds one huge reply
+
+
+class CatalogStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    async def write(self, records: Iterable[CatalogRecord], *, stored_at_ms: int) -> None:
+        """Store the records and log them in the change log at ``stored_at_ms``, in one round trip."""
+        records = list(records)
+        if not records:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.hset(layout.item_key(record.item_id), mapping=layout.encode_catalog(record))
+            pipe.zadd(layout.CATALOG_CHANGES_KEY, {record.item_id: stored_at_ms for record in records})
+            await pipe.execute()
+
+    async def read(self, item_ids: Sequence[str]) -> dict[str, CatalogRecord]:
+        """The stored records among ``item_ids`` (unknown items are left out), by pipelined HMGET."""
+        found: dict[str, CatalogRecord] = {}
+        for start in range(0, len(item_ids), READ_CHUNK):
+            chunk = item_ids[start : start + READ_CHUNK]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for item_id in chunk:
+                    pipe.hmget(layout.item_key(item_id), layout.CATALOG_FIELDS)
+                rows = await pipe.execute()
+            found.update(_decoded(chunk, rows))
+        return found
+
+    async def read_in_one_call(self, item_ids: Sequence[str]) -> dict[str, CatalogRecord]:
+        """As :meth:`read`, in one read-only function call: about three times less time than the
+        pipeline for a streams batch's thousand items. Needs the function library, which the
+        streams worker loads."""
+        if not item_ids:
+            return {}
+        rows = await self._redis.fcall_ro(
+            functions.HASH_FIELDS, len(item_ids), *(layout.item_key(i) for i in item_ids), *layout.CATALOG_FIELDS
+        )
+        return _decoded(item_ids, rows)
+
+    async def changes_since(self, since_ms: float) -> list[tuple[str, float]]:
+        """(item, time stored in ms) for every item stored at or after ``since_ms``, oldest first."""
+        changed = await self._redis.zrangebyscore(layout.CATALOG_CHANGES_KEY, since_ms, "+inf", withscores=True)
+        return [(member.decode(), float(score)) for member, score in changed]
+
+
+def _decoded(item_ids: Sequence[str], rows: Sequence[Sequence[bytes | None]]) -> dict[str, CatalogRecord]:
+    found = {}
+    for item_id, values in zip(item_ids, rows, strict=True):
+        record = layout.decode_catalog(item_id, values)
+        if record is not None:
+            found[item_id] = record
+    return found
