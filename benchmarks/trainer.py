@@ -7,9 +7,11 @@ On a fresh isolated stack (Kafka, Redis, Triton) with the student scorer as vers
 trained student in bench-out/models if there is one, else the untrained one `model init` writes),
 the Amazon Scientific purchase sequences are replayed in time order (real per-user order; the
 source has no timestamps, so spacing is synthetic: one purchase a day per user) in slices: the
-first 10,000 events, then the rest in ``--slices`` parts. After each slice is in Kafka one real
-trainer cycle runs (`trainer.incremental.cycle.run_cycle`: consume, pairs, fine-tune, gate, publish to
-Triton) and is timed until the new version serves. Then the served version and the frozen
+first 10,000 events, then the rest in ``--slices`` parts. Each slice goes through a real streams
+worker (raw topics -> cleaning -> ``events.accepted``, its late-event limit widened to the replay's
+span); once the worker has accepted the slice, one real trainer cycle runs
+(`trainer.incremental.cycle.run_cycle`: consume, pairs, fine-tune, gate, publish to Triton) and is
+timed until the new version serves (the streams pass is not part of ``cycle_s``). Then the served version and the frozen
 version 1 rank the *next* slice's purchases (context: everything before; the real item among 99
 negatives drawn by popularity, identical lists for both models): NDCG@10 of each and the gain.
 
@@ -34,6 +36,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import isolated_stack, machine, print_report, write_json  # noqa: E402
+from streamrec.components import ComponentProcess  # noqa: E402
+from streamrec.kafka_admin import commit_groups_at_end  # noqa: E402
+from streamrec.lag import LagReader  # noqa: E402
 from streamrec.datasets.loaders import load_amazon  # noqa: E402
 from streamrec.events import PurchaseEvent  # noqa: E402
 from streamrec.model import contract  # noqa: E402
@@ -42,11 +47,14 @@ from trainer.offline.baselines import CoVisitation, Popularity  # noqa: E402
 from streamrec.model.bootstrap import init_scorers  # noqa: E402
 from streamrec.model.texts import item_text  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
-from streamrec.settings import REPO_ROOT, TrainerSettings  # noqa: E402
+from streamrec.settings import REPO_ROOT, Settings, TrainerSettings  # noqa: E402
+from streamrec.stack.isolated import stack_environment  # noqa: E402
+from streamrec.stack.process import free_port  # noqa: E402
 from streamrec.store.catalog import CatalogRecord  # noqa: E402
 from streamrec.store.catalog_store import CatalogStore  # noqa: E402
 from trainer.incremental import gate, pairs  # noqa: E402
-from trainer.incremental.consume import RawInteraction  # noqa: E402
+from streamrec.topics import INTERACTION_TOPICS  # noqa: E402
+from trainer.incremental.consume import AcceptedInteraction  # noqa: E402
 from trainer.incremental.cycle import registry_for, run_cycle  # noqa: E402
 
 DAY_MS = 86_400_000
@@ -82,7 +90,30 @@ def load_catalog_into_redis(redis_url: str, catalog) -> dict[str, pairs.ItemInfo
     return {item.item_id: pairs.ItemInfo(item.title, item_text(item.title, item.category_path, item.brand)) for item in catalog}
 
 
-def next_slice_ndcg(frozen, served, tokenizer, history: list[RawInteraction], upcoming: list[RawInteraction],
+def streams_worker(settings: Settings, log_path: Path, max_late_s: float) -> ComponentProcess:
+    """A streams worker (interactions only) that accepts the replay onto events.accepted."""
+    commit_groups_at_end(settings.bootstrap_servers, {settings.streams.app_id: [t.value for t in INTERACTION_TOPICS]})
+    env = {**stack_environment(settings.stack), "STREAMREC_STREAMS__AGENTS": '["interactions"]',
+           "STREAMREC_STREAMS__WEB_PORT": str(free_port()), "STREAMREC_STREAMS__MAX_LATE_S": str(max_late_s)}
+    return ComponentProcess(["streams", "worker"], log_path, env).start()
+
+
+def wait_accepted(settings: Settings, worker: ComponentProcess, timeout_s: float = 900) -> float:
+    """Seconds until the streams worker committed past every raw event (so all are on events.accepted)."""
+    began = time.monotonic()
+    topics = [t.value for t in INTERACTION_TOPICS]
+    reader = LagReader(settings.bootstrap_servers)
+    try:
+        while sum(row.lag for row in reader.read([settings.streams.app_id], sample_s=0, topics=topics) if row.topic in topics):
+            if not worker.alive() or time.monotonic() - began > timeout_s:
+                raise RuntimeError(f"the streams worker did not accept the slice:\n{worker.log_tail()}")
+            time.sleep(0.5)
+    finally:
+        reader.close()
+    return time.monotonic() - began
+
+
+def next_slice_ndcg(frozen, served, tokenizer, history: list[AcceptedInteraction], upcoming: list[AcceptedInteraction],
                     known: dict[str, pairs.ItemInfo], *, examples: int, candidates: int, max_length: int) -> dict:
     timed, _ = pairs.build_examples(upcoming, known, context=history)
     rng = np.random.default_rng(0)
@@ -121,7 +152,10 @@ def main() -> None:
     rest = np.array_split(np.arange(FIRST_SLICE, len(events)), args.slices)
     bounds = [(0, FIRST_SLICE), *((int(part[0]), int(part[-1]) + 1) for part in rest if part.size)]
     base_ms = int(time.time() * 1000) - events[-1].time_ms - DAY_MS
-    raw = [RawInteraction(e.user_id, e.item_id, "purchase", base_ms + e.time_ms, "replay", 0, i) for i, e in enumerate(events)]
+    raw = [AcceptedInteraction(f"replay-{i}", e.user_id, e.item_id, "purchase", base_ms + e.time_ms, "replay", 0, i)
+           for i, e in enumerate(events)]
+    # The replay spans years of synthetic days: the streams worker must not quarantine it as late.
+    max_late_s = (events[-1].time_ms - events[0].time_ms) / 1000 + 2 * DAY_MS / 1000
     trainer_options = dict(min_events=100, steps=60 if args.quick else 300, max_minutes=2.0 if args.quick else 6.0,
                            context_events=20_000)
     eval_examples, eval_candidates = (150, 50) if args.quick else (600, 100)
@@ -135,29 +169,35 @@ def main() -> None:
             known = load_catalog_into_redis(settings.redis_url, dataset.catalog)
             registry = registry_for(settings, say=print)
             frozen, tokenizer, frozen_meta = load_folder(repo / contract.BERT_SCORER_STUDENT / "1")
-            cycles, slices = [], []
-            for number, (start, stop) in enumerate(bounds):
-                with EventProducer.from_settings(settings) as producer:
-                    for event in events[start:stop]:
-                        producer.produce(PurchaseEvent(user_id=event.user_id, item_id=event.item_id, session_id=event.session_id,
-                                                       order_id=event.order_id or f"o{start}", ts=base_ms + event.time_ms))
-                    producer.flush(60)
-                began = time.monotonic()
-                result = run_cycle(settings, say=print)
-                seconds = time.monotonic() - began
-                served = registry.served_version()
-                cycles.append({"slice": number, "events": stop - start, "status": result.status, "version": result.version,
-                               "served": served, "cycle_s": round(seconds, 1), "timings": result.timings,
-                               "examples": result.examples, "gate": result.gate})
-                print(f"slice {number}: {result.status} v{result.version} in {seconds:.1f} s {result.timings}")
-                if number + 1 < len(bounds):
-                    next_start, next_stop = bounds[number + 1]
-                    served_model = None if served == 1 else load_folder(repo / contract.BERT_SCORER_STUDENT / str(served))[0]
-                    figures = next_slice_ndcg(frozen, served_model, tokenizer, raw[:next_start], raw[next_start:next_stop], known,
-                                              examples=eval_examples, candidates=eval_candidates, max_length=frozen_meta.max_length)
-                    slices.append({"after_slice": number, "served_version": served, **figures})
-                    print(f"next slice {number + 1}: served v{served} NDCG@10 {figures['served_ndcg10']:.4f} "
-                          f"vs frozen {figures['frozen_ndcg10']:.4f} ({figures['gain']:+.4f})")
+            worker = streams_worker(settings, Path(folder) / "streams.log", max_late_s)
+            try:
+                cycles, slices = [], []
+                for number, (start, stop) in enumerate(bounds):
+                    with EventProducer.from_settings(settings) as producer:
+                        for event in events[start:stop]:
+                            producer.produce(PurchaseEvent(user_id=event.user_id, item_id=event.item_id, session_id=event.session_id,
+                                                           order_id=event.order_id or f"o{start}", ts=base_ms + event.time_ms))
+                        producer.flush(60)
+                    streams_s = wait_accepted(settings, worker)
+                    began = time.monotonic()
+                    result = run_cycle(settings, say=print)
+                    seconds = time.monotonic() - began
+                    served = registry.served_version()
+                    cycles.append({"slice": number, "events": stop - start, "status": result.status, "version": result.version,
+                                   "served": served, "cycle_s": round(seconds, 1), "streams_s": round(streams_s, 1),
+                                   "events_used": result.events_used, "unreadable": result.unreadable, "timings": result.timings,
+                                   "examples": result.examples, "gate": result.gate})
+                    print(f"slice {number}: accepted in {streams_s:.1f} s; {result.status} v{result.version} in {seconds:.1f} s {result.timings}")
+                    if number + 1 < len(bounds):
+                        next_start, next_stop = bounds[number + 1]
+                        served_model = None if served == 1 else load_folder(repo / contract.BERT_SCORER_STUDENT / str(served))[0]
+                        figures = next_slice_ndcg(frozen, served_model, tokenizer, raw[:next_start], raw[next_start:next_stop], known,
+                                                  examples=eval_examples, candidates=eval_candidates, max_length=frozen_meta.max_length)
+                        slices.append({"after_slice": number, "served_version": served, **figures})
+                        print(f"next slice {number + 1}: served v{served} NDCG@10 {figures['served_ndcg10']:.4f} "
+                              f"vs frozen {figures['frozen_ndcg10']:.4f} ({figures['gain']:+.4f})")
+            finally:
+                worker.stop()
 
     metrics = {
         "cycle_s": cycles[0]["cycle_s"],

@@ -173,12 +173,12 @@ def quickstart(
 def schemas(
     out_dir: Annotated[Path, typer.Option(help="Where to write the JSON Schema files.")] = REPO_ROOT / "docs" / "schemas",
 ) -> None:
-    """Write the event contract as JSON Schema files (one per event type)."""
-    from streamrec.events import json_schemas
+    """Write the contracts as JSON Schema files (one per event type and one per internal topic)."""
+    from streamrec.schemas import schema_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, schema in json_schemas().items():
-        path = out_dir / f"{name}.v1.schema.json"
+    for name, schema in schema_files().items():
+        path = out_dir / name
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         console.print(f"wrote {path}")
 
@@ -309,18 +309,12 @@ def model_rollback(
     except (ValueError, VersionRejected) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
-    settings = _settings(ctx)
     try:
-        import orjson
-        from confluent_kafka import Producer
+        from streamrec.messages import ModelUpdate
+        from streamrec.model.updates import announce
 
-        from streamrec.topics import Topic
-
-        producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
-        producer.produce(Topic.MODEL_UPDATES.value, key=registry.model.encode(),
-                         value=orjson.dumps({"event": "rolled_back", "model": registry.model, "version": version,
-                                             "metrics": registry.metadata(version).metrics}))
-        producer.flush(10)
+        announce(_settings(ctx), ModelUpdate(event="rolled_back", model=registry.model, version=version,
+                                             metrics=registry.metadata(version).metrics), timeout_s=10)
     except Exception as error:  # noqa: BLE001 - the rollback itself succeeded; the announcement is best effort
         console.print(f"[yellow]rolled back, but model.updates was not written: {error}[/yellow]")
     console.print(f"{registry.model}: serving version {version}")

@@ -156,9 +156,11 @@ class InvalidEvent(ValueError):
         self.errors = errors or []
 
 
-def _describe(error: ValidationError) -> tuple[str, list[dict[str, str]]]:
+def describe(error: ValidationError, whole: str = "(event)") -> tuple[str, list[dict[str, str]]]:
+    """(one-line reason, field-level details) of a validation error, for rejections and dead letters;
+    ``whole`` names the location of an error about the value as a whole."""
     details = [
-        {"loc": ".".join(str(part) for part in e["loc"]) or "(event)", "msg": e["msg"], "type": e["type"]}
+        {"loc": ".".join(str(part) for part in e["loc"]) or whole, "msg": e["msg"], "type": e["type"]}
         for e in error.errors(include_url=False)
     ]
     first = details[0]
@@ -191,7 +193,7 @@ class EventValidator:
             # The model named by `type` (not the union): error locations read "price", not "purchase.price".
             event = EVENT_TYPES[event_type].model_validate(raw)
         except ValidationError as error:
-            reason, details = _describe(error)
+            reason, details = describe(error)
             raise InvalidEvent(reason, details) from None
         self.check(event)
         return event

@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamrec.faust_app import worker_app
+from streamrec.messages import ProfileUpdated
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
 from streamrec.store.functions import load_functions
@@ -133,7 +134,6 @@ def create_app(settings: Settings) -> faust.App:
 
     interactions_topic = app.topic(*(topic.value for topic in INTERACTION_TOPICS))
     catalog_topic = app.topic(Topic.CATALOG.value)
-    updates_topic = Topic.PROFILES_UPDATED.value
 
     async def apply_interactions(stream: faust.StreamT) -> None:
         async for events in stream.take_events(streams.batch_max, within=streams.batch_within_s):
@@ -144,8 +144,7 @@ def create_app(settings: Settings) -> faust.App:
             runtime.metrics.unreadable_profiles.set(processor.unreadable_profiles)
             if result.updated_users:
                 signals = [
-                    (updates_topic, user.encode(), f'{{"user_id":"{user}","newest_event_ts":{ts}}}'.encode())
-                    for user, ts in result.updated_users.items()
+                    ProfileUpdated(user_id=user, newest_event_ts=ts).to_kafka() for user, ts in result.updated_users.items()
                 ]
                 await runtime.until_done(lambda: runtime.publish_many(signals), "publishing profile updates")
 

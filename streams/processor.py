@@ -10,8 +10,10 @@ not at all. WATCH on the watermarks and the touched profiles makes a second
 worker that still believes it owns a partition (during a rebalance) retry
 instead of overwriting.
 
-Rejected events are published (and their delivery awaited) before the EXEC,
-so a crash can duplicate a dead letter but never lose one.
+Rejected events (to ``events.dlq`` or ``events.quarantine``) and applied ones (to
+``events.accepted``, as applied: cleaned and filled) are published, and their
+delivery awaited, before the EXEC, so a crash can repeat such a message but
+never lose one; consumers dedupe by ``event_id``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from redis.exceptions import WatchError
 
 from streamrec.deadletter import DeadLetter
 from streamrec.events import CartEvent, ClickEvent, EventValidator, InvalidEvent, PurchaseEvent
+from streamrec.messages import AcceptedEvent, QuarantinedEvent
 from streamrec.settings import StreamsSettings
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
@@ -61,6 +64,8 @@ class Record:
 class BatchResult:
     applied: list[Applied] = field(default_factory=list)
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
+    quarantined: list[QuarantinedEvent] = field(default_factory=list)  # the readable ones of ``rejected``
+    accepted: list[AcceptedEvent] = field(default_factory=list)  # the events ``applied`` came from, as applied
     updated_users: dict[str, int] = field(default_factory=dict)  # user -> newest event ts
     skipped: int = 0  # already applied before (offset at or below the watermark)
     attempts: int = 1  # > 1 when WATCH saw another writer and the batch was recomputed
@@ -152,9 +157,12 @@ class InteractionProcessor:
                 rejection = self._judge(event, record, profile, catalog.get(event.item_id))
                 if rejection is not None:
                     result.rejected.append((record, rejection))
+                    result.quarantined.append(QuarantinedEvent(rule=rejection.rule.value, reason=rejection.reason, event=event,
+                                                               topic=record.topic, partition=record.partition, offset=record.offset))
                     continue
                 if isinstance(event, PurchaseEvent):
                     event = fill_from_catalog(event, catalog.get(event.item_id))
+                result.accepted.append(AcceptedEvent(event=event, topic=record.topic, partition=record.partition, offset=record.offset))
                 item = catalog.get(event.item_id)
                 result.applied.append(
                     apply_interaction(
@@ -170,7 +178,7 @@ class InteractionProcessor:
                 )
                 result.updated_users[event.user_id] = max(result.updated_users.get(event.user_id, 0), event.ts)
 
-            await self._publish_rejections(result.rejected)
+            await self._publish_outcomes(result)
 
             pipe.multi()
             self._profiles.queue_write(
@@ -208,11 +216,12 @@ class InteractionProcessor:
             observations.add(event.item_id, event.ts, event.weight, event.covisits)
         return observations
 
-    async def _publish_rejections(self, rejected: list[tuple[Record, Rejection]]) -> None:
+    async def _publish_outcomes(self, result: BatchResult) -> None:
+        """Dead letters, quarantined and accepted events of the batch, delivered before its EXEC."""
         messages: list[tuple[str, bytes | None, bytes]] = []
-        for record, rejection in rejected:
-            event_id = _event_id(record.value)
+        for record, rejection in result.rejected:
             if rejection.rule is Rule.MALFORMED:
+                event_id = _event_id(record.value)
                 letter = DeadLetter.wrap(
                     record.value,
                     reason=rejection.reason,
@@ -221,18 +230,8 @@ class InteractionProcessor:
                     event_id=event_id,
                 )
                 messages.append((Topic.DLQ, event_id.encode() if event_id else None, letter.encode()))
-            else:
-                payload = orjson.dumps(
-                    {
-                        "rule": rejection.rule.value,
-                        "reason": rejection.reason,
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "event": orjson.loads(record.value),
-                    }
-                )
-                messages.append((Topic.QUARANTINE, record.key, payload))
+        messages += [quarantined.to_kafka() for quarantined in result.quarantined]
+        messages += [accepted.to_kafka() for accepted in result.accepted]
         if messages:
             await self._publish(messages)
 

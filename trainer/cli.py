@@ -42,6 +42,7 @@ def _print(result) -> None:
     table.add_column("value")
     rows = {
         "champion": result.champion, "version": result.version, "events used": f"{result.events_used:,}",
+        "unreadable (dead-lettered on publish)": result.unreadable, "duplicates left out": result.duplicates,
         "examples": json.dumps(result.examples), "duration": f"{result.duration_s:.1f} s",
         "timings": json.dumps(result.timings), "reason": result.reason or "-",
     }

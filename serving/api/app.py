@@ -16,31 +16,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import orjson
 from fastapi import FastAPI, HTTPException, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from serving.engine.service import RecsService
+from streamrec.messages import Recommendations, UnreadableMessage
 from streamrec.settings import Settings
 
 
-class ItemOut(BaseModel):
-    item_id: str
-    score: float
-    reason: str = Field(description='Why it is recommended, e.g. "because you viewed X" or "trending in Y".')
-    reason_item: str | None = Field(default=None, description="The history item the reason names.")
+class RecommendationsOut(Recommendations):
+    """The list as the real-time loop publishes it, and whether it came from its cache."""
 
-
-class RecommendationsOut(BaseModel):
-    user_id: str
-    rec_id: str = Field(description="Unique per computed list; echo it with clicks to attribute them.")
-    items: list[ItemOut]
-    model_version: str
-    variant: str
-    generated_at: int = Field(description="When the list was computed (ms since the epoch).")
-    source_event_ts: int | None = Field(description="The user's newest event the list reflects (ms), null for unknown users.")
-    degraded: bool = Field(description="True when the scorer was unavailable or too slow: the list is in signal order.")
     cached: bool = Field(description="Served from the real-time loop's cache.")
 
 
@@ -66,15 +53,20 @@ class RecsApi:
         k = min(k or api.default_k, api.max_k)
         excluded = set(exclude or ())
         cached_raw, profile = await self.service.cache.read_with_profile(user_id, self.service.profiles)
+        cached = None
         if cached_raw is not None and category is None:
-            cached = orjson.loads(cached_raw)
-            current = profile is None or (cached.get("source_event_ts") or 0) >= profile.last_seen
-            items = [item for item in cached["items"] if item["item_id"] not in excluded]
+            try:
+                cached = Recommendations.decode(cached_raw)
+            except UnreadableMessage:
+                cached = None  # computed afresh below, as for a cache miss
+        if cached is not None:
+            current = profile is None or (cached.source_event_ts or 0) >= profile.last_seen
+            items = [item for item in cached.items if item.item_id not in excluded]
             # A degraded cached list is still served: recomputing it while the scorer is down would
             # cost every request the candidate stage and give the same answer.
             if current and len(items) >= k:
                 self.service.metrics.api_seconds.labels("recommendations", "true").observe(time.perf_counter() - started)
-                return RecommendationsOut(**{**cached, "items": items[:k], "cached": True})
+                return RecommendationsOut(**{**dict(cached), "items": items[:k], "cached": True})
         outcome = await self.service.recommender.recommend(
             user_id,
             k=k,
@@ -86,7 +78,7 @@ class RecsApi:
         )
         self.service.metrics.observe(outcome, "api")
         self.service.metrics.api_seconds.labels("recommendations", "false").observe(time.perf_counter() - started)
-        return RecommendationsOut(**outcome.recommendations.to_dict(), cached=False)
+        return RecommendationsOut(**dict(outcome.recommendations), cached=False)
 
     async def similar(
         self, item_id: str, k: Annotated[int, Query(ge=1, le=200, description="Items to return.")] = 10

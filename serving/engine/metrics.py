@@ -40,6 +40,10 @@ class RecsMetrics:
         self.api_seconds = Histogram(
             "streamrec_api_request_seconds", "API request latency.", ["endpoint", "cached"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.dead_letters = Counter(
+            "streamrec_recs_dead_letters", "Unreadable messages written to events.dlq, by the topic they were read from.",
+            ["topic"], registry=r,
+        )
         self.index_items = Gauge("streamrec_recs_index_items", "Catalog items in the in-memory item index.", registry=r)
         self.unreadable_profiles = Gauge(
             "streamrec_recs_unreadable_profiles", "Stored profiles that could not be read (served as new users).", registry=r

@@ -5,10 +5,10 @@ order), takes them in batches of up to ``batch_max_users`` within ``debounce_s``
 each user's updates into one list (the debounce), computes the batch's lists concurrently —
 the scorer client coalesces them into few Triton requests, and under load each user's re-rank
 depth shrinks so that the batch's scoring fits its target (``serving.recs.rerank_depth``) — and then,
-per list, publishes ``{user_id, rec_id, items: [{item_id, score, reason}], model_version, variant,
-generated_at, source_event_ts, degraded}`` to ``recommendations`` (keyed by user) and caches
-the same JSON in Redis (``r:{user}``) with a TTL. Offsets are committed after the batch's
-lists are delivered, so a crash recomputes lists rather than losing them.
+per list, publishes a :class:`streamrec.messages.Recommendations` to ``recommendations`` (keyed by
+user) and caches the same JSON in Redis (``r:{user}``) with a TTL. Offsets are committed after the
+batch's lists are delivered, so a crash recomputes lists rather than losing them. An update that
+breaks its contract is written to ``events.dlq`` (counted per topic) and the batch goes on.
 """
 
 from __future__ import annotations
@@ -16,36 +16,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 
 import faust
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streamrec.ranking.recommender import Recommendations
 from serving.engine.service import RecsService
+from streamrec.deadletter import DeadLetter
 from streamrec.faust_app import worker_app
+from streamrec.messages import ProfileUpdated, Recommendations, UnreadableMessage
 from streamrec.settings import Settings
 from streamrec.topics import Topic
 
 log = logging.getLogger(__name__)
+DEAD_LETTER_SOURCE = f"recs:{Topic.PROFILES_UPDATED.value}"
 
 
-def latest_per_user(values: list[bytes]) -> dict[str, int]:
-    """user -> newest event ts over a batch of ``profiles.updated`` messages (unreadable ones skipped)."""
-    users: dict[str, int] = {}
+@dataclass
+class UpdateBatch:
+    latest: dict[str, int] = field(default_factory=dict)
+    """user -> newest event ts over the batch (a user's updates collapse into one list)."""
+    unreadable: list[tuple[bytes, UnreadableMessage]] = field(default_factory=list)
+    """Messages that break the ``profiles.updated`` contract, with why."""
+
+
+def read_updates(values: list[bytes]) -> UpdateBatch:
+    """A batch of ``profiles.updated`` values, read through their contract; broken ones are kept for the DLQ."""
+    batch = UpdateBatch()
     for value in values:
         try:
-            update = orjson.loads(value)
-            user_id, ts = str(update["user_id"]), int(update.get("newest_event_ts") or 0)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("skipping an unreadable profile update: %r", value[:200])
+            update = ProfileUpdated.decode(value)
+        except UnreadableMessage as error:
+            batch.unreadable.append((value, error))
             continue
-        users[user_id] = max(users.get(user_id, 0), ts)
-    return users
-
-
-def encode(recommendations: Recommendations) -> bytes:
-    return orjson.dumps(recommendations.to_dict())
+        batch.latest[update.user_id] = max(batch.latest.get(update.user_id, 0), update.newest_event_ts)
+    return batch
 
 
 class RecsRuntime:
@@ -53,7 +58,6 @@ class RecsRuntime:
         self.app = app
         self.settings = settings
         self.service: RecsService | None = None
-        self.published = 0
 
     async def ready(self) -> RecsService:
         if self.service is None:
@@ -64,7 +68,10 @@ class RecsRuntime:
 
     async def handle(self, values: list[bytes]) -> list[Recommendations]:
         service = await self.ready()
-        users = latest_per_user(values)
+        updates = read_updates(values)
+        if updates.unreadable:
+            await self.dead_letter(service, updates.unreadable)
+        users = updates.latest
         service.metrics.batch_users.observe(len(users))
         depth = service.depth.for_batch(len(users))
         service.metrics.rerank_depth.observe(depth)
@@ -86,15 +93,29 @@ class RecsRuntime:
         return lists
 
     async def deliver(self, service: RecsService, lists: list[Recommendations]) -> None:
-        payloads = [(recommendations.user_id, encode(recommendations)) for recommendations in lists]
-        await service.cache.write_many(payloads, ttl_s=self.settings.recs.cache_ttl_s)
-        producer = self.app.producer
-        pending = [
-            await producer.send(Topic.RECOMMENDATIONS.value, user_id.encode(), payload, None, None, None)
-            for user_id, payload in payloads
+        messages = [recommendations.to_kafka() for recommendations in lists]
+        await service.cache.write_many(
+            [(recommendations.user_id, value) for recommendations, (_, _, value) in zip(lists, messages, strict=True)],
+            ttl_s=self.settings.recs.cache_ttl_s,
+        )
+        await self.send(messages)
+
+    async def dead_letter(self, service: RecsService, unreadable: list[tuple[bytes, UnreadableMessage]]) -> None:
+        """Each unreadable update to ``events.dlq`` (delivered before the batch is committed), counted."""
+        letters = [
+            DeadLetter.wrap(raw, reason=error.reason, errors=error.errors, source=DEAD_LETTER_SOURCE,
+                            max_raw_bytes=self.settings.deadletters.raw_max_bytes)
+            for raw, error in unreadable
         ]
+        await self.send([(Topic.DLQ.value, None, letter.encode()) for letter in letters])
+        service.metrics.dead_letters.labels(Topic.PROFILES_UPDATED.value).inc(len(letters))
+        log.warning("%d unreadable profile updates written to %s, e.g. %s", len(letters), Topic.DLQ.value, letters[0].reason)
+
+    async def send(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+        """Send ``(topic, key, value)`` messages and wait until Kafka acknowledged them all."""
+        producer = self.app.producer
+        pending = [await producer.send(topic, key, value, None, None, None) for topic, key, value in messages]
         await asyncio.gather(*pending)
-        self.published += len(payloads)
 
     async def until_done(self, values: list[bytes]) -> None:
         """Retry a batch until it is delivered: its offsets are committed only after that."""

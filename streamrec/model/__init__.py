@@ -7,6 +7,7 @@
 * :mod:`streamrec.model.artifacts` — self-contained version folders (safetensors, tokenizer
   files, metadata) written atomically; :mod:`streamrec.model.registry` — publishing, loading
   and rolling back versions in Triton; :mod:`streamrec.model.bootstrap` — first versions;
+  :mod:`streamrec.model.updates` — announcing the served version on ``model.updates``;
 * :mod:`streamrec.model.contract` — tensor names and shapes Triton and clients agree on;
 * :mod:`streamrec.model.triton_backend` — the Python backend's model.
 

@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +27,7 @@ from streamrec.ranking.candidates import (
     CandidateSet,
 )
 from streamrec.ranking.diversity import mmr
+from streamrec.messages import RecommendedItem, Recommendations
 from streamrec.ranking.item_index import ItemIndex
 from streamrec.model.texts import user_context
 from streamrec.settings import RecsSettings
@@ -40,31 +41,6 @@ class Scorer(Protocol):
     model: str
 
     async def score(self, context: str, items: list[str]) -> np.ndarray: ...
-
-
-@dataclass
-class RecommendedItem:
-    item_id: str
-    score: float
-    reason: str
-    reason_item: str | None = None  # the history item the reason names, if any
-    sources: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Recommendations:
-    user_id: str
-    rec_id: str
-    items: list[RecommendedItem]
-    model_version: str
-    variant: str
-    generated_at: int  # ms since the epoch
-    source_event_ts: int | None  # the newest event the profile had seen (ms), None for unknown users
-    degraded: bool
-    degraded_reason: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 OVER_BUDGET = "scorer over its latency budget"

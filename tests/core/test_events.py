@@ -20,8 +20,11 @@ from streamrec.events import (
     key_for,
     topic_for,
 )
+from streamrec.schemas import schema_files
 from streamrec.settings import REPO_ROOT
-from streamrec.topics import Topic
+from streamrec.topics import INTERACTION_TOPICS, Topic
+
+INTERNAL_TOPICS = [topic for topic in Topic if topic not in (*INTERACTION_TOPICS, Topic.CATALOG)]
 
 NOW_MS = int(time.time() * 1000)
 validator = EventValidator(max_future_skew_s=300, clock_ms=lambda: NOW_MS)
@@ -96,9 +99,15 @@ def test_generated_json_schemas_accept_valid_and_reject_invalid_events():
 
 
 def test_committed_schema_files_are_current():
-    """docs/schemas is what non-Python producers read: it must match the models (`streamrec schemas`)."""
+    """docs/schemas is what non-Python producers and consumers read: it must match the models, the
+    events' and every internal topic's (`streamrec schemas`)."""
     folder = REPO_ROOT / "docs" / "schemas"
-    for name, schema in json_schemas().items():
-        path = folder / f"{name}.v1.schema.json"
+    files = schema_files()
+    assert {f"{name}.v1.schema.json" for name in json_schemas()} <= set(files)
+    assert {f"{topic.value}.v1.schema.json" for topic in INTERNAL_TOPICS} <= set(files)
+    for name, schema in files.items():
+        path = folder / name
         assert path.exists(), f"{path} missing: run `streamrec schemas`"
         assert json.loads(path.read_text()) == schema, f"{path} is stale: run `streamrec schemas`"
+    leftovers = {path.name for path in folder.glob("*.json")} - set(files)
+    assert not leftovers, f"schema files no model writes: {sorted(leftovers)}"

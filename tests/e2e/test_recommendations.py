@@ -8,13 +8,24 @@ user sequences.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 import httpx
+import orjson
 import pytest
 import redis
+from confluent_kafka import Producer
+
+from serving.collector.app import create_app as create_collector
+from streamrec.deadletter import DeadLetter
+from streamrec.messages import Recommendations
 
 from streamrec.datasets.loaders import load
 from streamrec.datasets.replay import catalog_event
@@ -93,6 +104,15 @@ def loop(settings, amazon, tmp_path_factory):
             component.stop()
         client.flushdb()
         client.close()
+
+
+@asynccontextmanager
+async def running_collector(settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP collector in-process (its lifespan running) on the session's Kafka, and a client for it."""
+    app = create_collector(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://collector", timeout=30) as client:
+            yield client
 
 
 def sequences(amazon, count: int, offset: int = 0) -> list[tuple[str, list[str]]]:
@@ -274,3 +294,123 @@ def test_recommendations_degrade_while_triton_is_down_and_recover_without_restar
     finally:
         worker.stop()
         triton.down()
+
+
+ODD_USERS = ['kcat"q', "back\\slash", "Jürgen-ß", "用户", "🛒user"]
+ODD_ITEMS = ['item"q', "item\\back", "Größe-Artikel", "商品", "🧪item"]
+
+
+async def test_ids_with_quotes_backslashes_and_other_scripts_go_through_every_topic_to_a_list(loop, amazon, kafka_reader):
+    """Odd user and item ids, sent through the real collector and the SDK, arrive intact on every
+    topic, in Redis and on the API (a user id inside JSON written by hand once broke this)."""
+    settings, producer, client, api = loop["settings"], loop["producer"], loop["redis"], loop["api"]
+    run = uuid.uuid4().hex[:6]
+    users = [f"{odd}-{run}" for odd in ODD_USERS]
+    items = [f"{odd}-{run}" for odd in ODD_ITEMS]
+    now = int(time.time() * 1000)
+    for item_id, base in zip(items, amazon.catalog[20:], strict=False):  # real texts under odd ids
+        producer.produce(catalog_event(type(base)(item_id=item_id, title=base.title, category_path=base.category_path,
+                                                  brand=base.brand), now))
+    producer.flush()
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+        deadline = time.monotonic() + 90
+        for item_id in items:  # embedded by the streams worker, then in the API's item index
+            while (await http.get(f"/v1/items/{quote(item_id, safe='')}/similar")).status_code != 200:
+                assert time.monotonic() < deadline, f"{item_id!r} never became searchable"
+                await asyncio.sleep(0.3)
+    for step, item_id in enumerate(items):  # one shopper co-visits them all: they are each other's candidates
+        producer.produce(ClickEvent(user_id=f"odd-bg-{run}", session_id=run, item_id=item_id, ts=now + step))
+    producer.flush()
+    await asyncio.sleep(2)
+
+    # Each user clicks an odd item through the collector (JSON over HTTP), then a real item through the SDK.
+    first_clicks = {user: {"type": "click", "event_id": str(uuid.uuid4()), "user_id": user, "item_id": item_id,
+                           "session_id": f"s-{run}", "ts": int(time.time() * 1000)} for user, item_id in zip(users, items)}
+    async with running_collector(settings) as collector:
+        response = await collector.post("/v1/events", json=list(first_clicks.values()))
+        assert response.status_code == 202 and response.json()["accepted"] == len(users), response.text
+        last_ts = {}
+        for user, click in first_clicks.items():
+            last_ts[user] = click["ts"] + 1
+            producer.produce(ClickEvent(user_id=user, session_id=f"s-{run}", item_id=amazon.catalog[0].item_id, ts=last_ts[user]))
+        producer.flush()
+
+        accepted = kafka_reader.read(Topic.ACCEPTED, match=lambda v: v.get("event", {}).get("user_id") in last_ts,
+                                     expected=2 * len(users), timeout_s=120)
+        assert sorted((m["event"]["user_id"], m["event"]["ts"]) for m in accepted) == sorted(
+            (user, ts) for user, click in first_clicks.items() for ts in (click["ts"], last_ts[user]))
+        assert all(message["_key"] == message["event"]["user_id"] for message in accepted)
+        assert {m["event"]["item_id"] for m in accepted if m["event"]["event_id"] in {c["event_id"] for c in first_clicks.values()}} \
+            == set(items)
+
+        updates = kafka_reader.read(Topic.PROFILES_UPDATED, match=lambda v: last_ts.get(v.get("user_id")) == v.get("newest_event_ts"),
+                                    expected=len(users), timeout_s=60)
+        assert {message["user_id"] for message in updates} == set(users)
+        assert all(message["_key"] == message["user_id"] for message in updates)
+
+        lists = kafka_reader.read(Topic.RECOMMENDATIONS, match=lambda v: last_ts.get(v.get("user_id")) == v.get("source_event_ts"),
+                                  expected=len(users), timeout_s=120)
+        assert {message["user_id"] for message in lists} == set(users)
+        assert all(message["_key"] == message["user_id"] and message["items"] for message in lists)
+        listed = {item["item_id"] for message in lists for item in message["items"]}
+        assert listed & set(items), "no odd item id reached a list"
+
+        async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+            for user in users:
+                cached = Recommendations.decode(client.get(layout.recommendations_key(user)))
+                assert cached.user_id == user and cached.source_event_ts == last_ts[user]
+                response = await http.get(f"/v1/users/{quote(user, safe='')}/recommendations", params={"k": 5})
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert body["user_id"] == user and body["cached"] is True and body["rec_id"] == cached.rec_id
+
+        # The collector retrying one click: the duplicate lands on the quarantine with the ids intact.
+        duplicate = first_clicks[users[0]]
+        response = await collector.post("/v1/events", json=[duplicate])
+        assert response.status_code == 202, response.text
+    quarantined = kafka_reader.read(Topic.QUARANTINE, match=lambda v: v.get("event", {}).get("event_id") == duplicate["event_id"],
+                                    expected=1, timeout_s=60)
+    assert len(quarantined) == 1 and quarantined[0]["rule"] == "duplicate"
+    assert quarantined[0]["_key"] == users[0]
+    assert (quarantined[0]["event"]["user_id"], quarantined[0]["event"]["item_id"]) == (users[0], items[0])
+
+
+def test_a_malformed_profile_update_is_dead_lettered_and_the_recs_worker_goes_on(loop, amazon, kafka_reader):
+    settings, producer = loop["settings"], loop["producer"]
+    marker = uuid.uuid4().hex
+    cap = settings.deadletters.raw_max_bytes
+    broken = [
+        b'{"user_id":"kcat"q-' + marker.encode() + b'","newest_event_ts":1790000000000}',  # JSON written by hand around a quote
+        orjson.dumps({"user_id": f"no-ts-{marker}"}),
+        marker.encode() + b"\xff" * (cap + 1000),  # not UTF-8, and over the dead letters' cap
+    ]
+    raw = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    for value in broken:
+        raw.produce(Topic.PROFILES_UPDATED.value, value, b"faulty-producer")
+    assert raw.flush(30) == 0
+    user_id, ts = f"after-broken-{marker}", int(time.time() * 1000)
+    producer.produce(ClickEvent(user_id=user_id, item_id=amazon.catalog[1].item_id, ts=ts))
+    producer.flush()
+
+    assert kafka_reader.read(Topic.RECOMMENDATIONS, match=lambda v: v.get("user_id") == user_id, expected=1, timeout_s=90), \
+        "the recs worker stopped after the broken updates"
+    letters = kafka_reader.read(
+        Topic.DLQ, match=lambda v: v.get("source") == f"recs:{Topic.PROFILES_UPDATED.value}" and marker.encode() in raw_payload(v),
+        expected=len(broken), timeout_s=60,
+    )
+    assert sorted(letter["raw_bytes"] for letter in letters) == sorted(len(value) for value in broken)
+    assert all(letter["reason"].startswith("breaks the profiles.updated contract") for letter in letters)
+    by_size = {letter["raw_bytes"]: letter for letter in letters}
+    big = by_size[len(broken[2])]
+    assert big["raw_truncated"] is True and big["raw_encoding"] == "base64" and len(raw_payload(big)) == cap
+    assert big["raw_sha256"] == hashlib.sha256(broken[2]).hexdigest()
+    assert raw_payload(by_size[len(broken[0])]) == broken[0] and by_size[len(broken[0])]["raw_truncated"] is False
+
+    port = loop["components"][1].env["STREAMREC_RECS__WEB_PORT"]
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    counted = [line for line in metrics.splitlines() if line.startswith('streamrec_recs_dead_letters_total{topic="profiles.updated"}')]
+    assert counted and float(counted[0].split()[-1]) >= len(broken), counted
+
+
+def raw_payload(letter: dict) -> bytes:
+    return DeadLetter.model_validate({k: v for k, v in letter.items() if not k.startswith("_")}).raw_payload()

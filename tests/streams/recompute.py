@@ -29,6 +29,7 @@ class Expected:
     item_events: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
     covisits: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # rule -> count
+    accepted: list[str] = field(default_factory=list)  # event ids applied, in topic order
     records: int = 0
 
     def popularity(self, item_id: str, tau_ms: float) -> tuple[float, int]:
@@ -86,6 +87,7 @@ def recompute(records, catalog: dict[str, CatalogRecord], settings: StreamsSetti
             continue
         if isinstance(event, PurchaseEvent):
             event = fill_from_catalog(event, item)
+        expected.accepted.append(str(event.event_id))
         applied = apply_interaction(
             profile, user_id=event.user_id, event_type=event.type, item_id=event.item_id, ts=event.ts,
             category=item.category if item else None, embedding=item.embedding if item else None, settings=settings,

@@ -6,13 +6,16 @@ import asyncio
 import time
 import uuid
 
+import orjson
 import pytest
 import redis.asyncio as redis
 from confluent_kafka import Producer
 
-from streamrec.events import ClickEvent, encode
+from streamrec.events import ClickEvent, PurchaseEvent, encode
+from streamrec.messages import AcceptedEvent
 from streamrec.settings import StreamsSettings
 from streamrec.store import layout
+from streamrec.store.catalog import CatalogRecord
 from streamrec.store.functions import load_functions
 from streamrec.topics import Topic
 from streams.processor import InteractionProcessor, Record
@@ -94,3 +97,30 @@ async def test_an_unreadable_profile_is_counted_and_started_afresh(client, publi
     assert len(result.applied) == 1 and processor.unreadable_profiles == 1
     rebuilt = layout.decode_profile(await client.get(layout.profile_key(user)))
     assert rebuilt.counts["click"] == 1 and [i.item_id for i in rebuilt.recent] == ["t-1"]
+
+
+async def test_applied_events_reach_events_accepted_as_applied_before_the_redis_commit(client, settings, kafka_reader):
+    group = f"g-{uuid.uuid4().hex}"
+    user, item = f"u-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}"
+    watermark = layout.watermark_key(group, Topic.PURCHASES.value, 0)
+    record = CatalogRecord(item, "Pipette", ("Lab",), None, 4.5, "EUR", True, int(time.time() * 1000))
+    await client.hset(layout.item_key(item), mapping=layout.encode_catalog(record))
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    committed_while_publishing = []
+
+    async def publish_many(messages):
+        committed_while_publishing.append(await client.get(watermark))  # what Redis holds during the delivery
+        for topic, key, value in messages:
+            producer.produce(topic, value, key)
+        assert await asyncio.to_thread(producer.flush, 30) == 0
+
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=group, publish=publish_many)
+    purchase = PurchaseEvent(user_id=user, item_id=item, order_id="o1")  # no price: the catalog's is filled in
+    result = await processor.process(records([purchase], topic=Topic.PURCHASES.value))
+    assert [message.event.event_id for message in result.accepted] == [purchase.event_id]
+    assert committed_while_publishing == [None] and await client.get(watermark) == b"0"  # delivered before the EXEC
+    accepted = kafka_reader.read(Topic.ACCEPTED, match=lambda v: v.get("event", {}).get("user_id") == user, expected=1)
+    assert len(accepted) == 1 and accepted[0]["_key"] == user
+    assert AcceptedEvent.decode(orjson.dumps({k: v for k, v in accepted[0].items() if not k.startswith("_")})).event == \
+        purchase.model_copy(update={"price": 4.5, "currency": "EUR"})
+    assert (accepted[0]["topic"], accepted[0]["partition"], accepted[0]["offset"]) == (Topic.PURCHASES.value, 0, 0)

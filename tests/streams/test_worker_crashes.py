@@ -21,12 +21,13 @@ import httpx
 import orjson
 import pytest
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamrec.datasets.loaders import load
 from streamrec.datasets.replay import catalog_event, interaction_event
 from streamrec.kafka_admin import commit_group_offsets, end_offsets
 from streamrec.lag import LagReader
+from streamrec.messages import AcceptedEvent
 from streamrec.producer import EventProducer
 from streamrec.settings import Settings, StreamsSettings
 from streamrec.stack.process import free_port
@@ -155,7 +156,34 @@ def load_catalog(settings: Settings, url: str, client: redis.Redis, replay_input
         loader.stop()
 
 
-def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, start: dict[tuple[str, int], int]) -> None:
+def read_accepted(settings: Settings, start: dict[tuple[str, int], int]) -> list[tuple[bytes, AcceptedEvent]]:
+    """(key, message) of every ``events.accepted`` message after ``start``, up to today's log end."""
+    ends = end_offsets(settings.bootstrap_servers, [Topic.ACCEPTED.value])
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"accepted-{uuid.uuid4()}",
+                         "enable.auto.commit": False})
+    found = []
+    try:
+        pending = {tp for tp, end in ends.items() if end > start.get(tp, 0)}
+        consumer.assign([TopicPartition(*tp, start.get(tp, 0)) for tp in pending])
+        while pending:
+            message = consumer.poll(10)
+            assert message is not None, f"timed out reading {Topic.ACCEPTED.value} {sorted(pending)}"
+            if message.error():
+                continue
+            tp = (message.topic(), message.partition())
+            if message.offset() < ends[tp]:
+                found.append((message.key(), AcceptedEvent.decode(message.value())))
+            if message.offset() + 1 >= ends[tp]:
+                pending.discard(tp)
+    finally:
+        consumer.close()
+    return found
+
+
+def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, start: dict[tuple[str, int], int],
+                                      accepted_start: dict[tuple[str, int], int] | None = None) -> None:
+    """Redis equals the recomputation; with ``accepted_start``, so does what reached ``events.accepted``
+    after it: every applied event at least once (a kill may repeat one, never lose one), nothing else."""
     records = read_interactions(settings.bootstrap_servers, start)
     assert len(records) >= REPLAY_EVENTS + 300 + 10
     catalog = {}
@@ -164,6 +192,10 @@ def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, s
         catalog[item_id] = layout.decode_catalog(item_id, client.hmget(key, layout.CATALOG_FIELDS))
     streams_settings = StreamsSettings(covisit_top_n=COVISIT_TOP_N)
     expected = recompute(records, catalog, streams_settings)
+    if accepted_start is not None:
+        accepted = read_accepted(settings, accepted_start)
+        assert {str(message.event.event_id) for _, message in accepted} == set(expected.accepted)
+        assert len(accepted) >= len(expected.accepted) and all(key == message.event.user_id.encode() for key, message in accepted)
     assert expected.rejected["duplicate"] >= 300 and expected.rejected["future_timestamp"] >= 5
     assert expected.rejected["malformed"] >= 5
 
@@ -235,6 +267,7 @@ def test_killed_worker_restarts_without_losing_or_double_counting(settings, repl
     try:
         load_catalog(settings, url, client, replay_input)
         commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
+        accepted_start = end_offsets(settings.bootstrap_servers, [Topic.ACCEPTED.value])
         worker.start()
         while kills < 3:
             time.sleep(rng.uniform(1.5, 5.0))
@@ -250,7 +283,7 @@ def test_killed_worker_restarts_without_losing_or_double_counting(settings, repl
         assert "streamrec_streams_unreadable_profiles 0.0" in metrics
     finally:
         worker.stop()
-    assert_state_equals_recomputation(settings, client, replay_input["start"])
+    assert_state_equals_recomputation(settings, client, replay_input["start"], accepted_start)
     expected_rejected = replay_input["duplicates"] | replay_input["future"]
     assert rejected_ids_on_side_topics(kafka_reader, expected_rejected) == expected_rejected
     dead = kafka_reader.read(Topic.DLQ, match=lambda v: v.get("source") == "streams:events.clicks", expected=5, timeout_s=30)

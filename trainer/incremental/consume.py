@@ -1,11 +1,17 @@
-"""Read the interaction events that arrived since the last published version.
+"""Read the accepted interactions that arrived since the last published version.
 
-The trainer assigns the interaction topics' partitions itself (no group rebalancing) and starts
-each one at the offset recorded in the served version's metadata (``lineage.offsets``), so a
-trainer killed at any point re-reads exactly the events the served model has not learnt from.
-Partitions without a recorded offset start at the trainer group's committed offset, else at
-the beginning. The group's offsets are committed after a publish too, so ``streamrec lag``
-shows how far behind the trainer is; the version's metadata stays the source of truth.
+The trainer learns from ``events.accepted``: what the streams workers applied, after their
+cleaning rules (so duplicates, bot bursts and price outliers never reach it) and filling. It
+assigns the topic's partitions itself (no group rebalancing) and starts each one at the offset
+recorded in the served version's metadata (``lineage.offsets``), so a trainer killed at any
+point re-reads exactly the events the served model has not learnt from. Partitions without a
+recorded offset start at the trainer group's committed offset, else at the beginning. The
+group's offsets are committed after a publish too, so ``streamrec lag`` shows how far behind
+the trainer is; the version's metadata stays the source of truth.
+
+A streams worker that crashed after publishing a batch publishes it again, so events are
+deduplicated by ``event_id``. A message that breaks the ``events.accepted`` contract is kept,
+with why, for the cycle to dead-letter: it is never dropped with only a log line.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
-from streamrec.topics import INTERACTION_TOPICS
+from streamrec.messages import AcceptedEvent, UnreadableMessage
+from streamrec.topics import Topic
 
 Offsets = dict[str, int]
 """``"topic:partition"`` -> next offset to read."""
@@ -32,7 +38,11 @@ def parse_key(key: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
-class RawInteraction:
+class AcceptedInteraction:
+    """What the trainer keeps of an accepted event; ``topic``/``partition``/``offset`` are its
+    position on ``events.accepted``."""
+
+    event_id: str
     user_id: str
     item_id: str
     type: str
@@ -42,17 +52,29 @@ class RawInteraction:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A message on ``events.accepted`` that breaks its contract, as it arrived, with why."""
+
+    raw: bytes
+    error: UnreadableMessage
+    topic: str
+    partition: int
+    offset: int
+
+
 @dataclass
 class EventBatch:
-    events: list[RawInteraction]
+    events: list[AcceptedInteraction]
     start: Offsets
     end: Offsets
-    skipped: int = 0
-    """Messages that were not interaction events (unreadable JSON, missing fields)."""
+    unreadable: list[Unreadable] = field(default_factory=list)
+    duplicates: int = 0
+    """Repeated ``event_id``s left out (a streams worker replayed a batch after a crash)."""
     reached_end: bool = True
     """False when ``max_events`` cut the read short (more events are waiting)."""
     seconds: float = 0.0
-    per_topic: dict[str, int] = field(default_factory=dict)
+    per_type: dict[str, int] = field(default_factory=dict)
 
 
 def _consumer(bootstrap_servers: str, group_id: str) -> Consumer:
@@ -84,20 +106,21 @@ def watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float =
     return _retrying(lambda: consumer.get_watermark_offsets(partition, timeout=10), timeout_s)
 
 
-def _decode(message) -> RawInteraction | None:
+def _decode(message) -> AcceptedInteraction | Unreadable:
     try:
-        value = orjson.loads(message.value())
-        return RawInteraction(
-            user_id=str(value["user_id"]),
-            item_id=str(value["item_id"]),
-            type=str(value["type"]),
-            ts=int(value["ts"]),
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
+        event = AcceptedEvent.decode(message.value() or b"").event
+    except UnreadableMessage as error:
+        return Unreadable(message.value() or b"", error, message.topic(), message.partition(), message.offset())
+    return AcceptedInteraction(
+        event_id=str(event.event_id),
+        user_id=event.user_id,
+        item_id=event.item_id,
+        type=event.type,
+        ts=event.ts,
+        topic=message.topic(),
+        partition=message.partition(),
+        offset=message.offset(),
+    )
 
 
 def read_new_events(
@@ -109,18 +132,14 @@ def read_new_events(
     stop: Offsets | None = None,
     timeout_s: float = 60.0,
 ) -> EventBatch:
-    """Every interaction event from ``start`` up to the log end seen when the read began (or
-    ``stop``; at most ``max_events``), with the offsets to resume from."""
+    """Every accepted event from ``start`` up to the log end seen when the read began (or
+    ``stop``; at most ``max_events``), each ``event_id`` once, with the offsets to resume from."""
     began = time.monotonic()
     consumer = _consumer(bootstrap_servers, group_id)
     try:
         metadata = consumer.list_topics(timeout=10)
-        partitions = [
-            TopicPartition(topic.value, p)
-            for topic in INTERACTION_TOPICS
-            if topic.value in metadata.topics
-            for p in sorted(metadata.topics[topic.value].partitions)
-        ]
+        topic = Topic.ACCEPTED.value
+        partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)] if topic in metadata.topics else []
         committed = {offset_key(tp.topic, tp.partition): tp.offset for tp in _retrying(lambda: consumer.committed(partitions, timeout=10))}
         first: Offsets = {}
         last: Offsets = {}
@@ -135,8 +154,10 @@ def read_new_events(
             last[key] = high if stop is None else min(high, stop.get(key, high))
         end = dict(first)
         pending = {key for key in first if first[key] < last[key]}
-        events: list[RawInteraction] = []
-        skipped = 0
+        events: list[AcceptedInteraction] = []
+        unreadable: list[Unreadable] = []
+        seen: set[str] = set()
+        duplicates = 0
         if pending:
             consumer.assign([TopicPartition(*parse_key(key), first[key]) for key in pending])
         deadline = time.monotonic() + timeout_s
@@ -151,21 +172,25 @@ def read_new_events(
                 if end[key] >= last[key]:
                     pending.discard(key)
                 event = _decode(message)
-                if event is None:
-                    skipped += 1
+                if isinstance(event, Unreadable):
+                    unreadable.append(event)
+                elif event.event_id in seen:
+                    duplicates += 1
                 else:
+                    seen.add(event.event_id)
                     events.append(event)
                 if len(events) >= max_events:
                     break
-        per_topic: dict[str, int] = {}
+        per_type: dict[str, int] = {}
         for event in events:
-            per_topic[event.topic] = per_topic.get(event.topic, 0) + 1
-        return EventBatch(events, first, end, skipped, reached_end=not pending, seconds=time.monotonic() - began, per_topic=per_topic)
+            per_type[event.type] = per_type.get(event.type, 0) + 1
+        return EventBatch(events, first, end, unreadable, duplicates, reached_end=not pending, seconds=time.monotonic() - began,
+                          per_type=per_type)
     finally:
         consumer.close()
 
 
-def read_context(bootstrap_servers: str, group_id: str, before: Offsets, per_partition: int) -> list[RawInteraction]:
+def read_context(bootstrap_servers: str, group_id: str, before: Offsets, per_partition: int) -> list[AcceptedInteraction]:
     """Up to ``per_partition`` events before ``before`` on each partition: context only (the
     histories of users whose new events continue older ones), never training targets."""
     if per_partition <= 0 or not before:

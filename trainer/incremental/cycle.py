@@ -5,17 +5,20 @@ resumes exactly:
 
 1. make Triton serve the newest complete version (finishes a publish a crash interrupted) and
    remove staging leftovers;
-2. read the events after the offsets stored in the served version's metadata;
+2. read the accepted events (``events.accepted``) after the offsets stored in the served
+   version's metadata;
 3. build pairs, hold out the newest slice by time, mix in the replay buffer, fine-tune a copy of
    the champion;
 4. gate: evaluate challenger and champion on the held-out slice; append the decision, with its
    figures, to ``decisions.jsonl``;
-5. only if it passed: stage + validate + rename version N+1 (its metadata carries the end offsets,
-   the gate and the counts), load it in Triton, warm it up, check its readiness, serve it; then
-   announce it on ``model.updates``, commit the group offsets, save the replay buffer, prune.
+5. only if it passed: dead-letter the batch's unreadable messages (the version about to be
+   published moves past them), stage + validate + rename version N+1 (its metadata carries the
+   end offsets, the gate and the counts), load it in Triton, warm it up, check its readiness,
+   serve it; then announce it on ``model.updates``, commit the group offsets, save the replay
+   buffer, prune.
 
 Nothing before step 5's rename changes what a restarted trainer would read, so a crash re-runs
-the cycle on the same events (plus newer ones).
+the cycle on the same events (plus newer ones), and a dead letter may be repeated but never lost.
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import orjson
 import torch
 from confluent_kafka import Producer
 
+from streamrec.deadletter import DeadLetter
+from streamrec.messages import ModelUpdate
 from streamrec.model.artifacts import VersionMetadata, load_folder
 from trainer.offline.baselines import CoVisitation, Popularity
 from trainer.offline.finetune import Say, TrainingTexts
 from streamrec.model.networks import CrossEncoderScorer
 from streamrec.model.registry import ModelRegistry, VersionRejected
+from streamrec.model.updates import announce
 from streamrec.settings import Settings, TrainerSettings
 from streamrec.topics import Topic
 from trainer.incremental import consume, gate, pairs
@@ -56,6 +61,10 @@ class CycleResult:
     champion: int | None
     version: int | None = None
     events_used: int = 0
+    unreadable: int = 0
+    """Messages on events.accepted that break its contract; dead-lettered when the cycle publishes."""
+    duplicates: int = 0
+    """Repeated event ids left out (in the new events, or already among the context's)."""
     examples: dict[str, int] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     gate: dict | None = None
@@ -86,16 +95,21 @@ def _record(settings: Settings, entry: dict) -> None:
         handle.write(json.dumps(entry, default=str) + "\n")
 
 
-def announce(settings: Settings, message: dict) -> None:
-    """One message on ``model.updates`` (keyed by model name), delivered before returning."""
+def dead_letter(settings: Settings, unreadable: list[consume.Unreadable]) -> None:
+    """Each unreadable ``events.accepted`` message to ``events.dlq``, delivered before returning."""
+    if not unreadable:
+        return
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.kafka.client_id}-trainer",
                          "enable.idempotence": True, "acks": "all"})
     failures: list[str] = []
-    producer.produce(Topic.MODEL_UPDATES.value, key=settings.trainer.model.encode(), value=orjson.dumps(message),
-                     on_delivery=lambda err, msg: failures.append(str(err)) if err else None)
+    for message in unreadable:
+        letter = DeadLetter.wrap(message.raw, reason=message.error.reason, errors=message.error.errors,
+                                 source=f"trainer:{message.topic}", max_raw_bytes=settings.deadletters.raw_max_bytes)
+        producer.produce(Topic.DLQ.value, value=letter.encode(),
+                         on_delivery=lambda err, msg: failures.append(str(err)) if err else None)
     remaining = producer.flush(30)
     if remaining or failures:
-        raise RuntimeError(f"model.updates not delivered: {failures or f'{remaining} pending'}")
+        raise RuntimeError(f"{Topic.DLQ.value} not delivered: {failures or f'{remaining} pending'}")
 
 
 def _default_train(scorer, tokenizer, examples, data, config, say):
@@ -133,14 +147,20 @@ def run_cycle(
 
     batch = consume.read_new_events(settings.bootstrap_servers, t.group_id, start_offsets, max_events=t.max_events)
     mark = lap("consume_s", mark)
-    result = CycleResult(status="skipped", champion=champion_version, events_used=len(batch.events), offsets=batch.end,
-                         timings=timings)
+    result = CycleResult(status="skipped", champion=champion_version, events_used=len(batch.events), unreadable=len(batch.unreadable),
+                         duplicates=batch.duplicates, offsets=batch.end, timings=timings)
     if len(batch.events) < t.min_events:
         result.reason = f"{len(batch.events)} new events < min_events {t.min_events}"
         result.duration_s = round(time.monotonic() - started, 3)
         return result
 
     context = consume.read_context(settings.bootstrap_servers, t.group_id, batch.start, t.context_events)
+    # A batch a streams worker repeated after a crash can straddle the previous cycle's end.
+    learnt = {event.event_id for event in context}
+    repeated = sum(event.event_id in learnt for event in batch.events)
+    if repeated:
+        batch.events = [event for event in batch.events if event.event_id not in learnt]
+        result.events_used, result.duplicates = len(batch.events), result.duplicates + repeated
     known = pairs.catalog_texts(settings.redis_url, [e.item_id for e in (*context, *batch.events)])
     fresh, stats = pairs.build_examples(batch.events, known, context=context)
     train_new, held_out = pairs.split_by_time(fresh, t.holdout_fraction, t.holdout_max)
@@ -200,6 +220,7 @@ def run_cycle(
                  "recipe": "trainer.incremental.learn.train_challenger" + (" (LoRA merged)" if t.lora else ""),
                  "train": getattr(report, "to_dict", lambda: {})(), "group_id": t.group_id},
     )
+    dead_letter(settings, batch.unreadable)
     try:
         version = registry.publish(challenger, tokenizer, metadata)
     except VersionRejected as error:
@@ -211,9 +232,9 @@ def run_cycle(
     result.status, result.version = "published", version
     result.duration_s = round(time.monotonic() - started, 3)
     _record(settings, {**entry, "status": "published", "version": version})
-    announce(settings, {"event": "published", "model": t.model, "version": version, "metrics": metadata.metrics,
-                        "gate": result.gate, "offsets": batch.end, "events_used": len(batch.events),
-                        "duration_s": result.duration_s, "parent": champion_version})
+    announce(settings, ModelUpdate(event="published", model=t.model, version=version, metrics=metadata.metrics,
+                                   gate=result.gate, offsets=batch.end, events_used=len(batch.events),
+                                   duration_s=result.duration_s, parent=champion_version))
     consume.commit_offsets(settings.bootstrap_servers, t.group_id, batch.end)
     buffer.add(fresh, known, rng)
     buffer.save(state_dir(settings) / "replay.json")

@@ -1,4 +1,4 @@
-"""Training pairs from raw events: the user's context before each click or purchase -> that item.
+"""Training pairs from accepted events: the user's context before each click or purchase -> that item.
 
 Item texts come from the catalog in Redis (``i:{item}``, written by the streams worker) and are
 written with :func:`streamrec.model.texts.item_text`, exactly as serving writes them. Events of
@@ -24,7 +24,7 @@ from streamrec.datasets.sequences import Example
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
 from streamrec.model.texts import item_text
-from trainer.incremental.consume import RawInteraction
+from trainer.incremental.consume import AcceptedInteraction
 
 TARGET_TYPES = ("click", "purchase")
 
@@ -96,10 +96,10 @@ class PairStats:
 
 
 def build_examples(
-    events: Sequence[RawInteraction],
+    events: Sequence[AcceptedInteraction],
     known: dict[str, ItemInfo],
     *,
-    context: Sequence[RawInteraction] = (),
+    context: Sequence[AcceptedInteraction] = (),
     max_history: int = 20,
 ) -> tuple[list[TimedExample], PairStats]:
     """One example per click or purchase in ``events`` that has at least one earlier interaction
@@ -109,7 +109,7 @@ def build_examples(
     before the target, newest last, at most ``max_history``.
     """
     stats = PairStats(events=len(events))
-    by_user: dict[str, list[tuple[RawInteraction, bool]]] = defaultdict(list)
+    by_user: dict[str, list[tuple[AcceptedInteraction, bool]]] = defaultdict(list)
     for source, is_new in ((context, False), (events, True)):
         for event in source:
             if event.item_id not in known:

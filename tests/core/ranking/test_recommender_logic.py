@@ -7,7 +7,8 @@ import orjson
 
 from streamrec.ranking.diversity import mmr
 from streamrec.ranking.item_index import ItemIndex
-from serving.recs.worker import latest_per_user
+from serving.recs.worker import read_updates
+from streamrec.messages import ProfileUpdated
 from streamrec.store.catalog import CatalogRecord
 
 
@@ -49,6 +50,10 @@ def test_item_index_finds_nearest_available_items_and_updates_in_place():
 
 
 def test_updates_collapse_per_user_to_the_newest_event():
-    values = [orjson.dumps({"user_id": "a", "newest_event_ts": 5}), orjson.dumps({"user_id": "b", "newest_event_ts": 1}),
-              orjson.dumps({"user_id": "a", "newest_event_ts": 9}), b"not json", orjson.dumps({"no_user": 1})]
-    assert latest_per_user(values) == {"a": 9, "b": 1}
+    t = 1_790_000_000_000
+    values = [ProfileUpdated(user_id="a", newest_event_ts=t + 5).encode(), ProfileUpdated(user_id="b", newest_event_ts=t + 1).encode(),
+              ProfileUpdated(user_id="a", newest_event_ts=t + 9).encode(), b"not json", orjson.dumps({"no_user": 1})]
+    updates = read_updates(values)
+    assert updates.latest == {"a": t + 9, "b": t + 1}
+    assert [raw for raw, _ in updates.unreadable] == [b"not json", orjson.dumps({"no_user": 1})]  # kept for the DLQ, with why
+    assert all(error.reason.startswith("breaks the profiles.updated contract") for _, error in updates.unreadable)

@@ -1,5 +1,6 @@
 """Trainer fixtures: a scorer model of the trainer's own in the session's real Triton, real Amazon
-Scientific items in Redis's catalog and real purchase sequences as events in Kafka.
+Scientific items in Redis's catalog, and real purchase sequences sent as raw events through a
+real streams worker, so the trainer reads them from ``events.accepted`` as in production.
 
 The model is a copy of ``bert_scorer_student``'s config under another name, so publishing,
 rolling back and breaking versions here never changes what the other tests' models serve.
@@ -10,48 +11,126 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
+from confluent_kafka import Consumer, TopicPartition
 
+from streamrec.components import ComponentProcess
 from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE, load_catalog, load_examples
 from streamrec.events import ClickEvent, PurchaseEvent
+from streamrec.kafka_admin import commit_groups_at_end
+from streamrec.lag import LagReader
 from streamrec.model import contract
 from streamrec.model.artifacts import read_metadata
 from streamrec.model.registry import ModelRegistry
 from streamrec.producer import EventProducer
-from streamrec.settings import Settings, TrainerSettings
+from streamrec.settings import Settings, StreamsSettings, TrainerSettings
+from streamrec.stack.isolated import stack_environment
+from streamrec.stack.process import free_port
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.topics import INTERACTION_TOPICS, Topic
 from trainer.incremental import consume
 
 DAY_MS = 86_400_000
+# The rules of the trainer tests' streams worker: the sequences below are spread over the last
+# 30 days (so a late-event limit of 90 days), and a bot burst is a few clicks, not 30.
+STREAMS_RULES = StreamsSettings(max_late_s=90 * 86400, bot_max_clicks=5, bot_window_s=10.0)
 
 
 def trainer_settings(settings: Settings, model: str, **overrides) -> Settings:
-    """Small, fast cycles for tests (tiny model, few steps)."""
-    options = dict(model=model, min_events=20, steps=8, batch_size=8, max_length=32, eval_candidates=20,
-                   gate_tolerance=1.0, keep_versions=3, load_timeout_s=120, replay_capacity=200, threads=1)
-    return settings.model_copy(update={"trainer": TrainerSettings(**{**options, **overrides})})
+    """Small, fast cycles for tests (tiny model, few steps), on the session's model repository, with
+    the recommender's scorer set to the same model (as the settings' cross-check requires)."""
+    options = dict(model=model, model_repo=settings.model_repo, min_events=20, steps=8, batch_size=8, max_length=32,
+                   eval_candidates=20, gate_tolerance=1.0, keep_versions=3, load_timeout_s=120, replay_capacity=200, threads=1)
+    return settings.model_copy(update={"trainer": TrainerSettings(**{**options, **overrides}),
+                                       "recs": settings.recs.model_copy(update={"scorer_model": model})})
 
 
-def log_ends(settings: Settings) -> dict[str, int]:
-    """The interaction topics' current log-end offsets (what a new version has already seen)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from streamrec.topics import INTERACTION_TOPICS
-
+def log_ends(settings: Settings, topic: Topic = Topic.ACCEPTED) -> dict[str, int]:
+    """``topic``'s current log-end offsets by ``"topic:partition"`` (for ``events.accepted``: what a
+    new version has already seen)."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "trainer-test-probe"})
     try:
-        topics = consumer.list_topics(timeout=10).topics
-        return {
-            consume.offset_key(topic.value, p): consume.watermarks(consumer, TopicPartition(topic.value, p))[1]
-            for topic in INTERACTION_TOPICS for p in topics[topic.value].partitions
-        }
+        partitions = consumer.list_topics(topic.value, timeout=10).topics[topic.value].partitions
+        return {consume.offset_key(topic.value, p): consume.watermarks(consumer, TopicPartition(topic.value, p))[1] for p in partitions}
     finally:
         consumer.close()
+
+
+def read_since(settings: Settings, topic: Topic, since: dict[str, int]) -> list[tuple[bytes | None, bytes]]:
+    """(key, value) of every message on ``topic`` after ``since`` (from :func:`log_ends`) up to today's log end."""
+    ends = log_ends(settings, topic)
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"trainer-test-{uuid.uuid4()}",
+                         "enable.auto.commit": False})
+    found: list[tuple[bytes | None, bytes]] = []
+    try:
+        pending = {key for key in ends if ends[key] > since.get(key, 0)}
+        consumer.assign([TopicPartition(*consume.parse_key(key), since.get(key, 0)) for key in pending])
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            key = consume.offset_key(message.topic(), message.partition())
+            if key in pending and message.offset() < ends[key]:
+                found.append((message.key(), message.value()))
+                if message.offset() + 1 >= ends[key]:
+                    pending.discard(key)
+        assert not pending, f"timed out reading {sorted(pending)}"
+        return found
+    finally:
+        consumer.close()
+
+
+@dataclass
+class AcceptingWorker:
+    """A real ``streamrec streams worker`` (interactions only) with ``STREAMS_RULES``."""
+
+    group: str
+    process: ComponentProcess
+    rules: StreamsSettings
+
+    def wait_applied(self, settings: Settings, timeout_s: float = 180) -> None:
+        """Until the worker committed past everything on the raw interaction topics: every event
+        it accepted is then on ``events.accepted`` (delivered before its Redis commit)."""
+        topics = [t.value for t in INTERACTION_TOPICS]
+        reader = LagReader(settings.bootstrap_servers)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                assert self.process.alive(), self.process.log_tail()
+                if sum(row.lag for row in reader.read([self.group], sample_s=0, topics=topics) if row.topic in topics) == 0:
+                    return
+                assert time.monotonic() < deadline, f"streams worker {self.group} did not catch up:\n{self.process.log_tail()}"
+                time.sleep(0.5)
+        finally:
+            reader.close()
+
+
+@pytest.fixture(scope="session")
+def accepting_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcceptingWorker]:
+    """The trainer tests' streams worker: a group of its own starting at today's log ends, on the
+    session's Redis (where ``amazon_catalog_in_redis`` puts the catalog, as the catalog agent would)."""
+    group = f"trainer-streams-{uuid.uuid4().hex[:8]}"
+    commit_groups_at_end(settings.bootstrap_servers, {group: [t.value for t in INTERACTION_TOPICS]})
+    env = {
+        **stack_environment(settings.stack),
+        "STREAMREC_STREAMS__APP_ID": group,
+        "STREAMREC_STREAMS__WEB_PORT": str(free_port()),
+        "STREAMREC_STREAMS__AGENTS": '["interactions"]',
+        **{f"STREAMREC_STREAMS__{name.upper()}": str(getattr(STREAMS_RULES, name))
+           for name in ("max_late_s", "bot_max_clicks", "bot_window_s")},
+    }
+    process = ComponentProcess(["streams", "worker"], tmp_path_factory.mktemp("streams") / "streams.log", env).start()
+    try:
+        yield AcceptingWorker(group, process, STREAMS_RULES)
+    finally:
+        process.stop()
 
 
 def make_trainer_model(settings: Settings, name: str) -> ModelRegistry:
@@ -103,8 +182,9 @@ def amazon_catalog_in_redis(settings: Settings, amazon) -> None:
 
 
 @pytest.fixture
-def send_sequences(settings: Settings, amazon, amazon_catalog_in_redis) -> Callable[[int, int], int]:
-    """``send(first_user, users)``: those users' real sequences as clicks then a purchase each; returns events sent."""
+def send_sequences(settings: Settings, amazon, amazon_catalog_in_redis, accepting_worker) -> Callable[[int, int], int]:
+    """``send(first_user, users)``: those users' real sequences as clicks then a purchase each, through
+    the streams worker onto ``events.accepted``; returns events sent (all of them are accepted)."""
     catalog, examples = amazon
 
     def send(first_user: int, users: int, *, tag: str = "") -> int:
@@ -121,6 +201,7 @@ def send_sequences(settings: Settings, amazon, amazon_catalog_in_redis) -> Calla
                     producer.produce(PurchaseEvent(order_id=f"o-{tag}-{row.user}", **common) if last else ClickEvent(**common))
                     sent += 1
             producer.flush()
+        accepting_worker.wait_applied(settings)
         return sent
 
     return send

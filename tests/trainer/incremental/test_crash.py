@@ -24,6 +24,7 @@ def run_until(settings, phase: str, model: str, marker) -> subprocess.Popen:
     env = stack_environment(settings.stack)
     for name, value in settings.trainer.model_dump().items():
         env[f"STREAMREC_TRAINER__{name.upper()}"] = str(value)
+    env["STREAMREC_RECS__SCORER_MODEL"] = settings.recs.scorer_model
     process = subprocess.Popen([sys.executable, "-m", "tests.trainer.incremental.crash_runner", phase, str(marker)], cwd=REPO_ROOT,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240

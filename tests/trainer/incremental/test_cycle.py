@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from serving.engine.scorer_client import TritonScorerClient
 from streamrec.model.artifacts import WEIGHTS, load_folder
@@ -168,3 +168,23 @@ def test_an_unchanged_challenger_gets_the_champions_figures(settings, send_seque
     assert result.gate["challenger"] == result.gate["champion"]
     assert result.gate["passed"] and result.status == "published"
     assert result.gate["challenger"]["examples"] == result.examples["held_out"] > 0
+
+
+def test_an_unreadable_accepted_message_is_dead_lettered_and_the_cycle_goes_on(settings, send_sequences, kafka_reader):
+    name = f"trainer_dlq_{uuid.uuid4().hex[:6]}"
+    registry = make_trainer_model(settings, name)
+    marker = uuid.uuid4().hex
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer.produce(Topic.ACCEPTED.value, b'{"event": {"type": "click", "user_id": "' + marker.encode() + b'"', b"someone")
+    assert producer.flush(30) == 0
+    sent = send_sequences(620, 40)
+    config = trainer_settings(settings, name, gate_tolerance=0.0)
+    result = run_cycle(config, train=lambda *args: None, say=print)
+    assert result.status == "published" and result.version == 2, result.reason
+    assert result.unreadable == 1 and result.events_used == sent  # counted, and the readable events all used
+    letters = kafka_reader.read(
+        Topic.DLQ, match=lambda v: v.get("source") == f"trainer:{Topic.ACCEPTED.value}" and marker in v.get("raw", ""), expected=1
+    )
+    assert len(letters) == 1
+    assert letters[0]["reason"].startswith("breaks the events.accepted contract") and letters[0]["raw_bytes"] > 0
+    assert registry.metadata(2).lineage["offsets"] == result.offsets  # the version moved past it

@@ -7,14 +7,14 @@ import pytest
 import typer
 
 from trainer.cli import parse_interval
-from trainer.incremental.consume import RawInteraction
+from trainer.incremental.consume import AcceptedInteraction
 from trainer.incremental.gate import decide, rank_metrics
 from trainer.incremental.pairs import ItemInfo, TimedExample, build_examples, split_by_time
 from trainer.incremental.replay_buffer import ReplayBuffer
 
 
-def event(user: str, item: str, ts: int, type_: str = "click", offset: int = 0) -> RawInteraction:
-    return RawInteraction(user, item, type_, ts, "events.clicks", 0, offset)
+def event(user: str, item: str, ts: int, type_: str = "click", offset: int = 0) -> AcceptedInteraction:
+    return AcceptedInteraction(f"{user}-{item}-{ts}", user, item, type_, ts, "events.accepted", 0, offset)
 
 
 KNOWN = {name: ItemInfo(name.upper(), f"{name} text") for name in "abcdef"}
