@@ -40,6 +40,7 @@ DAY_MS = 86_400_000
 # The rules of the trainer tests' streams worker: the sequences below are spread over the last
 # 30 days (so a late-event limit of 90 days), and a bot burst is a few clicks, not 30.
 STREAMS_RULES = StreamsSettings(max_late_s=90 * 86400, bot_max_clicks=5, bot_window_s=10.0)
+WORKER_TOPICS = (*INTERACTION_TOPICS, Topic.CATALOG)
 
 
 def trainer_settings(settings: Settings, model: str, **overrides) -> Settings:
@@ -89,16 +90,17 @@ def read_since(settings: Settings, topic: Topic, since: dict[str, int]) -> list[
 
 @dataclass
 class AcceptingWorker:
-    """A real ``streamrec streams worker`` (interactions only) with ``STREAMS_RULES``."""
+    """A real ``streamrec streams worker`` (both agents) with ``STREAMS_RULES``."""
 
     group: str
     process: ComponentProcess
     rules: StreamsSettings
 
     def wait_applied(self, settings: Settings, timeout_s: float = 180) -> None:
-        """Until the worker committed past everything on the raw interaction topics: every event
-        it accepted is then on ``events.accepted`` (delivered before its Redis commit)."""
-        topics = [t.value for t in INTERACTION_TOPICS]
+        """Until the worker committed past everything on the raw topics: every catalog item is
+        then stored, and every event it accepted is on ``events.accepted`` (delivered before its
+        Redis commit)."""
+        topics = [t.value for t in WORKER_TOPICS]
         reader = LagReader(settings.bootstrap_servers)
         try:
             deadline = time.monotonic() + timeout_s
@@ -117,12 +119,11 @@ def accepting_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactor
     """The trainer tests' streams worker: a group of its own starting at today's log ends, on the
     session's Redis (where ``amazon_catalog_in_redis`` puts the catalog, as the catalog agent would)."""
     group = f"trainer-streams-{uuid.uuid4().hex[:8]}"
-    commit_groups_at_end(settings.bootstrap_servers, {group: [t.value for t in INTERACTION_TOPICS]})
+    commit_groups_at_end(settings.bootstrap_servers, {group: [t.value for t in WORKER_TOPICS]})
     env = {
         **stack_environment(settings.stack),
         "STREAMREC_STREAMS__APP_ID": group,
         "STREAMREC_STREAMS__WEB_PORT": str(free_port()),
-        "STREAMREC_STREAMS__AGENTS": '["interactions"]',
         **{f"STREAMREC_STREAMS__{name.upper()}": str(getattr(STREAMS_RULES, name))
            for name in ("max_late_s", "bot_max_clicks", "bot_window_s")},
     }

@@ -8,14 +8,11 @@ import time
 import uuid
 
 import pytest
-import redis
 from confluent_kafka import Producer
 
-from streamrec.events import ClickEvent, PurchaseEvent
+from streamrec.events import CatalogItem, ClickEvent, PurchaseEvent
 from streamrec.messages import AcceptedEvent, QuarantinedEvent
 from streamrec.producer import EventProducer
-from streamrec.store import layout
-from streamrec.store.catalog import CatalogRecord
 from streamrec.topics import Topic
 from tests.trainer.incremental.conftest import log_ends, read_since
 from trainer.incremental import consume
@@ -25,21 +22,14 @@ pytestmark = pytest.mark.stack
 CATALOG_PRICE = 10.0
 
 
-def priced_item(settings, item_id: str) -> None:
-    """An item the catalog sells at ``CATALOG_PRICE`` EUR (the price rule and the filling read it)."""
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        record = CatalogRecord(item_id, "Pipette tips", ("Lab",), "Eppendorf", CATALOG_PRICE, "EUR", True, int(time.time() * 1000))
-        client.hset(layout.item_key(item_id), mapping=layout.encode_catalog(record))
-    finally:
-        client.close()
-
-
 def test_duplicates_bot_bursts_and_price_outliers_never_reach_the_trainer(settings, accepting_worker):
     rules = accepting_worker.rules
     run = uuid.uuid4().hex[:6]
     plain, pricey = f"acc-{run}-plain", f"acc-{run}-pricey"
-    priced_item(settings, pricey)
+    with EventProducer.from_settings(settings) as producer:  # sold at CATALOG_PRICE: the price rule and the filling read it
+        producer.produce(CatalogItem(item_id=pricey, title="Pipette tips, 1000 pcs", category_path=["Lab"], price=CATALOG_PRICE,
+                                     currency="EUR"))
+    accepting_worker.wait_applied(settings)  # stored by the catalog agent before any purchase of it
     shopper, bot, buyer = f"acc-{run}-shopper", f"acc-{run}-bot", f"acc-{run}-buyer"
     accepted_start, quarantine_start = log_ends(settings), log_ends(settings, Topic.QUARANTINE)
     now = int(time.time() * 1000)
