@@ -137,8 +137,9 @@ class KafkaService(Service):
         if not (self.log_dir / "meta.properties").exists():
             say("Formatting Kafka storage (KRaft, single node)…")
             result = subprocess.run(
+                # One token: an id may start with "-", which the tool's parser takes for an option.
                 [*self._java(), "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", _cluster_id(), "-c", str(self.config_path)],
+                 f"--cluster-id={_cluster_id()}", "-c", str(self.config_path)],
                 capture_output=True,
                 text=True,
             )
