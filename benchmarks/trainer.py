@@ -74,7 +74,7 @@ def initial_student(repo: Path, source: Path | None) -> str:
     return "untrained student (model init)"
 
 
-def load_catalog_into_redis(redis_url: str, catalog) -> dict[str, pairs.ItemInfo]:
+def load_catalog_into_redis(redis_url: str, catalog) -> dict[str, pairs.ItemText]:
     now = int(time.time() * 1000)
     records = [CatalogRecord(item.item_id, item.title, tuple(item.category_path), item.brand, None, None, True, now)
                for item in catalog]
@@ -87,7 +87,7 @@ def load_catalog_into_redis(redis_url: str, catalog) -> dict[str, pairs.ItemInfo
             await client.aclose()
 
     asyncio.run(write())
-    return {item.item_id: pairs.ItemInfo(item.title, item_text(item.title, item.category_path, item.brand)) for item in catalog}
+    return {item.item_id: pairs.ItemText(item.title, item_text(item.title, item.category_path, item.brand)) for item in catalog}
 
 
 def streams_worker(settings: Settings, log_path: Path, max_late_s: float) -> ComponentProcess:
@@ -114,7 +114,7 @@ def wait_accepted(settings: Settings, worker: ComponentProcess, timeout_s: float
 
 
 def next_slice_ndcg(frozen, served, tokenizer, history: list[AcceptedInteraction], upcoming: list[AcceptedInteraction],
-                    known: dict[str, pairs.ItemInfo], *, examples: int, candidates: int, max_length: int) -> dict:
+                    known: dict[str, pairs.ItemText], *, examples: int, candidates: int, max_length: int) -> dict:
     timed, _ = pairs.build_examples(upcoming, known, context=history)
     rng = np.random.default_rng(0)
     if len(timed) > examples:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.settings import StreamsSettings
-from streamrec.store.profile import Interaction, UserProfile
+from streamrec.store.profile import RecentInteraction, UserProfile
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def apply_interaction(
         current = np.zeros_like(embedding, dtype=np.float32) if profile.vector is None else profile.vector.astype(np.float32)
         profile.vector = (current * factor + contribution * embedding.astype(np.float32)).astype(np.float16)
 
-    entry = Interaction(ts, item_id, event_type)
+    entry = RecentInteraction(ts, item_id, event_type)
     keys = [existing.sort_key() for existing in profile.recent]
     profile.recent.insert(bisect.bisect_right(keys, entry.sort_key()), entry)
     del profile.recent[: max(0, len(profile.recent) - settings.recent_max)]
@@ -103,13 +103,13 @@ def _covisit(profile: UserProfile, event_type: str, item_id: str, ts: int, setti
     """
     return remember_covisit(
         profile.covisit_history.setdefault(event_type, []),
-        Interaction(ts, item_id, event_type),
+        RecentInteraction(ts, item_id, event_type),
         window_ms=settings.covisit_window_s * 1000,
         keep=settings.covisit_history,
     )
 
 
-def remember_covisit(history: list[Interaction], entry: Interaction, *, window_ms: float, keep: int) -> tuple[str, ...]:
+def remember_covisit(history: list[RecentInteraction], entry: RecentInteraction, *, window_ms: float, keep: int) -> tuple[str, ...]:
     """The co-visitation rule: the items in ``history`` that ``entry`` pairs with, then ``entry`` remembered.
 
     ``entry`` pairs with every other item of ``history`` within ``window_ms`` of it (an item that

@@ -130,7 +130,6 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=max(4096, streams.batch_max * 4),
     )
     runtime = StreamsRuntime(app, settings)
-    app.streamrec_runtime = runtime  # for tests and the metrics page
 
     interactions_topic = app.topic(*(topic.value for topic in INTERACTION_TOPICS))
     catalog_topic = app.topic(Topic.CATALOG.value)

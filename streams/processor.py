@@ -29,7 +29,7 @@ import redis.asyncio as redis
 from redis.exceptions import WatchError
 
 from streamrec.deadletter import DeadLetter
-from streamrec.events import CartEvent, ClickEvent, EventValidator, InvalidEvent, PurchaseEvent
+from streamrec.events import CartEvent, ClickEvent, EventValidator, Interaction, InvalidEvent, PurchaseEvent
 from streamrec.messages import AcceptedEvent, QuarantinedEvent
 from streamrec.settings import StreamsSettings
 from streamrec.store.catalog import CatalogRecord
@@ -43,7 +43,6 @@ from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate,
 from streamrec.profile_fold import Applied, apply_interaction
 
 log = logging.getLogger(__name__)
-Interaction = ClickEvent | CartEvent | PurchaseEvent
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
 

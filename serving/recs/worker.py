@@ -136,7 +136,6 @@ def create_app(settings: Settings) -> faust.App:
     app = worker_app(recs.app_id, settings, web_host=recs.web_host, web_port=recs.web_port,
                      session_timeout_s=recs.session_timeout_s, auto_offset_reset="latest")
     runtime = RecsRuntime(app, settings)
-    app.streamrec_runtime = runtime
 
     updates = app.topic(Topic.PROFILES_UPDATED.value)
 

@@ -27,12 +27,12 @@ import numpy as np
 
 from streamrec.ranking.item_index import ItemIndex
 from streamrec.settings import RecsSettings
-from streamrec.store.profile import Interaction, UserProfile
+from streamrec.store.profile import RecentInteraction, UserProfile
 
 COVISIT = "covisit"
 VECTOR = "vector"
 CATEGORY_TRENDING = "category_trending"
-TRENDING = "trending"
+GLOBAL_TRENDING = "trending"
 
 
 class SignalStore(Protocol):
@@ -59,13 +59,11 @@ class Candidate:
 
 @dataclass
 class CandidateSet:
-    user_known: bool
     candidates: dict[str, Candidate]
-    history: list[Interaction]  # newest first, distinct items
-    excluded: set[str]
+    history: list[RecentInteraction]  # newest first, distinct items
 
 
-def distinct_history(profile: UserProfile) -> list[Interaction]:
+def distinct_history(profile: UserProfile) -> list[RecentInteraction]:
     """The user's interactions newest first, one per item (its newest)."""
     seen: set[str] = set()
     out = []
@@ -157,7 +155,7 @@ class CandidateGenerator:
         for wanted in strongest:
             take(by_category.get(wanted, ()), CATEGORY_TRENDING, settings.per_category)
         global_count = settings.trending_candidates if history else settings.candidates
-        take(pool, TRENDING, global_count, total=settings.candidates)
+        take(pool, GLOBAL_TRENDING, global_count, total=settings.candidates)
 
         # Features every candidate gets, whichever source found it.
         strongest_affinity = max(affinities.values(), default=0.0)
@@ -176,7 +174,7 @@ class CandidateGenerator:
             if strongest_affinity > 0 and info is not None and info.category is not None:
                 found_candidate.affinity = affinities.get(info.category, 0.0) / strongest_affinity
         kept = _limit(found, settings.candidates)
-        return CandidateSet(user_known=bool(history), candidates=kept, history=history, excluded=excluded)
+        return CandidateSet(candidates=kept, history=history)
 
 
 def _limit(found: dict[str, Candidate], count: int) -> dict[str, Candidate]:

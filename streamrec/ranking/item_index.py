@@ -69,9 +69,6 @@ class ItemIndex:
         position = self._position.get(item_id)
         return None if position is None else self._info[position]
 
-    def position(self, item_id: str) -> int | None:
-        return self._position.get(item_id)
-
     def vectors(self, item_ids: list[str]) -> np.ndarray:
         """Rows for known items (unknown ones get zeros), L2-normalised float32."""
         out = np.zeros((len(item_ids), self.dim), np.float32)

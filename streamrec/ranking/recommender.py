@@ -21,7 +21,7 @@ from streamrec.ranking.blender import Blender, features, standardise
 from streamrec.ranking.candidates import (
     CATEGORY_TRENDING,
     COVISIT,
-    TRENDING,
+    GLOBAL_TRENDING,
     Candidate,
     CandidateGenerator,
     CandidateSet,
@@ -189,7 +189,7 @@ class Recommender:
             return f"trending in {info.category}", None
         if COVISIT in candidate.sources and candidate.covisit_from:
             return self._because(candidate.covisit_from, "click", "shoppers who"), candidate.covisit_from
-        if TRENDING in candidate.sources or not history:
+        if GLOBAL_TRENDING in candidate.sources or not history:
             return "trending now", None
         return "popular with shoppers like you", None
 

@@ -26,7 +26,7 @@ import msgpack
 import numpy as np
 
 from streamrec.store.catalog import CatalogRecord
-from streamrec.store.profile import INTERACTION_TYPES, Interaction, UserProfile
+from streamrec.store.profile import INTERACTION_TYPES, RecentInteraction, UserProfile
 
 PROFILE_PREFIX = "u:"
 ITEM_PREFIX = "i:"
@@ -112,7 +112,7 @@ def decode_profile(raw: bytes) -> UserProfile:
     id_bytes, id_offsets = data["d"]
     return UserProfile(
         ref_ts=ref,
-        recent=[Interaction(ref - offset, item_id, INTERACTION_TYPES[code]) for offset, item_id, code in data["r"]],
+        recent=[RecentInteraction(ref - offset, item_id, INTERACTION_TYPES[code]) for offset, item_id, code in data["r"]],
         affinities=dict(data["a"]),
         vector=None if data["v"] is None else np.frombuffer(data["v"], dtype=np.float16).copy(),
         purchased=list(data["p"]),
@@ -121,7 +121,7 @@ def decode_profile(raw: bytes) -> UserProfile:
         click_times=[ref - offset for offset in data["k"]],
         seen_ids=[(id_bytes[8 * k : 8 * k + 8], ref - offset) for k, offset in enumerate(id_offsets)],
         covisit_history={
-            kind: [Interaction(ref - offset, item_id, kind) for offset, item_id in history]
+            kind: [RecentInteraction(ref - offset, item_id, kind) for offset, item_id in history]
             for kind, history in data["c"].items()
         },
     )

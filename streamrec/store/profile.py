@@ -17,7 +17,7 @@ INTERACTION_TYPES = ("click", "add_to_cart", "purchase")
 
 
 @dataclass
-class Interaction:
+class RecentInteraction:
     ts: int
     item_id: str
     type: str
@@ -29,7 +29,7 @@ class Interaction:
 @dataclass
 class UserProfile:
     ref_ts: int = 0  # newest event ts applied (ms); decayed values are as of this time
-    recent: list[Interaction] = field(default_factory=list)  # oldest first, bounded
+    recent: list[RecentInteraction] = field(default_factory=list)  # oldest first, bounded
     affinities: dict[str, float] = field(default_factory=dict)  # category -> decayed weight at ref_ts
     vector: np.ndarray | None = None  # float16 decayed sum of item embeddings at ref_ts
     purchased: list[str] = field(default_factory=list)  # newest last, bounded, unique
@@ -39,4 +39,4 @@ class UserProfile:
     seen_ids: list[tuple[bytes, int]] = field(default_factory=list)  # (8-byte event id prefix, ts) for dedup
     # Newest interactions per type, for co-visitation: one type's events come from one
     # partition in a fixed order, so pairs found here do not depend on other topics' timing.
-    covisit_history: dict[str, list[Interaction]] = field(default_factory=dict)
+    covisit_history: dict[str, list[RecentInteraction]] = field(default_factory=dict)

@@ -30,7 +30,7 @@ TARGET_TYPES = ("click", "purchase")
 
 
 @dataclass(frozen=True, slots=True)
-class ItemInfo:
+class ItemText:
     title: str
     text: str
 
@@ -54,7 +54,7 @@ class ItemTable:
     texts: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
 
-    def add(self, item_id: str, info: ItemInfo) -> int:
+    def add(self, item_id: str, info: ItemText) -> int:
         found = self.index.get(item_id)
         if found is None:
             found = self.index[item_id] = len(self.ids)
@@ -70,11 +70,11 @@ class ItemTable:
         return len(self.ids)
 
 
-def catalog_texts(redis_url: str, item_ids: Iterable[str]) -> dict[str, ItemInfo]:
+def catalog_texts(redis_url: str, item_ids: Iterable[str]) -> dict[str, ItemText]:
     """Title and item text of every known item (unknown ones are left out)."""
     records = asyncio.run(_catalog_records(redis_url, list(dict.fromkeys(item_ids))))
     return {
-        item_id: ItemInfo(record.title, item_text(record.title, record.category_path, record.brand))
+        item_id: ItemText(record.title, item_text(record.title, record.category_path, record.brand))
         for item_id, record in records.items()
     }
 
@@ -97,7 +97,7 @@ class PairStats:
 
 def build_examples(
     events: Sequence[AcceptedInteraction],
-    known: dict[str, ItemInfo],
+    known: dict[str, ItemText],
     *,
     context: Sequence[AcceptedInteraction] = (),
     max_history: int = 20,

@@ -18,18 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.incremental.pairs import ItemInfo, TimedExample
+from trainer.incremental.pairs import ItemText, TimedExample
 
 
 @dataclass
 class ReplayBuffer:
     capacity: int
     examples: list[TimedExample] = field(default_factory=list)
-    items: dict[str, ItemInfo] = field(default_factory=dict)
+    items: dict[str, ItemText] = field(default_factory=dict)
     seen: int = 0
     """Examples offered so far (the reservoir's denominator)."""
 
-    def add(self, new: Sequence[TimedExample], known: dict[str, ItemInfo], rng: np.random.Generator) -> None:
+    def add(self, new: Sequence[TimedExample], known: dict[str, ItemText], rng: np.random.Generator) -> None:
         for example in new:
             self.seen += 1
             if len(self.examples) < self.capacity:
@@ -75,7 +75,7 @@ class ReplayBuffer:
             buffer = cls(
                 capacity=capacity,
                 examples=[TimedExample(u, tuple(h), t, int(ts)) for u, h, t, ts in payload["examples"]][:capacity],
-                items={item: ItemInfo(title, text) for item, (title, text) in payload["items"].items()},
+                items={item: ItemText(title, text) for item, (title, text) in payload["items"].items()},
                 seen=int(payload["seen"]),
             )
         except (OSError, ValueError, KeyError, TypeError):

@@ -32,7 +32,7 @@ from streamrec.datasets.loaders import load_amazon
 from streamrec.profile_fold import apply_interaction, remember_covisit
 from streamrec.settings import RecsSettings, StreamsSettings
 from streamrec.store.catalog import CatalogRecord
-from streamrec.store.profile import Interaction, UserProfile
+from streamrec.store.profile import RecentInteraction, UserProfile
 
 # Spacing of a history's items in a profile: one a day, as the Amazon replay spaces purchases
 # (streamrec.datasets.loaders.load_amazon), so the profile vector and affinities decay as there.
@@ -50,10 +50,10 @@ def sequence_pairs(sequence: Sequence[str], settings: StreamsSettings, *, start:
     Only pairs made when the item at position ``start`` or later arrives are returned
     (``start > 0``: the pairs a prefix of the sequence has not made yet).
     """
-    history: list[Interaction] = []
+    history: list[RecentInteraction] = []
     pairs: Counter[tuple[str, str]] = Counter()
     for position, item_id in enumerate(sequence):
-        entry = Interaction(position, item_id, EVENT_TYPE)
+        entry = RecentInteraction(position, item_id, EVENT_TYPE)
         neighbours = remember_covisit(history, entry, window_ms=math.inf, keep=settings.covisit_history)
         if position >= start:
             for neighbour in neighbours:

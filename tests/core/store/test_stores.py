@@ -17,7 +17,7 @@ from streamrec.store import functions, layout
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
 from streamrec.store.item_statistics import ItemObservations, ItemStatistics
-from streamrec.store.profile import Interaction, UserProfile
+from streamrec.store.profile import RecentInteraction, UserProfile
 from streamrec.store.profile_store import ProfileStore
 from streamrec.store.recommendation_cache import RecommendationCache
 from streamrec.store.watermarks import WatermarkStore
@@ -47,7 +47,7 @@ def record(item_id: str, *, embedding: bool = True) -> CatalogRecord:
 async def test_profiles_are_written_in_the_transaction_and_read_with_one_decode_path(client):
     profiles, run = ProfileStore(client), tag()
     known, missing, broken = f"u-{run}", f"u-{run}-missing", f"u-{run}-broken"
-    profile = UserProfile(ref_ts=5_000, last_seen=5_000, recent=[Interaction(5_000, "i1", "click")], affinities={"Lab": 1.0})
+    profile = UserProfile(ref_ts=5_000, last_seen=5_000, recent=[RecentInteraction(5_000, "i1", "click")], affinities={"Lab": 1.0})
     profile.counts["click"] = 1
     await client.set(profiles.key(broken), b"\xc1")
     async with client.pipeline(transaction=True) as pipe:

@@ -9,7 +9,7 @@ import typer
 from trainer.cli import parse_interval
 from trainer.incremental.consume import AcceptedInteraction
 from trainer.incremental.gate import decide, rank_metrics
-from trainer.incremental.pairs import ItemInfo, TimedExample, build_examples, split_by_time
+from trainer.incremental.pairs import ItemText, TimedExample, build_examples, split_by_time
 from trainer.incremental.replay_buffer import ReplayBuffer
 
 
@@ -17,7 +17,7 @@ def event(user: str, item: str, ts: int, type_: str = "click", offset: int = 0) 
     return AcceptedInteraction(f"{user}-{item}-{ts}", user, item, type_, ts, "events.accepted", 0, offset)
 
 
-KNOWN = {name: ItemInfo(name.upper(), f"{name} text") for name in "abcdef"}
+KNOWN = {name: ItemText(name.upper(), f"{name} text") for name in "abcdef"}
 
 
 def test_examples_are_the_context_before_each_click_or_purchase():
