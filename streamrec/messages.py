@@ -103,15 +103,9 @@ class Recommendations(_Message):
         return self.user_id.encode()
 
 
-class AcceptedEvent(_Message):
-    """An interaction the streams worker applied (``events.accepted``, keyed by user), as applied:
-    cleaned and filled (a purchase's missing price comes from the catalog).
+class _RawTopicEvent(_Message):
+    """An interaction event with the raw-topic position it was read from, keyed by its user."""
 
-    Published before the worker's Redis transaction commits, so a crash can repeat a message but
-    never lose one: consumers dedupe by ``event.event_id``.
-    """
-
-    TOPIC: ClassVar[Topic] = Topic.ACCEPTED
     event: InteractionEvent
     topic: str = Field(description="Raw topic the event was read from.")
     partition: int = Field(ge=0)
@@ -125,22 +119,23 @@ class AcceptedEvent(_Message):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-class QuarantinedEvent(_Message):
+class AcceptedEvent(_RawTopicEvent):
+    """An interaction the streams worker applied (``events.accepted``, keyed by user), as applied:
+    cleaned and filled (a purchase's missing price comes from the catalog).
+
+    Published before the worker's Redis transaction commits, so a crash can repeat a message but
+    never lose one: consumers dedupe by ``event.event_id``.
+    """
+
+    TOPIC: ClassVar[Topic] = Topic.ACCEPTED
+
+
+class QuarantinedEvent(_RawTopicEvent):
     """A readable event a cleaning rule set aside (``events.quarantine``, keyed by user), with why."""
 
     TOPIC: ClassVar[Topic] = Topic.QUARANTINE
     rule: str = Field(min_length=1, description="The rule that caught it, e.g. duplicate, bot_click_rate, price_mismatch.")
     reason: str = Field(description="One line a person can act on.")
-    event: InteractionEvent
-    topic: str = Field(description="Raw topic the event was read from.")
-    partition: int = Field(ge=0)
-    offset: int = Field(ge=0)
-
-    def key(self) -> bytes:
-        return self.event.user_id.encode()
-
-    def encode(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
 
 
 class ModelUpdate(_Message):
