@@ -41,17 +41,14 @@ def isolated_stack(say=print, **stack_overrides) -> Iterator[Settings]:
 
 
 def machine() -> dict[str, object]:
-    """Where a figure was measured: CPU model, cores, memory, Python, GPU, date."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """Where a figure was measured: CPU model and the flags that decide precision, cores, memory,
+    Python, GPU, date."""
+    from streamrec.model.precision import FLAGS_THAT_MATTER, cpu_facts
+
+    cpu, flags = cpu_facts()
     return {
-        "cpu": cpu,
+        "cpu": cpu if cpu != "unknown" else platform.processor() or platform.machine(),
+        "cpu_flags": " ".join(flag for flag in FLAGS_THAT_MATTER if flag in flags) or "none of " + " ".join(FLAGS_THAT_MATTER),
         "cores": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "platform": platform.platform(),

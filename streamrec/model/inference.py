@@ -27,9 +27,8 @@ from tokenizers import Tokenizer
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from streamrec.model.networks import CrossEncoderScorer, TextEncoder
+from streamrec.model.precision import PRECISIONS, Precision, cpu_candidates, cpu_facts, fastest
 
-Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 def tokenize_pairs(
@@ -137,41 +136,56 @@ class CachedTokenizer:
         }
 
 
-def default_precision(device: torch.device) -> Precision:
-    return "bf16" if device.type == "cuda" else "fp32"
-
-
 class Runner:
-    """A module ready for inference on one device, in one precision."""
+    """A module ready for inference on one device, in one precision.
+
+    ``precision="auto"`` (the default) decides when the first inputs are known: bf16 on a GPU
+    that supports it, and on a CPU the faster of fp32 and (only where the processor has native
+    bf16) bf16, timed on those inputs (see :mod:`streamrec.model.precision`).
+    """
 
     def __init__(
         self,
         module: TextEncoder | CrossEncoderScorer,
         *,
         device: str | torch.device = "cpu",
-        precision: Precision | None = None,
+        precision: Precision | Literal["auto"] | None = None,
         compile: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.precision: Precision = precision or default_precision(self.device)
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        requested = precision or "auto"
+        if requested not in (*PRECISIONS, "auto"):
+            raise ValueError(f"precision must be one of {PRECISIONS} or auto, not {requested!r}")
+        self.precision: Precision | None = None if requested == "auto" else requested  # type: ignore[assignment]
         self.module = module.to(self.device).eval()
         self._forward = torch.compile(self.module, dynamic=True) if compile else self.module
 
-    def _autocast(self):
-        if self.precision == "fp32":
+    def choose_precision(self, inputs: dict[str, torch.Tensor]) -> Precision:
+        """Settle ``auto`` now (on these inputs); a fixed precision is returned as it is."""
+        if self.precision is None:
+            if self.device.type == "cuda":
+                self.precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                _, flags = cpu_facts()
+                self.precision = fastest(cpu_candidates(flags), lambda precision: self._run(inputs, precision))
+        return self.precision
+
+    def _autocast(self, precision: Precision):
+        if precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def __call__(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+    def _run(self, inputs: dict[str, torch.Tensor], precision: Precision) -> np.ndarray:
         names = ("input_ids", "attention_mask", "token_type_ids")
         if isinstance(self.module, TextEncoder):
             names = names[:2]
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(precision):
             outputs = self._forward(**{name: inputs[name].to(self.device) for name in names})
         return outputs.float().cpu().numpy()
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
+        return self._run(inputs, self.choose_precision(inputs))
 
 
 class Scorer(Protocol):

@@ -179,8 +179,8 @@ class Validator:
 
     def encoder_metric(self, encoder: TextEncoder, config: FinetuneConfig) -> float:
         contexts = ContextWriter(self.corpus.titles, self.tokenizer, config.context_budget)
-        items = embed(encoder, self.tokenizer, self.corpus.item_texts, max_length=config.max_length, precision="bf16")
-        users = embed(encoder, self.tokenizer, [contexts(e.history) for e in self.examples], max_length=config.max_length, precision="bf16")
+        items = embed(encoder, self.tokenizer, self.corpus.item_texts, max_length=config.max_length, precision="auto")
+        users = embed(encoder, self.tokenizer, [contexts(e.history) for e in self.examples], max_length=config.max_length, precision="auto")
         scores = retrieval_scores(users, items, [e.history for e in self.examples])
         return self._ndcg(scores)
 
@@ -263,11 +263,11 @@ def train_models(
         encoder = load_folder(encoder_folder)[0]  # type: ignore[assignment]
     encoder_length = read_metadata(encoder_folder).max_length
 
-    item_vectors = embed(encoder, tokenizer, corpus.item_texts, max_length=encoder_length, precision="bf16")
+    item_vectors = embed(encoder, tokenizer, corpus.item_texts, max_length=encoder_length, precision="auto")
     writer = ContextWriter(corpus.titles, tokenizer, plan.encoder.context_budget)
 
     def retrieve(examples: Sequence[Example], k: int) -> list[list[int]]:
-        users = embed(encoder, tokenizer, [writer(e.history) for e in examples], max_length=encoder_length, precision="bf16")
+        users = embed(encoder, tokenizer, [writer(e.history) for e in examples], max_length=encoder_length, precision="auto")
         return [list(map(int, row)) for row in top_k(retrieval_scores(users, item_vectors, [e.history for e in examples]), k)]
 
     if "scorer" in stages:
