@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from streamrec.model.networks import CrossEncoderScorer, TextEncoder
-from streamrec.model.precision import PRECISIONS, Precision, cpu_candidates, cpu_facts, fastest
+from streamrec.model.precision import PRECISIONS, Precision, cpu_facts, cpu_precision
 
 
 
@@ -139,9 +139,9 @@ class CachedTokenizer:
 class Runner:
     """A module ready for inference on one device, in one precision.
 
-    ``precision="auto"`` (the default) decides when the first inputs are known: bf16 on a GPU
-    that supports it, and on a CPU the faster of fp32 and (only where the processor has native
-    bf16) bf16, timed on those inputs (see :mod:`streamrec.model.precision`).
+    ``precision="auto"`` (the default) is settled for the device: bf16 on a GPU that supports
+    it; on a CPU bf16 only where the processor computes it natively, else fp32
+    (:mod:`streamrec.model.precision`).
     """
 
     def __init__(
@@ -156,36 +156,28 @@ class Runner:
         requested = precision or "auto"
         if requested not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be one of {PRECISIONS} or auto, not {requested!r}")
-        self.precision: Precision | None = None if requested == "auto" else requested  # type: ignore[assignment]
+        self.precision: Precision = requested if requested != "auto" else self._auto_precision()  # type: ignore[assignment]
         self.module = module.to(self.device).eval()
         self._forward = torch.compile(self.module, dynamic=True) if compile else self.module
 
-    def choose_precision(self, inputs: dict[str, torch.Tensor]) -> Precision:
-        """Settle ``auto`` now (on these inputs); a fixed precision is returned as it is."""
-        if self.precision is None:
-            if self.device.type == "cuda":
-                self.precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            else:
-                _, flags = cpu_facts()
-                self.precision = fastest(cpu_candidates(flags), lambda precision: self._run(inputs, precision))
-        return self.precision
+    def _auto_precision(self) -> Precision:
+        if self.device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return cpu_precision(cpu_facts()[1])
 
-    def _autocast(self, precision: Precision):
-        if precision == "fp32":
+    def _autocast(self):
+        if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _run(self, inputs: dict[str, torch.Tensor], precision: Precision) -> np.ndarray:
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
         names = ("input_ids", "attention_mask", "token_type_ids")
         if isinstance(self.module, TextEncoder):
             names = names[:2]
-        with torch.inference_mode(), self._autocast(precision):
+        with torch.inference_mode(), self._autocast():
             outputs = self._forward(**{name: inputs[name].to(self.device) for name in names})
         return outputs.float().cpu().numpy()
-
-    def __call__(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
-        return self._run(inputs, self.choose_precision(inputs))
 
 
 class Scorer(Protocol):

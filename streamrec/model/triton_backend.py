@@ -8,9 +8,8 @@ texts repeat across requests, so most are cache hits), run by a
 
 Settings come from ``config.pbtxt`` ``parameters`` (the device from ``instance_group``):
 
-* ``precision`` — ``auto`` (default) | ``fp32`` | ``bf16`` | ``fp16``; ``auto`` is settled in
-  ``initialize`` on a warm-up batch: bf16 on a GPU, on a CPU the faster of fp32 and (only where
-  the processor has native bf16) bf16 (:mod:`streamrec.model.precision`);
+* ``precision`` — ``auto`` (default) | ``fp32`` | ``bf16`` | ``fp16``; ``auto`` is bf16 on a GPU
+  and on a CPU with native bf16, fp32 on other CPUs (:mod:`streamrec.model.precision`);
 * ``compile`` — ``"true"`` wraps the module in ``torch.compile`` (sequence lengths are padded
   to multiples of ``pad_to`` then, so few shapes are compiled);
 * ``threads`` — torch CPU threads of this instance (default: torch's choice);
@@ -74,11 +73,6 @@ class _Backend:
         self.tokens = CachedTokenizer(tokenizer, self.metadata.max_length)
         self.pad_to = int(parameters.get("pad_to") or 1)
         self.max_batch = max(int(config.get("max_batch_size", 64)), 1)
-        # Decided here, before the first request, so no request pays for the timing.
-        self.runner.choose_precision(self._warm_up_inputs(min(self.max_batch, 64)))
-
-    def _warm_up_inputs(self, rows: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
 
     def _run(self, inputs: dict[str, torch.Tensor]) -> np.ndarray:
         if self.pad_to > 1:
@@ -98,14 +92,8 @@ def _split(pb_utils, outputs: np.ndarray, sizes: list[int], name: str, shape: tu
     return responses
 
 
-WARM_UP_TEXT = "nitrile examination gloves, powder free, large. Lab Supplies > Gloves. Acme"
-
-
 class EncoderBackend(_Backend):
     kind = "encoder"
-
-    def _warm_up_inputs(self, rows: int) -> dict[str, torch.Tensor]:
-        return self.tokens.texts([WARM_UP_TEXT] * rows)
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb_utils
@@ -120,9 +108,6 @@ class ScorerBackend(_Backend):
     """Scores (context, item) pairs sent as texts, or as token ids a client tokenised itself."""
 
     kind = "scorer"
-
-    def _warm_up_inputs(self, rows: int) -> dict[str, torch.Tensor]:
-        return self.tokens.pairs([WARM_UP_TEXT] * rows, [WARM_UP_TEXT] * rows)
 
     def _request_tokens(self, pb_utils, request) -> dict[str, torch.Tensor]:
         ids = pb_utils.get_input_tensor_by_name(request, contract.SCORER_INPUT_IDS)

@@ -1,10 +1,9 @@
-"""CPU precision is chosen at load time from what the processor supports and what a warm-up
-measures, never assumed."""
+"""CPU precision is chosen at load time from what the processor supports, never assumed, and the
+same way in every process on one machine (so served and in-process scores agree)."""
 
 from __future__ import annotations
 
-import time
-
+import pytest
 import torch
 
 from streamrec.model import inference, precision
@@ -14,25 +13,16 @@ AVX2_ONLY = frozenset({"avx", "avx2", "fma"})
 NATIVE_BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 
 
-def test_bf16_is_tried_only_where_the_processor_has_it():
-    assert precision.cpu_candidates(AVX2_ONLY) == ["fp32"]
-    assert precision.cpu_candidates(NATIVE_BF16) == ["fp32", "bf16"]
-    assert precision.cpu_candidates({"amx_bf16"}) == ["fp32", "bf16"]
+def test_bf16_only_where_the_processor_has_it():
+    assert precision.cpu_precision(AVX2_ONLY) == "fp32"
+    assert precision.cpu_precision(NATIVE_BF16) == "bf16"
+    assert precision.cpu_precision({"avx2", "amx_bf16"}) == "bf16"
+    assert precision.cpu_precision(set()) == "fp32"
 
 
-def test_fastest_keeps_the_candidate_that_measured_faster():
-    delays = {"fp32": 0.004, "bf16": 0.0005}
-    calls = []
-
-    def run(choice):
-        calls.append(choice)
-        time.sleep(delays[choice])
-
-    assert precision.fastest(["fp32", "bf16"], run, repeats=2) == "bf16"
-    assert calls.count("fp32") == calls.count("bf16") == 3  # one warm-up and two timed runs each
-    delays.update(fp32=0.0005, bf16=0.004)
-    assert precision.fastest(["fp32", "bf16"], run, repeats=2) == "fp32"
-    assert precision.fastest(["fp32"], lambda choice: (_ for _ in ()).throw(AssertionError("timed")), repeats=2) == "fp32"
+def test_this_machines_facts_are_read():
+    model, flags = precision.cpu_facts()
+    assert model and isinstance(flags, frozenset)
 
 
 def _runner(**options) -> inference.Runner:
@@ -45,26 +35,16 @@ def _inputs() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 
-def test_auto_on_an_avx2_only_cpu_runs_fp32(monkeypatch):
-    monkeypatch.setattr(inference, "cpu_facts", lambda: ("AMD EPYC (AVX2 only)", AVX2_ONLY))
+@pytest.mark.parametrize(("flags", "expected"), [(AVX2_ONLY, "fp32"), (NATIVE_BF16, "bf16")])
+def test_auto_follows_the_cpu_flags(monkeypatch, flags, expected):
+    monkeypatch.setattr(inference, "cpu_facts", lambda: ("a CPU", flags))
     runner = _runner()
-    assert runner.precision is None
-    scores = runner(_inputs())
-    assert runner.precision == "fp32" and scores.shape == (8,)
+    assert runner.precision == expected
+    assert runner(_inputs()).shape == (8,)
 
 
-def test_auto_with_native_bf16_times_both_and_keeps_its_choice(monkeypatch):
-    monkeypatch.setattr(inference, "cpu_facts", lambda: ("Xeon with AVX512-BF16", NATIVE_BF16))
-    timed = []
-    monkeypatch.setattr(inference, "fastest", lambda candidates, run: timed.append(list(candidates)) or "bf16")
-    runner = _runner()
-    runner(_inputs())
-    runner(_inputs())
-    assert timed == [["fp32", "bf16"]] and runner.precision == "bf16"
-
-
-def test_a_fixed_precision_is_never_timed(monkeypatch):
-    monkeypatch.setattr(inference, "fastest", lambda *args: (_ for _ in ()).throw(AssertionError("timed")))
-    runner = _runner(precision="fp32")
-    runner(_inputs())
-    assert runner.precision == "fp32"
+def test_a_fixed_precision_is_kept_and_a_wrong_one_refused(monkeypatch):
+    monkeypatch.setattr(inference, "cpu_facts", lambda: ("a CPU", NATIVE_BF16))
+    assert _runner(precision="fp32").precision == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _runner(precision="int4")
