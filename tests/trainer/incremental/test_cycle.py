@@ -10,10 +10,9 @@ import time
 import uuid
 
 import numpy as np
-import orjson
 import pytest
 import torch
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from serving.engine.scorer_client import TritonScorerClient
 from streamrec.model.artifacts import WEIGHTS, load_folder
@@ -26,21 +25,10 @@ from trainer.incremental.cycle import run_cycle, state_dir
 pytestmark = pytest.mark.stack
 
 
-def model_updates(settings, model: str) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"t-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest"})
-    found = []
-    try:
-        partitions = consumer.list_topics(Topic.MODEL_UPDATES.value, timeout=10).topics[Topic.MODEL_UPDATES.value].partitions
-        consumer.assign([TopicPartition(Topic.MODEL_UPDATES.value, p, 0) for p in partitions])
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and not message.error() and message.key() == model.encode():
-                found.append(orjson.loads(message.value()))
-    finally:
-        consumer.close()
-    return found
+def model_updates(kafka_reader, model: str, expected: int) -> list[dict]:
+    """This test's model's messages on ``model.updates`` (from where the topic ended when it began)."""
+    found = kafka_reader.read(Topic.MODEL_UPDATES, match=lambda v: v.get("model") == model, expected=expected, timeout_s=10)
+    return [{k: v for k, v in message.items() if not k.startswith("_")} for message in found]
 
 
 def served_scores(settings, model: str, version: int | None = None) -> np.ndarray:
@@ -83,7 +71,7 @@ async def score_while(settings, model: str, work) -> tuple[int, list[str], objec
     return calls, failures, (stats, result)
 
 
-async def test_two_cycles_publish_while_a_client_scores_then_rollback(settings, send_sequences):
+async def test_two_cycles_publish_while_a_client_scores_then_rollback(settings, send_sequences, kafka_reader):
     name = f"trainer_accept_{uuid.uuid4().hex[:6]}"
     registry = make_trainer_model(settings, name)
     config = trainer_settings(settings, name)
@@ -108,7 +96,7 @@ async def test_two_cycles_publish_while_a_client_scores_then_rollback(settings, 
     assert meta3.lineage["start_offsets"] == meta2.lineage["offsets"]  # cycle 2 resumed where cycle 1 ended
     assert meta2.lineage["events_used"] == results[0].events_used > 0
     assert set(meta2.lineage["gate"]["challenger"]) >= {"ndcg10", "hr10", "auc"}
-    updates = model_updates(settings, name)
+    updates = model_updates(kafka_reader, name, expected=2)
     assert [(u["event"], u["version"]) for u in updates] == [("published", 2), ("published", 3)]
     assert set(updates[0]) >= {"version", "metrics", "gate", "offsets", "events_used", "duration_s"}
     decisions = [json.loads(line) for line in (state_dir(config) / "decisions.jsonl").read_text().splitlines()]
@@ -123,7 +111,7 @@ async def test_two_cycles_publish_while_a_client_scores_then_rollback(settings, 
     assert registry.next_version() == 4  # a retired number is never reused
 
 
-def test_broken_weights_are_rejected_and_the_served_version_stays(settings, send_sequences):
+def test_broken_weights_are_rejected_and_the_served_version_stays(settings, send_sequences, kafka_reader):
     name = f"trainer_broken_{uuid.uuid4().hex[:6]}"
     registry = make_trainer_model(settings, name)
     config = trainer_settings(settings, name)
@@ -139,7 +127,7 @@ def test_broken_weights_are_rejected_and_the_served_version_stays(settings, send
     assert registry.served_version() == 1 and registry.versions() == [1]
     assert not list((settings.stack.model_repo / ".staging").glob(f"{name}-*"))
     np.testing.assert_array_equal(served_scores(settings, name), before)
-    assert model_updates(settings, name) == []
+    assert model_updates(kafka_reader, name, expected=0) == []
     # nothing was published, so the next cycle reads the same events again
     retry = run_cycle(config, say=print)
     assert retry.status == "published" and retry.version == 2
