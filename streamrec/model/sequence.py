@@ -52,7 +52,8 @@ from transformers import BertConfig, BertModel
 EVENT_TYPES = ("click", "cart", "purchase")
 """Token types of the BERT input, in this order (index = token type id)."""
 PURCHASE = EVENT_TYPES.index("purchase")
-SIGNALS = ("covisit_next", "covisit_prev", "covisit_recent", "text_last", "text_recent")
+SIGNALS = ("covisit_next", "covisit_prev", "covisit_recent", "text_last", "text_recent", "covisit_text", "text_max")
+BASE_SIGNALS = SIGNALS[:5]
 COVISIT_SIGNALS = SIGNALS[:3]
 PAD = -1
 MASK = -2
@@ -82,6 +83,9 @@ class SequenceConfig:
     """Zero with text (the text path starts the ranking); small normal without it."""
     signals: tuple[str, ...] = SIGNALS
     covisit_window: int = 3
+    neighbours: int = 10
+    """``covisit_text``: each co-visited item passes its count on to this many text neighbours."""
+    neighbour_temperature: float = 0.05
     covisit_backward: float = 0.5
     recent: int = 5
     recency: float = 0.7
@@ -221,14 +225,29 @@ class SequenceRecommender(nn.Module):
             raise ValueError(f"unknown signals {sorted(unknown)}; known: {SIGNALS}")
         k = len(config.signals)
         self.signal_weight = nn.Parameter(torch.ones(k))
-        self.signal_gate = nn.Linear(config.hidden, k)
-        nn.init.zeros_(self.signal_gate.weight)
-        nn.init.zeros_(self.signal_gate.bias)
+        self.signal_gate = nn.Linear(config.hidden, k) if k else None
+        if self.signal_gate is not None:
+            nn.init.zeros_(self.signal_gate.weight)
+            nn.init.zeros_(self.signal_gate.bias)
         needs_counts = bool(set(config.signals) & set(COVISIT_SIGNALS))
         if covisit is None:
             covisit = torch.zeros((n_items, n_items) if needs_counts else (0, 0))
         self.register_buffer("covisit", covisit.float())
         self.register_buffer("covisit_t", self.covisit.t().contiguous(), persistent=False)
+        self.register_buffer("neighbour_kernel", self._neighbour_kernel(), persistent=False)
+
+    def _neighbour_kernel(self) -> torch.Tensor:
+        """(N, N): row i spreads one unit over item i's nearest items by text (softmax of cosines)."""
+        if "covisit_text" not in self.config.signals:
+            return torch.zeros((0, 0))
+        text = self.items.text
+        cosine = text @ text.t()
+        cosine.fill_diagonal_(-2.0)
+        k = min(self.config.neighbours, max(self.n_items - 1, 1))
+        top, index = cosine.topk(k, dim=1)
+        kernel = torch.zeros_like(cosine)
+        kernel.scatter_(1, index, torch.softmax(top / self.config.neighbour_temperature, dim=1))
+        return kernel
 
     @property
     def n_items(self) -> int:
@@ -285,24 +304,30 @@ class SequenceRecommender(nn.Module):
         return torch.stack([forward, backward, older], dim=1)
 
     def text_signals(self, recent: torch.Tensor) -> torch.Tensor:
-        """Text cosines (M, 2, N) of every item with the newest item and with the recent items' mean."""
+        """Text cosines (M, 3, N) of every item with the newest item, with the recent items' mean, and
+        the most similar recent item."""
         valid = (recent >= 0).float()
         text = self.items.text[recent.clamp(min=0)] * valid.unsqueeze(-1)
         ages = torch.arange(recent.shape[1], device=recent.device, dtype=torch.float32)
         mean = (text * (self.config.recency**ages).view(1, -1, 1)).sum(dim=1)
         mean = nn.functional.normalize(mean, dim=-1)
-        return torch.stack([text[:, 0] @ self.items.text.t(), mean @ self.items.text.t()], dim=1)
+        each = text @ self.items.text.t()  # (M, R, N)
+        best = each.masked_fill(valid.unsqueeze(-1) == 0, -1.0).max(dim=1).values
+        return torch.stack([each[:, 0], mean @ self.items.text.t(), best], dim=1)
 
     def signals(self, recent: torch.Tensor, covisit: torch.Tensor | None = None) -> torch.Tensor:
         """The configured signals (M, K, N); ``covisit`` overrides the counts (leave-one-out, fresh counts)."""
         parts: dict[str, torch.Tensor] = {}
         if set(self.config.signals) & set(COVISIT_SIGNALS):
-            counts = self.covisit_signals(recent) if covisit is None else covisit
+            counts = (self.covisit_signals(recent) if covisit is None else covisit).clamp(min=0)
             for k, name in enumerate(COVISIT_SIGNALS):
-                parts[name] = torch.log1p(counts[:, k].clamp(min=0))
-        if set(self.config.signals) & {"text_last", "text_recent"}:
+                parts[name] = torch.log1p(counts[:, k])
+            if "covisit_text" in self.config.signals:
+                combined = counts[:, 0] + self.config.covisit_backward * counts[:, 1] + counts[:, 2]
+                parts["covisit_text"] = torch.log1p(combined @ self.neighbour_kernel)
+        if set(self.config.signals) & {"text_last", "text_recent", "text_max"}:
             text = self.text_signals(recent)
-            parts["text_last"], parts["text_recent"] = text[:, 0], text[:, 1]
+            parts["text_last"], parts["text_recent"], parts["text_max"] = text[:, 0], text[:, 1], text[:, 2]
         if not self.config.signals:
             return torch.zeros((recent.shape[0], 0, self.n_items), device=recent.device)
         return torch.stack([parts[name] for name in self.config.signals], dim=1)
@@ -318,7 +343,7 @@ class SequenceRecommender(nn.Module):
             vectors, bias = self.items.vectors(items)
             scores = (vectors * users.unsqueeze(1)).sum(-1) + bias
             signals = signals.gather(2, items.unsqueeze(1).expand(-1, signals.shape[1], -1))
-        if signals.shape[1]:
+        if self.signal_gate is not None:
             weights = self.signal_weight + self.signal_gate(users)
             scores = scores + (weights.unsqueeze(-1) * signals).sum(dim=1)
         return scores
@@ -356,6 +381,7 @@ class SequenceRecommender(nn.Module):
             grown[:n_old, :n_old] = self.covisit
             self.covisit = grown
             self.covisit_t = grown.t().contiguous()
+        self.neighbour_kernel = self._neighbour_kernel()
 
 
 @dataclass

@@ -63,6 +63,9 @@ class TrainConfig:
     negatives: int = 256
     """Sampled loss only: negatives per batch, drawn from popularity ** ``proposal_power``."""
     proposal_power: float = 0.75
+    leave_user_out: bool = True
+    """Subtract each training row's own pairs from the co-visitation counts it sees (False: only
+    for the ablation that shows why)."""
     max_minutes: float = 10.0
     seed: int = 0
 
@@ -203,7 +206,7 @@ def batch_loss(model: SequenceRecommender, batch: Batch, train: TrainConfig, log
     users = hidden[batch.rows, batch.slots]
     recent = recent_at(batch.full, batch.rows, batch.anchors, config.recent)
     counts = None
-    if model.covisit.numel():
+    if model.covisit.numel() and train.leave_user_out:
         counts = model.covisit_signals(recent) - own_covisit(batch.full, batch.rows, batch.anchors, config, model.n_items)
     signals = model.signals(recent, covisit=counts)
     if train.loss == "full":
