@@ -58,18 +58,24 @@ from streamrec.model.sequence import (  # noqa: E402
 from streamrec.settings import REPO_ROOT  # noqa: E402
 from trainer.offline.baselines import CoVisitation, Popularity  # noqa: E402
 from trainer.offline.sequence_eval import build_protocol, evaluate  # noqa: E402
-from trainer.offline.sequence_train import TrainConfig, select_epochs, text_vectors, train_model  # noqa: E402
+from trainer.offline.sequence_train import (  # noqa: E402
+    MODEL_TRAIN,
+    TrainConfig,
+    select_epochs,
+    text_vectors,
+    train_model,
+)
 
 TARGET_RATIO = 1.2
 BASELINES = ("popularity", "covisit", "text_similarity")
 REQUIRED = ("sasrec_id", "model")
 NEURAL: dict[str, tuple[SequenceConfig, TrainConfig]] = {
-    "sasrec_id": (ID_ONLY_CONFIG, TrainConfig()),
-    "sasrec_text": (replace(CPU_CONFIG, signals=()), TrainConfig()),
-    "model_base_signals": (replace(CPU_CONFIG, signals=BASE_SIGNALS), TrainConfig()),
-    "model_no_leave_out": (CPU_CONFIG, TrainConfig(leave_user_out=False)),
-    "model_cloze": (replace(CPU_CONFIG, masking="cloze"), TrainConfig()),
-    "model": (CPU_CONFIG, TrainConfig()),
+    "sasrec_id": (ID_ONLY_CONFIG, TrainConfig()),  # SASRec's usual lr 1e-3
+    "sasrec_text": (replace(CPU_CONFIG, signals=()), MODEL_TRAIN),
+    "model_base_signals": (replace(CPU_CONFIG, signals=BASE_SIGNALS), MODEL_TRAIN),
+    "model_no_leave_out": (CPU_CONFIG, replace(MODEL_TRAIN, leave_user_out=False)),
+    "model_cloze": (replace(CPU_CONFIG, masking="cloze"), MODEL_TRAIN),
+    "model": (CPU_CONFIG, MODEL_TRAIN),
 }
 ENSEMBLED = ("sasrec_id", "model")
 KEYS = ("ndcg10", "hr10", "mrr20", "ndcg10_all", "hr10_all", "mrr20_all")

@@ -79,6 +79,9 @@ class SequenceConfig:
     text: bool = True
     """Item vectors include the projected text embedding (False: an ID-only SASRec)."""
     ids: bool = True
+    experts: int = 1
+    """Parametric-whitening experts mixed by a softmax gate on the text (UniSRec's MoE adaptor uses
+    8); 1 is a single whitening projection."""
     id_init: Literal["zero", "normal"] = "zero"
     """Zero with text (the text path starts the ranking); small normal without it."""
     signals: tuple[str, ...] = SIGNALS
@@ -141,9 +144,11 @@ class ItemTower(nn.Module):
         self.config = config
         n_items, text_dim = text.shape
         self.register_buffer("text", nn.functional.normalize(text.float(), dim=-1))
-        self.centre = nn.Parameter(self.text.mean(dim=0).clone())
-        self.project = nn.Linear(text_dim, config.hidden, bias=False)
-        nn.init.normal_(self.project.weight, std=0.02)
+        self.centre = nn.Parameter(self.text.mean(dim=0).expand(config.experts, -1).clone())
+        self.project = nn.Parameter(torch.randn(config.experts, text_dim, config.hidden) * 0.02)
+        self.gate = nn.Linear(text_dim, config.experts, bias=False) if config.experts > 1 else None
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight)
         self.offset = nn.Parameter(torch.zeros(config.hidden))
         self.ids = nn.Embedding(n_items, config.hidden)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
@@ -170,7 +175,7 @@ class ItemTower(nn.Module):
         bias = torch.zeros(items.shape, device=items.device)
         if self.config.text:
             text = self.text[items]
-            vector = vector + self.project(text - self.centre)
+            vector = vector + self.whiten(text)
             bias = bias + self.text_bias(text).squeeze(-1)
         if self.config.ids:
             keep = self._keep_ids(items.shape, items.device)
@@ -179,6 +184,17 @@ class ItemTower(nn.Module):
                 ids, item_bias = ids * keep.unsqueeze(-1), item_bias * keep
             vector, bias = vector + ids, bias + item_bias
         return vector, bias
+
+    def whiten(self, text: torch.Tensor) -> torch.Tensor:
+        """``Σ_e g_e(text) (text - c_e) W_e``: the projection of (normalised) text embeddings."""
+        shape = text.shape[:-1]
+        flat = text.reshape(-1, text.shape[-1])
+        experts = torch.einsum("md,edh->meh", flat, self.project) - (self.centre.unsqueeze(1) @ self.project).squeeze(1)
+        if self.gate is None:
+            mixed = experts[:, 0]
+        else:
+            mixed = (torch.softmax(self.gate(flat), dim=-1).unsqueeze(-1) * experts).sum(dim=1)
+        return mixed.reshape(*shape, -1)
 
     def catalog(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vectors(torch.arange(self.n_items, device=self.text.device))
