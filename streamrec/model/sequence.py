@@ -22,26 +22,38 @@ What it computes, for a history ``s_1 .. s_t`` (oldest first) and every catalog 
 * the signals are the two non-neural rankers, computed here so the network learns how much to
   trust them per user (``w_k(u) = w_k + g_k · u``), jointly with everything else:
   co-visitation counts from the newest item (forward and backward) and from the few items
-  before it (recency-weighted), and the text cosine of each item with the newest item and with
-  the recency-weighted mean of the recent items. Counts enter as ``log1p``. The trainer computes
-  the counts of a training row with that user's own sequence left out (``trainer.offline.
-  sequence_train``), so the weights learned are those that hold for a user the counts have not
-  seen, which is every user at serving time.
+  before it (recency-weighted); the same counts passed on to each co-visited item's nearest
+  items by text (``covisit_text``: a sparse co-visitation row reaches look-alike items nobody
+  bought together yet); the text cosine of each item with the newest item, with the
+  recency-weighted mean of the recent items and with the most similar recent item. Counts
+  enter as ``log1p``. The trainer computes the counts of a training row with that user's own
+  sequence left out (``trainer.offline.sequence_train``), so the weights learned are those that
+  hold for a user the counts have not seen, which is every user at serving time.
 
-One matrix product (``u`` against all ``v``) plus five gathered rows ranks the catalog; scoring
-given candidates gathers their columns only. Full-softmax cross-entropy over the catalog at every
+One matrix product (``u`` against all ``v``), a few gathered co-visitation and text rows and one
+product with the text-neighbour kernel (dense here, N x N: a sparse top-k kernel for large
+catalogs) rank the catalog; scoring given candidates gathers their columns only. Full-softmax cross-entropy over the catalog at every
 position is the loss (Klenitskiy & Vasilev 2023, "Turning Dross Into Gold Loss: is BERT4Rec
 really better than SASRec?": SASRec with full CE beats BERT4Rec and sampled losses); the sampled
 softmax with logQ correction for large catalogs lives in the trainer.
 
+Measured on Amazon Scientific (``benchmarks/sequence_quality.py``, valid split, history removed,
+3 seeds): NDCG@10 0.120 against co-visitation 0.107 and an ID-only SASRec 0.100; next-item
+(causal) training beat cloze on held-back data (0.115 vs 0.113). Tried and lost on held-back
+data: UniSRec's mixture of whitening experts (``experts=4``), hidden 128, more dropout.
+
 This module is what serving needs at run time: the configuration, the network, the
-co-visitation counts it is built with, and scoring. Nothing here downloads anything.
+co-visitation counts it is built with, scoring, and saving/loading (safetensors + JSON).
+Nothing here downloads anything. ``signals(recent, covisit=...)`` takes fresh counts in place
+of the ones frozen at training time; ``add_items`` makes new items rankable at once.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -414,3 +426,29 @@ class Ensemble:
             total = part if total is None else total + part
         assert total is not None, "an ensemble needs at least one member"
         return total / len(self.members)
+
+
+def save_ensemble(ensemble: Ensemble, folder: Path) -> None:
+    """``member-<n>.safetensors`` (weights, text embeddings, co-visitation counts) and ``sequence.json``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, member in enumerate(ensemble.members):
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in member.state_dict().items()}
+        save_file(state, str(folder / f"member-{n}.safetensors"))
+    configs = [member.config.to_dict() for member in ensemble.members]
+    (folder / "sequence.json").write_text(json.dumps({"members": configs}, indent=2) + "\n")
+
+
+def load_ensemble(folder: Path, *, device: str = "cpu") -> Ensemble:
+    """The ensemble ``save_ensemble`` wrote, on ``device``, in eval mode (no network access)."""
+    from safetensors.torch import load_file
+
+    configs = json.loads((folder / "sequence.json").read_text())["members"]
+    ensemble = Ensemble()
+    for n, data in enumerate(configs):
+        state = load_file(str(folder / f"member-{n}.safetensors"), device=device)
+        model = SequenceRecommender(SequenceConfig.from_dict(data), state["items.text"], state["covisit"])
+        model.load_state_dict(state)
+        ensemble.members.append(model.to(device).eval())
+    return ensemble

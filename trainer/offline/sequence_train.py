@@ -17,8 +17,10 @@
   then trains each seed on the full fit sequences for that many epochs. The evaluation file's
   targets are never seen by either.
 * **Ensembling.** :func:`fit_ensemble` trains members from different seeds and averages their
-  log-softmax scores (``streamrec.model.sequence.Ensemble``); on this data a few members add
-  more than a larger single network.
+  log-softmax scores (``streamrec.model.sequence.Ensemble``). Measured on the Amazon valid
+  split, 3 members add +0.005 NDCG@10 to an ID-only SASRec but only +0.0006 to this model (its
+  members share the deterministic signals, so they disagree little): worth it for serving only
+  where three forward passes are cheap; a wider network (hidden 128) lost on held-back data.
 """
 
 from __future__ import annotations
@@ -160,14 +162,13 @@ def make_batch(sequences: Sequence[Sequence[int]], config: SequenceConfig, rng: 
         window = list(sequence[-limit:])
         windows.append(window)
         offsets.append(len(sequence) - len(window))
-    rows, slots, anchors, targets = [], [], [], []
+    points: list[tuple[int, int, int, int]] = []  # (row, slot, anchor, target)
     if config.masking == "causal":
         length = max(len(w) - 1 for w in windows)
         inputs = torch.full((len(sequences), max(length, 1)), PAD, dtype=torch.long)
         for b, (window, offset) in enumerate(zip(windows, offsets)):
             inputs[b, : len(window) - 1] = torch.as_tensor(window[:-1])
-            for t in range(len(window) - 1):
-                rows.append(b), slots.append(t), anchors.append(offset + t), targets.append(window[t + 1])
+            points.extend((b, t, offset + t, window[t + 1]) for t in range(len(window) - 1))
     else:
         length = max(len(w) for w in windows)
         inputs = torch.full((len(sequences), length), PAD, dtype=torch.long)
@@ -178,10 +179,9 @@ def make_batch(sequences: Sequence[Sequence[int]], config: SequenceConfig, rng: 
                 masked[rng.integers(len(window))] = True
             tokens = [MASK if m else item for item, m in zip(window, masked)]
             inputs[b, : len(window)] = torch.as_tensor(tokens)
-            for t in np.flatnonzero(masked):
-                rows.append(b), slots.append(int(t)), anchors.append(offset + int(t) - 1), targets.append(window[t])
-    as_long = lambda values: torch.as_tensor(values, dtype=torch.long)  # noqa: E731
-    return Batch(inputs, full, as_long(rows), as_long(slots), as_long(anchors), as_long(targets))
+            points.extend((b, int(t), offset + int(t) - 1, window[t]) for t in np.flatnonzero(masked))
+    rows, slots, anchors, targets = torch.as_tensor(points, dtype=torch.long).t()
+    return Batch(inputs, full, rows, slots, anchors, targets)
 
 
 def recent_at(full: torch.Tensor, rows: torch.Tensor, anchors: torch.Tensor, count: int) -> torch.Tensor:

@@ -18,7 +18,9 @@ from streamrec.model.sequence import (
     SequenceConfig,
     SequenceRecommender,
     covisit_counts,
+    load_ensemble,
     recent_items,
+    save_ensemble,
 )
 from trainer.offline.baselines import CoVisitation
 from trainer.offline.sequence_eval import build_protocol, evaluate, target_ranks
@@ -208,3 +210,13 @@ def test_configs():
     assert not ID_ONLY_CONFIG.text and not ID_ONLY_CONFIG.signals
     assert SequenceConfig.from_dict(CPU_CONFIG.to_dict()) == CPU_CONFIG
     assert recent_items([(1, 2, 3), ()], 2).tolist() == [[3, 2], [PAD, PAD]]
+
+
+def test_an_ensemble_saved_and_loaded_scores_the_same(tmp_path):
+    text, topic = topic_catalog()
+    sequences = topic_sequences(topic, users=16)
+    members = [train_model(sequences, text, TINY, TrainConfig(batch_size=8, seed=seed), epochs=1)[0] for seed in (0, 1)]
+    save_ensemble(Ensemble(members), tmp_path / "v1")
+    loaded = load_ensemble(tmp_path / "v1")
+    histories = [s[:3] for s in sequences[:4]]
+    torch.testing.assert_close(loaded.score(histories), Ensemble(members).score(histories))
