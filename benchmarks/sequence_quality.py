@@ -1,0 +1,234 @@
+"""Sequence-model quality: the sequence recommender against the baselines, whole catalog, every row.
+
+    .venv/bin/python benchmarks/sequence_quality.py [--quick] [--eval-file F] --json bench-out/sequence_quality.json
+
+Protocol (``trainer.offline.sequence_eval``): every method fits only on the histories in the
+evaluation file F (default ``Scientific.valid.inter``) plus the training file's sequences of
+users F does not have: never on F's targets. Neural methods choose their epoch count by early
+stopping on the held-back last item of each of those sequences (one run, seed 0), then each
+seed trains on the full sequences for that many epochs and ranks every F row over all items.
+
+Methods (JSON keys ``<metric>_<method>``; metrics ``ndcg10``, ``hr10``, ``mrr20`` with the
+history removed, the same with ``_all`` over all items; neural rows are means over seeds with
+``ndcg10_<method>_std``, and ``heldback_ndcg10_<method>`` is the selection score):
+
+- ``popularity``, ``covisit`` (``trainer.offline.baselines``), ``text_similarity`` (MiniLM cosine
+  of each item with the recency-weighted mean of the newest five history items);
+- ``sasrec_id`` — plain ID-only SASRec, full softmax (``ID_ONLY_CONFIG``);
+- ``model`` — the sequence recommender (``CPU_CONFIG``); ``model_ensemble`` averages the
+  log-softmax of its seeds' networks (``sasrec_id_ensemble`` likewise); full mode also reports
+  ``model_mixed_ensemble``, the causal and the cloze seeds together (masking makes members
+  disagree more than seeds do: two causal + one cloze beat two causal on held-back data);
+- ablations, full mode only: ``sasrec_text`` (text + ID item vectors, no signals),
+  ``model_base_signals`` (without the text-smoothed co-visitation and max text similarity),
+  ``model_no_leave_out`` (co-visitation counts include the training row's own user),
+  ``model_cloze`` (BERT4Rec masking instead of next-item).
+
+``--quick``: one seed, the required methods only, at most 30 epochs, patience 4 (about 1 minute
+on an idle 2-core CPU, 6 on a busy one). ``--methods`` picks the neural methods (``sasrec_id``
+and ``model`` always run); full mode takes about 9 minutes on an idle 2-core CPU. The headline is
+``model_vs_best_baseline_ndcg10`` (target ≥ 1.2, best of popularity, covisit, text_similarity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, write_json  # noqa: E402
+from streamrec.datasets.amazon_pairs import FOLDER, TRAIN_FILE, VALID_FILE, load_catalog, load_examples  # noqa: E402
+from streamrec.model.sequence import (  # noqa: E402
+    BASE_SIGNALS,
+    CPU_CONFIG,
+    ID_ONLY_CONFIG,
+    Ensemble,
+    SequenceConfig,
+    SequenceRecommender,
+    recent_items,
+)
+from streamrec.settings import REPO_ROOT  # noqa: E402
+from trainer.offline.baselines import CoVisitation, Popularity  # noqa: E402
+from trainer.offline.sequence_eval import build_protocol, evaluate  # noqa: E402
+from trainer.offline.sequence_train import (  # noqa: E402
+    MODEL_TRAIN,
+    TrainConfig,
+    select_epochs,
+    text_vectors,
+    train_model,
+)
+
+TARGET_RATIO = 1.2
+BASELINES = ("popularity", "covisit", "text_similarity")
+REQUIRED = ("sasrec_id", "model")
+NEURAL: dict[str, tuple[SequenceConfig, TrainConfig]] = {
+    "sasrec_id": (ID_ONLY_CONFIG, TrainConfig()),  # SASRec's usual lr 1e-3
+    "sasrec_text": (replace(CPU_CONFIG, signals=()), MODEL_TRAIN),
+    "model_base_signals": (replace(CPU_CONFIG, signals=BASE_SIGNALS), MODEL_TRAIN),
+    "model_no_leave_out": (CPU_CONFIG, replace(MODEL_TRAIN, leave_user_out=False)),
+    "model_cloze": (replace(CPU_CONFIG, masking="cloze"), MODEL_TRAIN),
+    "model": (CPU_CONFIG, MODEL_TRAIN),
+}
+ENSEMBLED = ("sasrec_id", "model")
+KEYS = ("ndcg10", "hr10", "mrr20", "ndcg10_all", "hr10_all", "mrr20_all")
+INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
+console = Console(highlight=False, width=150)
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector/matrix extensions that decide which precision is fast (fp32 is used here)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in INTERESTING_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--eval-file", type=Path, help="Rows to evaluate (default: Scientific.valid.inter).")
+    parser.add_argument("--json", type=Path, help="Write {'metrics': ...} here.")
+    parser.add_argument("--quick", action="store_true", help="One seed, required methods, at most 30 epochs.")
+    parser.add_argument("--seeds", type=int, help="Seeds per neural method (default 3; --quick 1).")
+    parser.add_argument("--methods", help="Comma-separated neural methods to run (default: all; --quick: "
+                                          f"{','.join(REQUIRED)}); {','.join(REQUIRED)} always run.")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    facts = {**machine(), "cpu_flags": cpu_flags()}
+    console.print(f"CPU {facts['cpu']} ({facts['cores']} cores, torch threads {args.threads}); flags: "
+                  f"{' '.join(facts['cpu_flags'])}; fp32 throughout")
+
+    folder = args.data_dir / FOLDER
+    eval_file = args.eval_file or folder / VALID_FILE
+    catalog = load_catalog(args.data_dir)
+    protocol = build_protocol(load_examples(folder / TRAIN_FILE), load_examples(eval_file))
+    split, selection = protocol.evaluation, protocol.selection
+    rows, histories = split.rows, [row.history for row in split.rows]
+    n_items = len(catalog)
+    console.print(f"{n_items:,} items; fit on {len(split.fit_sequences):,} sequences "
+                  f"({sum(map(len, split.fit_sequences)):,} events); {len(rows):,} rows from {eval_file.name}; "
+                  f"{len(selection.rows):,} held-back rows for selection")
+    text = text_vectors(catalog.texts, REPO_ROOT / ".cache" / "sequence")
+
+    results: dict[str, dict[str, float]] = {}
+    spread: dict[str, float] = {}
+    details: dict[str, dict] = {}
+    trained: dict[str, list[SequenceRecommender]] = {}
+
+    # -- baselines ---------------------------------------------------------------------------
+    popularity = Popularity(split.fit_sequences, n_items)
+    results["popularity"] = evaluate(np.stack([popularity.scores()] * len(rows)), rows)
+    covisit = CoVisitation(split.fit_sequences, n_items)
+    results["covisit"] = evaluate(np.stack([covisit.scores(h) for h in histories]), rows)
+    text_only = SequenceRecommender(replace(CPU_CONFIG, signals=("text_recent",)), text)
+    text_scores = text_only.signals(recent_items(histories, CPU_CONFIG.recent))[:, 0].numpy()
+    results["text_similarity"] = evaluate(text_scores, rows)
+    for name in BASELINES:
+        console.print(f"{name}: NDCG@10 {results[name]['ndcg10']:.4f}")
+
+    # -- neural methods ----------------------------------------------------------------------
+    seeds = list(range(args.seeds or (1 if args.quick else 3)))
+    asked = set(args.methods.split(",")) if args.methods else set(REQUIRED if args.quick else NEURAL)
+    unknown = asked - set(NEURAL)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(NEURAL)}")
+    methods = tuple(name for name in NEURAL if name in asked | set(REQUIRED))
+    for name in methods:
+        config, train = NEURAL[name]
+        if args.quick:
+            train = replace(train, max_epochs=30, patience=4)
+        t = time.monotonic()
+        chosen = select_epochs(selection, text, config, train, say=console.print)
+        select_s = time.monotonic() - t
+        epochs = max(chosen.best_epoch or 1, 1)
+        runs, members, fit_s = [], [], []
+        for seed in seeds:
+            t = time.monotonic()
+            model, _ = train_model(split.fit_sequences, text, config, replace(train, seed=seed), epochs=epochs)
+            fit_s.append(time.monotonic() - t)
+            runs.append(evaluate(model.score(histories).numpy(), rows))
+            members.append(model)
+        results[name] = {key: statistics.fmean(run[key] for run in runs) for key in KEYS}
+        spread[name] = statistics.pstdev(run["ndcg10"] for run in runs) if len(runs) > 1 else 0.0
+        details[name] = {"heldback_ndcg10": chosen.best_selection_ndcg10, "epochs": epochs, "select_s": select_s,
+                         "fit_s": statistics.fmean(fit_s), "seeds_ndcg10": [run["ndcg10"] for run in runs],
+                         "config": config.to_dict(), "train": train.to_dict()}
+        console.print(f"{name}: NDCG@10 {results[name]['ndcg10']:.4f} ± {spread[name]:.4f} over {len(seeds)} seeds "
+                      f"(held-back {chosen.best_selection_ndcg10:.4f} at {epochs} epochs; "
+                      f"select {select_s:.0f} s, fit {statistics.fmean(fit_s):.0f} s per seed)")
+        trained[name] = members
+        if name in ENSEMBLED and len(members) > 1:
+            results[f"{name}_ensemble"] = evaluate(Ensemble(members).score(histories).numpy(), rows)
+            console.print(f"{name}_ensemble of {len(members)}: NDCG@10 {results[f'{name}_ensemble']['ndcg10']:.4f}")
+    if "model_cloze" in trained and len(seeds) > 1:
+        mixed = Ensemble(trained["model"] + trained["model_cloze"])
+        results["model_mixed_ensemble"] = evaluate(mixed.score(histories).numpy(), rows)
+        console.print(f"model_mixed_ensemble ({len(mixed.members)} networks): "
+                      f"NDCG@10 {results['model_mixed_ensemble']['ndcg10']:.4f}")
+
+    # -- report ------------------------------------------------------------------------------
+    best_baseline = max(BASELINES, key=lambda m: results[m]["ndcg10"])
+    metrics: dict[str, float] = {}
+    for name, values in results.items():
+        for key, value in values.items():
+            metrics[f"{key}_{name}"] = value
+    for name, value in spread.items():
+        metrics[f"ndcg10_{name}_std"] = value
+        metrics[f"heldback_ndcg10_{name}"] = details[name]["heldback_ndcg10"]
+        metrics[f"train_s_{name}"] = details[name]["select_s"] + details[name]["fit_s"]
+    metrics["model_vs_best_baseline_ndcg10"] = results["model"]["ndcg10"] / results[best_baseline]["ndcg10"]
+    metrics["model_vs_sasrec_id_ndcg10"] = results["model"]["ndcg10"] / results["sasrec_id"]["ndcg10"]
+    if "model_ensemble" in results:
+        metrics["model_ensemble_vs_best_baseline_ndcg10"] = results["model_ensemble"]["ndcg10"] / results[best_baseline]["ndcg10"]
+    metrics["seconds_total"] = time.monotonic() - started
+
+    table = Table(title=f"{eval_file.name}: all {n_items:,} items ranked on {len(rows):,} rows "
+                        f"(neural: mean of {len(seeds)} seed{'s' * (len(seeds) > 1)})")
+    for column in ("method", "NDCG@10", "± std", "NDCG@10 all", "HR@10", "MRR@20", "held-back NDCG@10", "epochs", "train s"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, values in results.items():
+        detail = details.get(name, {})
+        table.add_row(
+            name, f"{values['ndcg10']:.4f}", f"{spread[name]:.4f}" if name in spread else "",
+            f"{values['ndcg10_all']:.4f}", f"{values['hr10']:.4f}", f"{values['mrr20']:.4f}",
+            f"{detail['heldback_ndcg10']:.4f}" if detail else "", str(detail.get("epochs", "")),
+            f"{detail['select_s'] + detail['fit_s']:.0f}" if detail else "",
+        )
+    console.print(table)
+    ratio = metrics["model_vs_best_baseline_ndcg10"]
+    verdict = "[green]met[/green]" if ratio >= TARGET_RATIO else "[red]missed[/red]"
+    console.print(f"model / best baseline ({best_baseline}): {ratio:.3f} (target ≥ {TARGET_RATIO}) {verdict}; "
+                  f"model / sasrec_id: {metrics['model_vs_sasrec_id_ndcg10']:.3f}; "
+                  f"finished in {metrics['seconds_total']:.0f} s")
+    write_json(
+        str(args.json) if args.json else None, metrics,
+        best_baseline=best_baseline, target={"model_vs_best_baseline_ndcg10": TARGET_RATIO},
+        config={"eval_file": str(eval_file), "train_file": TRAIN_FILE, "rows": len(rows), "items": n_items,
+                "seeds": seeds, "quick": args.quick, "exclude_history": True, "precision": "fp32"},
+        methods=details, machine=facts, date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if args.json:
+        console.print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
