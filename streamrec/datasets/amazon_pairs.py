@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.datasets.loaders import DatasetMissing, parse_amazon_text
-from streamrec.datasets.sequences import Example, train_sequences  # noqa: F401 - re-exported
+from streamrec.datasets.sequences import Example
 from streamrec.model.texts import item_text
 
 FOLDER = "amazon_scientific"

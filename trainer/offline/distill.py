@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from streamrec.datasets.sequences import Example
 from trainer.offline.finetune import (
@@ -33,7 +33,7 @@ from trainer.offline.finetune import (
     train_loop,
 )
 from streamrec.model.inference import CachedTokenizer, Runner
-from streamrec.model.networks import CrossEncoderScorer, StudentShape, init_student, student_config
+from streamrec.model.networks import CrossEncoderScorer
 
 
 

@@ -33,13 +33,7 @@ from streamrec.model.artifacts import (
     versions,
 )
 from trainer.offline.baselines import CoVisitation, Popularity
-from trainer.offline.distill import (
-    DistillConfig,
-    StudentShape,
-    distill_scorer,
-    init_student,
-    teacher_targets,
-)
+from trainer.offline.distill import DistillConfig, distill_scorer, teacher_targets
 from trainer.offline.evaluation import rerank, summarise, target_rank, tiebreak_order
 from trainer.offline.finetune import (
     ContextWriter,
@@ -53,7 +47,9 @@ from trainer.offline.finetune import (
 from streamrec.model.inference import CachedTokenizer, Precision, Runner
 from streamrec.model.networks import (
     CrossEncoderScorer,
+    StudentShape,
     TextEncoder,
+    init_student,
     load_backbone,
     pretrained_minilm_path,
 )

@@ -10,13 +10,7 @@ from transformers import AutoTokenizer
 
 from streamrec.datasets.sequences import Example, train_sequences
 from trainer.offline.baselines import CoVisitation, Popularity
-from trainer.offline.distill import (
-    DistillConfig,
-    StudentShape,
-    distill_scorer,
-    init_student,
-    teacher_targets,
-)
+from trainer.offline.distill import DistillConfig, distill_scorer, teacher_targets
 from trainer.offline.evaluation import rerank, summarise, target_rank, tiebreak_order
 from trainer.offline.finetune import (
     ContextWriter,
@@ -35,7 +29,9 @@ from streamrec.model.inference import (
 )
 from streamrec.model.networks import (
     CrossEncoderScorer,
+    StudentShape,
     TextEncoder,
+    init_student,
     load_backbone,
     pretrained_minilm_path,
     tiny_bert_config,
