@@ -20,7 +20,8 @@ USERS = [
 ]
 
 
-def in_process(stack_settings, model: str, precision: str | None = None) -> InProcessScorer:
+def in_process(stack_settings, model: str, precision: str = "fp32") -> InProcessScorer:
+    """The model in this process; fp32 by default, as Triton's CPU config of ``bert_scorer`` runs it."""
     folder = stack_settings.model_repo / model / str(versions(stack_settings.model_repo / model)[-1])
     module, tokenizer, metadata = load_folder(folder)
     return InProcessScorer(module, tokenizer, max_length=metadata.max_length, precision=precision)  # type: ignore[arg-type]
