@@ -18,7 +18,6 @@ never lose one; consumers dedupe by ``event_id``.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,7 +41,6 @@ from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
 from streamrec.profile_fold import Applied, apply_interaction
 
-log = logging.getLogger(__name__)
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
 
