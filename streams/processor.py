@@ -30,6 +30,7 @@ from redis.exceptions import WatchError
 from streamrec.deadletter import DeadLetter
 from streamrec.events import CartEvent, ClickEvent, EventValidator, Interaction, InvalidEvent, PurchaseEvent
 from streamrec.messages import AcceptedEvent, QuarantinedEvent
+from streamrec.profile_fold import Applied, apply_interaction
 from streamrec.settings import StreamsSettings
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
@@ -39,7 +40,6 @@ from streamrec.store.profile_store import ProfileStore
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
-from streamrec.profile_fold import Applied, apply_interaction
 
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
