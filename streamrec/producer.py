@@ -222,3 +222,25 @@ class EventProducer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def deliver(
+    settings: Settings, messages: list[tuple[str, bytes | None, bytes]], *, client: str, timeout_s: float = 30.0
+) -> None:
+    """Send ``(topic, key, value)`` messages with an idempotent producer and return once Kafka
+    acknowledged every one; raises ``RuntimeError`` naming what was not delivered.
+
+    For the few messages a process sends outside a stream (a model announcement, a cycle's dead
+    letters), where a long-lived producer would only hold a connection open.
+    """
+    if not messages:
+        return
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.kafka.client_id}-{client}",
+                         "enable.idempotence": True, "acks": "all"})
+    failures: list[str] = []
+    for topic, key, value in messages:
+        producer.produce(topic, key=key, value=value, on_delivery=lambda err, msg: failures.append(str(err)) if err else None)
+    remaining = producer.flush(timeout_s)
+    if remaining or failures:
+        topics = ", ".join(sorted({topic for topic, _, _ in messages}))
+        raise RuntimeError(f"{topics} not delivered: {failures or f'{remaining} pending'}")

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from confluent_kafka import Producer
 
 from streamrec.deadletter import DeadLetter
 from streamrec.messages import ModelUpdate
@@ -42,6 +41,7 @@ from trainer.offline.finetune import Say, TrainingTexts
 from streamrec.model.networks import CrossEncoderScorer
 from streamrec.model.registry import ModelRegistry, VersionRejected
 from streamrec.model.updates import announce
+from streamrec.producer import deliver
 from streamrec.settings import Settings, TrainerSettings
 from streamrec.topics import Topic
 from trainer.incremental import consume, gate, pairs
@@ -97,19 +97,12 @@ def _record(settings: Settings, entry: dict) -> None:
 
 def dead_letter(settings: Settings, unreadable: list[consume.Unreadable]) -> None:
     """Each unreadable ``events.accepted`` message to ``events.dlq``, delivered before returning."""
-    if not unreadable:
-        return
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.kafka.client_id}-trainer",
-                         "enable.idempotence": True, "acks": "all"})
-    failures: list[str] = []
-    for message in unreadable:
-        letter = DeadLetter.wrap(message.raw, reason=message.error.reason, errors=message.error.errors,
-                                 source=f"trainer:{message.topic}", max_raw_bytes=settings.deadletters.raw_max_bytes)
-        producer.produce(Topic.DLQ.value, value=letter.encode(),
-                         on_delivery=lambda err, msg: failures.append(str(err)) if err else None)
-    remaining = producer.flush(30)
-    if remaining or failures:
-        raise RuntimeError(f"{Topic.DLQ.value} not delivered: {failures or f'{remaining} pending'}")
+    letters = [
+        DeadLetter.wrap(message.raw, reason=message.error.reason, errors=message.error.errors,
+                        source=f"trainer:{message.topic}", max_raw_bytes=settings.deadletters.raw_max_bytes)
+        for message in unreadable
+    ]
+    deliver(settings, [(Topic.DLQ.value, None, letter.encode()) for letter in letters], client="trainer")
 
 
 def _default_train(scorer, tokenizer, examples, data, config, say):
