@@ -7,6 +7,7 @@ quarter of the session timeout so that a killed worker's partitions move within 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 import faust
@@ -48,3 +49,11 @@ def worker_app(
         broker_heartbeat_interval=max(0.5, session_timeout_s / 4),
         **overrides,
     )
+
+
+async def send_all(app: faust.App, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+    """Send ``(topic, key, value)`` messages through the app's producer and return once Kafka
+    acknowledged every one (a worker delivers before it lets its batch be committed)."""
+    producer = app.producer
+    pending = [await producer.send(topic, key, value, None, None, None) for topic, key, value in messages]
+    await asyncio.gather(*pending)

@@ -20,7 +20,7 @@ import faust
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streamrec.faust_app import worker_app
+from streamrec.faust_app import send_all, worker_app
 from streamrec.messages import ProfileUpdated
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
@@ -64,9 +64,7 @@ class StreamsRuntime:
         return self._redis
 
     async def publish_many(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
-        producer = self.app.producer
-        pending = [await producer.send(topic, key, value, None, None, None) for topic, key, value in messages]
-        await asyncio.gather(*pending)
+        await send_all(self.app, messages)
 
     async def interactions(self) -> InteractionProcessor:
         if self._interactions is None:

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.engine.service import RecsService
 from streamrec.deadletter import DeadLetter
-from streamrec.faust_app import worker_app
+from streamrec.faust_app import send_all, worker_app
 from streamrec.messages import ProfileUpdated, Recommendations, UnreadableMessage
 from streamrec.settings import Settings
 from streamrec.topics import Topic
@@ -113,9 +113,7 @@ class RecsRuntime:
 
     async def send(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
         """Send ``(topic, key, value)`` messages and wait until Kafka acknowledged them all."""
-        producer = self.app.producer
-        pending = [await producer.send(topic, key, value, None, None, None) for topic, key, value in messages]
-        await asyncio.gather(*pending)
+        await send_all(self.app, messages)
 
     async def until_done(self, values: list[bytes]) -> None:
         """Retry a batch until it is delivered: its offsets are committed only after that."""
