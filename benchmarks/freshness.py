@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--json", help="Write {'metrics': ...} here.")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--models", type=Path, default=REPO_ROOT / "bench-out" / "models")
-    parser.add_argument("--scorer", default=contract.BERT_SCORER_STUDENT, help="bert_scorer_student (CPU) or bert_scorer (GPU).")
+    parser.add_argument("--scorer", default=contract.CROSS_ENCODER_STUDENT, help="cross_encoder_student (CPU) or cross_encoder (GPU).")
     parser.add_argument("--set", action="append", default=[], metavar="STREAMREC_X=VALUE",
                         help="A setting for the workers and the API, e.g. STREAMREC_RECS__RERANK_TARGET_MS=150 (repeatable).")
     args = parser.parse_args()

@@ -90,7 +90,7 @@ console = Console(highlight=False)
 
 def trained_folders(repo: Path) -> dict[str, Path] | None:
     out = {}
-    for model in (contract.ITEM_ENCODER, contract.BERT_SCORER, contract.BERT_SCORER_STUDENT):
+    for model in (contract.ITEM_ENCODER, contract.CROSS_ENCODER, contract.CROSS_ENCODER_STUDENT):
         found = versions(repo / model)
         if not found:
             return None
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--teacher-precision", default="bf16", choices=["fp32", "bf16"],
                         help="The teacher as served on GPU (bf16) or in fp32.")
     parser.add_argument("--student-precision", default="bf16", choices=["fp32", "bf16"],
-                        help="The student as served on CPU (bf16, see model_repo/bert_scorer_student/config.pbtxt).")
+                        help="The student as served on CPU (bf16, see model_repo/cross_encoder_student/config.pbtxt).")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,8 +140,8 @@ def main() -> None:
         folders = trained_folders(args.models)
     assert folders is not None
     encoder, tokenizer, encoder_meta = load_folder(folders[contract.ITEM_ENCODER])
-    teacher, _, teacher_meta = load_folder(folders[contract.BERT_SCORER])
-    student, _, student_meta = load_folder(folders[contract.BERT_SCORER_STUDENT])
+    teacher, _, teacher_meta = load_folder(folders[contract.CROSS_ENCODER])
+    student, _, student_meta = load_folder(folders[contract.CROSS_ENCODER_STUDENT])
     console.print("models: " + ", ".join(f"{name} {folder}" for name, folder in folders.items()))
 
     tiebreak = tiebreak_order(n_items)
@@ -216,7 +216,7 @@ def main() -> None:
         ItemIndex.from_records(records),
         OfflineSignals.from_sequences([[item_ids[i] for i in sequence] for sequence in sequences], streams),
         NamedScorer(InProcessScorer(student, tokenizer, max_length=student_meta.max_length,
-                                    precision=args.student_precision), contract.BERT_SCORER_STUDENT),  # type: ignore[arg-type]
+                                    precision=args.student_precision), contract.CROSS_ENCODER_STUDENT),  # type: ignore[arg-type]
         blender, recs, streams,
     )
 
@@ -275,7 +275,7 @@ def main() -> None:
                 "models": {name: str(folder) for name, folder in folders.items()},
                 "lineage": {"encoder": encoder_meta.lineage, "scorer": teacher_meta.lineage, "student": student_meta.lineage},
                 "quick": args.quick,
-                "pipeline": {"k": PIPELINE_K, "scorer": contract.BERT_SCORER_STUDENT, "exclude": "the user's history",
+                "pipeline": {"k": PIPELINE_K, "scorer": contract.CROSS_ENCODER_STUDENT, "exclude": "the user's history",
                              "settings": recs.model_dump(mode="json"), "blender": {"weights": blender.weights,
                              "bias": blender.bias, "fitted_on": blender.fitted_on}},
             },

@@ -4,8 +4,8 @@
 
 Every request is one user's context with 100 candidate items, built from the Amazon
 Scientific catalog (synthetic text when the shared data are absent) so that every pair fills
-**128 tokens** after truncation. The models are the production architectures: ``bert_scorer``
-(all-MiniLM-L6-v2 cross-encoder) and ``bert_scorer_student`` (the distilled student); speed does
+**128 tokens** after truncation. The models are the production architectures: ``cross_encoder``
+(all-MiniLM-L6-v2 cross-encoder) and ``cross_encoder_student`` (the distilled student); speed does
 not depend on the weights, so by default freshly initialised versions are used
 (``--teacher``/``--student`` take trained version folders instead). The benchmarked versions
 are published with ``max_length`` 128 into a temporary model repository served by a private
@@ -120,7 +120,7 @@ def versions_to_benchmark(teacher_dir: Path | None, student_dir: Path | None):
         from streamrec.model.networks import pretrained_minilm_path
 
         tokenizer = AutoTokenizer.from_pretrained(str(pretrained_minilm_path()), local_files_only=True)
-    return {contract.BERT_SCORER: teacher.eval(), contract.BERT_SCORER_STUDENT: student.eval()}, tokenizer
+    return {contract.CROSS_ENCODER: teacher.eval(), contract.CROSS_ENCODER_STUDENT: student.eval()}, tokenizer
 
 
 @contextmanager
@@ -261,8 +261,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Fewer requests per run (a few minutes on a 2-core CPU).")
     parser.add_argument("--json", type=Path, help="Write {'metrics': ..., 'runs': ...} here.")
-    parser.add_argument("--teacher", type=Path, help="A trained bert_scorer version folder (default: fresh MiniLM scorer).")
-    parser.add_argument("--student", type=Path, help="A trained bert_scorer_student version folder.")
+    parser.add_argument("--teacher", type=Path, help="A trained cross_encoder version folder (default: fresh MiniLM scorer).")
+    parser.add_argument("--student", type=Path, help="A trained cross_encoder_student version folder.")
     parser.add_argument("--concurrency", type=int, help="Closed-loop clients (default 4 on CPU, 32 on GPU).")
     parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16), help="torch threads in-process.")
     args = parser.parse_args()
@@ -271,7 +271,7 @@ def main() -> None:
     gpu = torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"
     concurrency = args.concurrency or (32 if gpu else 4)
-    primary = contract.BERT_SCORER if gpu else contract.BERT_SCORER_STUDENT
+    primary = contract.CROSS_ENCODER if gpu else contract.CROSS_ENCODER_STUDENT
     targets = TARGETS["gpu" if gpu else "cpu"]
     n_student = (20 if args.quick else 60) * (10 if gpu else 1)
     n_teacher = (3 if args.quick else 6) * (100 if gpu else 1)
@@ -292,10 +292,10 @@ def main() -> None:
 
     with private_triton(modules, tokenizer, gpu) as (stack, configs):
         url = f"{stack.host}:{stack.triton_grpc_port}"
-        for model, count, prefix in ((primary, n_student if primary == contract.BERT_SCORER_STUDENT else n_teacher, ""),
-                                     (contract.BERT_SCORER if primary != contract.BERT_SCORER else contract.BERT_SCORER_STUDENT,
-                                      n_teacher if primary == contract.BERT_SCORER_STUDENT else n_student,
-                                      "teacher_" if primary == contract.BERT_SCORER_STUDENT else "student_")):
+        for model, count, prefix in ((primary, n_student if primary == contract.CROSS_ENCODER_STUDENT else n_teacher, ""),
+                                     (contract.CROSS_ENCODER if primary != contract.CROSS_ENCODER else contract.CROSS_ENCODER_STUDENT,
+                                      n_teacher if primary == contract.CROSS_ENCODER_STUDENT else n_student,
+                                      "teacher_" if primary == contract.CROSS_ENCODER_STUDENT else "student_")):
             precision = precision_of(configs[model]["text"])
             scorer = InProcessScorer(modules[model], tokenizer, max_length=SEQUENCE, device=device, precision=precision)
             subset = requests[:count]
@@ -320,9 +320,9 @@ def main() -> None:
             del scorer
 
     # The CPU student in-process (the CPU default), in its served precision and in fp32.
-    student_config = (REPO_ROOT / "model_repo" / contract.BERT_SCORER_STUDENT / "config.pbtxt").read_text()
+    student_config = (REPO_ROOT / "model_repo" / contract.CROSS_ENCODER_STUDENT / "config.pbtxt").read_text()
     for label, precision in (("student_cpu_pairs_per_s", precision_of(student_config)), ("student_cpu_fp32_pairs_per_s", "fp32")):
-        scorer = InProcessScorer(modules[contract.BERT_SCORER_STUDENT].cpu(), tokenizer, max_length=SEQUENCE, precision=precision)
+        scorer = InProcessScorer(modules[contract.CROSS_ENCODER_STUDENT].cpu(), tokenizer, max_length=SEQUENCE, precision=precision)
         for _ in range(RUNS):
             add(label, in_process(scorer, requests[:n_student])[0])
 

@@ -63,10 +63,10 @@ CPU_TARGET_CYCLE_S = 600.0  # the issue: on a CPU with the student, cycle_s <= 6
 
 
 def initial_student(repo: Path, source: Path | None) -> str:
-    """Version 1 of bert_scorer_student in ``repo``: a copy of ``source`` or an untrained student."""
-    target = repo / contract.BERT_SCORER_STUDENT
+    """Version 1 of cross_encoder_student in ``repo``: a copy of ``source`` or an untrained student."""
+    target = repo / contract.CROSS_ENCODER_STUDENT
     target.mkdir(parents=True)
-    shutil.copy2(REPO_ROOT / "model_repo" / contract.BERT_SCORER_STUDENT / "config.pbtxt", target / "config.pbtxt")
+    shutil.copy2(REPO_ROOT / "model_repo" / contract.CROSS_ENCODER_STUDENT / "config.pbtxt", target / "config.pbtxt")
     if source is not None and versions(source):
         shutil.copytree(source / str(versions(source)[-1]), target / "1")
         return f"{source}/{versions(source)[-1]} (trained student)"
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Fewer steps and evaluation examples (a few minutes).")
     parser.add_argument("--json", help="Write {'metrics': ...} here.")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
-    parser.add_argument("--initial", type=Path, default=REPO_ROOT / "bench-out" / "models" / contract.BERT_SCORER_STUDENT,
+    parser.add_argument("--initial", type=Path, default=REPO_ROOT / "bench-out" / "models" / contract.CROSS_ENCODER_STUDENT,
                         help="Model folder whose newest version is the frozen initial model.")
     parser.add_argument("--slices", type=int, default=2, help="Slices after the first 10,000 events.")
     args = parser.parse_args()
@@ -164,11 +164,11 @@ def main() -> None:
         repo = Path(folder) / "model_repo"
         initial = initial_student(repo, args.initial)
         print(f"initial model: {initial}; {len(events):,} events in slices {bounds}")
-        with isolated_stack(model_repo=repo, triton_load_models=[contract.BERT_SCORER_STUDENT]) as stack:
+        with isolated_stack(model_repo=repo, triton_load_models=[contract.CROSS_ENCODER_STUDENT]) as stack:
             settings = stack.model_copy(update={"trainer": TrainerSettings(**trainer_options)})
             known = load_catalog_into_redis(settings.redis_url, dataset.catalog)
             registry = registry_for(settings, say=print)
-            frozen, tokenizer, frozen_meta = load_folder(repo / contract.BERT_SCORER_STUDENT / "1")
+            frozen, tokenizer, frozen_meta = load_folder(repo / contract.CROSS_ENCODER_STUDENT / "1")
             worker = streams_worker(settings, Path(folder) / "streams.log", max_late_s)
             try:
                 cycles, slices = [], []
@@ -190,7 +190,7 @@ def main() -> None:
                     print(f"slice {number}: accepted in {streams_s:.1f} s; {result.status} v{result.version} in {seconds:.1f} s {result.timings}")
                     if number + 1 < len(bounds):
                         next_start, next_stop = bounds[number + 1]
-                        served_model = None if served == 1 else load_folder(repo / contract.BERT_SCORER_STUDENT / str(served))[0]
+                        served_model = None if served == 1 else load_folder(repo / contract.CROSS_ENCODER_STUDENT / str(served))[0]
                         figures = next_slice_ndcg(frozen, served_model, tokenizer, raw[:next_start], raw[next_start:next_stop], known,
                                                   examples=eval_examples, candidates=eval_candidates, max_length=frozen_meta.max_length)
                         slices.append({"after_slice": number, "served_version": served, **figures})

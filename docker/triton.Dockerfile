@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Triton Inference Server for streamrec's Python-backend models (bert_scorer,
+# Triton Inference Server for streamrec's Python-backend models (cross_encoder,
 # item_encoder). Built from the repository root:
 #   docker build -f docker/triton.Dockerfile -t streamrec/triton .
 #

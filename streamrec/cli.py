@@ -250,7 +250,7 @@ def model_init(
     for folder in written:
         console.print(f"wrote {folder} (untrained head: train with `streamrec trainer train-scorer --publish`)")
     if not written:
-        console.print("bert_scorer and bert_scorer_student already have versions")
+        console.print("cross_encoder and cross_encoder_student already have versions")
 
 
 def _registry(ctx: typer.Context, model: str | None):

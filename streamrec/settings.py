@@ -152,8 +152,8 @@ class RecsSettings(_Section):
     web_host: str = Field(default="127.0.0.1", description="Recs worker web server bind address (metrics).")
     web_port: int = Field(default=6067, ge=1, le=65535, description="Recs worker web server port; /metrics is there.")
     scorer_model: str = Field(
-        default="bert_scorer_student",
-        description="Triton model that ranks candidates (bert_scorer on GPU, the distilled student on CPU).",
+        default="cross_encoder_student",
+        description="Triton model that ranks candidates (cross_encoder on GPU, the distilled student on CPU).",
     )
     k: int = Field(default=20, ge=1, le=200, description="Items in a published (and cached) recommendation list.")
     candidates: int = Field(default=200, ge=10, description="Candidates gathered per user before ranking.")
@@ -207,8 +207,8 @@ class TrainerSettings(_Section):
     """The incremental trainer: fine-tunes a served scorer on new events and republishes it to Triton."""
 
     model: str = Field(
-        default="bert_scorer_student",
-        description="Served scorer the trainer fine-tunes and republishes (bert_scorer on GPU).",
+        default="cross_encoder_student",
+        description="Served scorer the trainer fine-tunes and republishes (cross_encoder on GPU).",
     )
     model_repo: Path | None = Field(
         default=None,

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -29,9 +30,20 @@ from streamrec.topics import TOPIC_SPECS
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 
+def tiny_catalog(items: int = 60, users: int = 80, seed: int = 0) -> tuple[list[str], np.ndarray, list[list[str]]]:
+    """Item ids (odd ones among them), unit text vectors and users' item sequences for a tiny
+    sequence scorer; deterministic, so a test can rebuild exactly what the session serves."""
+    rng = np.random.default_rng(seed)
+    ids = [f"seq-item-{n}" for n in range(items - 3)] + ["kcat\"q", "Jürgen-ß", "🛒item"]
+    text = rng.normal(size=(items, 384)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    sequences = [[ids[j] for j in rng.integers(0, items, rng.integers(2, 12))] for _ in range(users)]
+    return ids, text, sequences
+
+
 def make_model_repo(target: Path) -> Path:
-    """A model repository with the project's configs and tiny random versions (fast to load)."""
-    from streamrec.model.bootstrap import init_item_encoder, init_scorers
+    """A model repository with the project's configs and tiny versions (fast to load)."""
+    from streamrec.model.bootstrap import init_item_encoder, init_scorers, init_sequence_scorer
 
     for config in (REPO_ROOT / "model_repo").glob("*/config.pbtxt"):
         destination = target / config.parent.name
@@ -39,10 +51,11 @@ def make_model_repo(target: Path) -> Path:
         shutil.copy2(config, destination / "config.pbtxt")
     init_item_encoder(target, tiny=True)
     init_scorers(target, tiny=True)
+    init_sequence_scorer(target, *tiny_catalog(), tiny=True)
     return target
 
 
-SESSION_MODELS = ["item_encoder", "bert_scorer", "bert_scorer_student"]
+SESSION_MODELS = ["item_encoder", "bert_scorer", "cross_encoder", "cross_encoder_student"]
 
 
 @pytest.fixture(scope="session")

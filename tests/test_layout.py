@@ -50,12 +50,12 @@ def test_model_repo_code_imports_only_the_core(tmp_path):
     version gets, as the artifact writer makes it, and the backend it imports."""
     from typing import get_args
 
-    from streamrec.model.artifacts import Kind, _model_py
+    from streamrec.model.artifacts import Kind, model_py
 
     for kind in get_args(Kind):
         folder = tmp_path / kind
         folder.mkdir()
-        (folder / "model.py").write_text(_model_py(kind))
+        (folder / "model.py").write_text(model_py(kind))
         imports = imported_packages_at(folder)
         assert set(imports) == {"streamrec"}, f"model.py of a {kind} version imports {set(imports)}"
     backend = imported_packages_at(REPO_ROOT / "streamrec" / "model")

@@ -141,7 +141,7 @@ def model_train_scorer(
 @trainer_app.command("fit-blender")
 def fit_blender_command(
     ctx: typer.Context,
-    models: Annotated[Path, typer.Option(help="Model repository holding item_encoder and bert_scorer_student versions.")] = REPO_ROOT
+    models: Annotated[Path, typer.Option(help="Model repository holding item_encoder and cross_encoder_student versions.")] = REPO_ROOT
     / "bench-out"
     / "models",
     data_dir: Annotated[Path, typer.Option(help="Shared data folder (amazon_scientific inside).")] = REPO_ROOT.parent

@@ -96,13 +96,13 @@ class _Chunk:
 
 
 class TritonScorerClient:
-    """Scores candidate lists on Triton (``bert_scorer_student`` on CPU, ``bert_scorer`` on GPU)."""
+    """Scores candidate lists on Triton (``cross_encoder_student`` on CPU, ``cross_encoder`` on GPU)."""
 
     def __init__(
         self,
         url: str,
         *,
-        model: str = contract.BERT_SCORER_STUDENT,
+        model: str = contract.CROSS_ENCODER_STUDENT,
         max_batch: int | None = None,
         max_delay_s: float = 0.002,
         max_in_flight: int = 4,

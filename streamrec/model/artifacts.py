@@ -1,12 +1,17 @@
 """Self-contained model version folders, written so Triton never sees half of one.
 
-A version folder holds everything needed to serve it, and nothing pickled:
+A version folder holds everything needed to serve it, and nothing pickled. The text models
+(the item encoder and the cross-encoders):
 
     model.py              three lines importing the shared backend (streamrec.model.triton_backend)
     model.safetensors     the module's state dict
     config.json           the backbone's BertConfig
     tokenizer files       tokenizer.json, vocab.txt, ...
     metadata.json         kind, creation time, base, metrics, lineage
+
+The sequence scorer (``bert_scorer``, kind ``sequence``) has ``sequence.json`` and
+``member-<n>.safetensors`` in place of the weights, config and tokenizer, and ``items.json``
+(see :mod:`streamrec.model.served_sequence`).
 
 Versions are written into ``<repo>/.staging/`` first, checked, then renamed into
 ``<repo>/<model>/<N>``: a rename within one filesystem is atomic, and a folder
@@ -30,11 +35,16 @@ from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokeniz
 
 from streamrec.model.networks import CrossEncoderScorer, TextEncoder
 
-Kind = Literal["encoder", "scorer"]
+Kind = Literal["encoder", "scorer", "sequence"]
 WEIGHTS = "model.safetensors"
 METADATA = "metadata.json"
-BACKEND_CLASS = {"encoder": "EncoderBackend", "scorer": "ScorerBackend"}
+BACKEND_CLASS = {"encoder": "EncoderBackend", "scorer": "ScorerBackend", "sequence": "SequenceBackend"}
 REQUIRED_FILES = ("model.py", WEIGHTS, "config.json", "tokenizer.json", METADATA)
+SEQUENCE_FILES = ("model.py", "sequence.json", "member-0.safetensors", "items.json", METADATA)
+
+
+def required_files(kind: str) -> tuple[str, ...]:
+    return SEQUENCE_FILES if kind == "sequence" else REQUIRED_FILES
 
 
 @dataclass
@@ -54,7 +64,7 @@ def build(kind: Kind, backbone: BertModel) -> TextEncoder | CrossEncoderScorer:
     return TextEncoder(backbone) if kind == "encoder" else CrossEncoderScorer(backbone)
 
 
-def _model_py(kind: Kind) -> str:
+def model_py(kind: Kind) -> str:
     cls = BACKEND_CLASS[kind]
     return (
         f'"""Triton entry point; the implementation is shared (streamrec.model.triton_backend)."""\n\n'
@@ -75,7 +85,7 @@ def write_folder(
     module.backbone.config.to_json_file(str(folder / "config.json"))
     tokenizer.save_pretrained(str(folder))
     (folder / METADATA).write_text(metadata.to_json())
-    (folder / "model.py").write_text(_model_py(metadata.kind))  # last: its presence marks completeness
+    (folder / "model.py").write_text(model_py(metadata.kind))  # last: its presence marks completeness
 
 
 def publish(
@@ -103,14 +113,20 @@ def publish(
     return target
 
 
+def _complete(folder: Path) -> bool:
+    try:
+        kind = json.loads((folder / METADATA).read_text()).get("kind", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return all((folder / name).exists() for name in required_files(kind))
+
+
 def versions(model_dir: Path) -> list[int]:
-    """Complete versions only: numeric folders that have every required file."""
+    """Complete versions only: numeric folders that have every file their kind requires."""
     if not model_dir.exists():
         return []
     return sorted(
-        int(child.name)
-        for child in model_dir.iterdir()
-        if child.is_dir() and child.name.isdigit() and all((child / name).exists() for name in REQUIRED_FILES)
+        int(child.name) for child in model_dir.iterdir() if child.is_dir() and child.name.isdigit() and _complete(child)
     )
 
 
@@ -137,3 +153,30 @@ def load_folder(
     if tokenizer.vocab_size != config.vocab_size:  # e.g. an empty fallback tokenizer would score garbage
         raise ValueError(f"{folder}: tokenizer has {tokenizer.vocab_size} tokens, the weights {config.vocab_size}")
     return module.to(device).eval(), tokenizer, metadata
+
+
+def write_sequence_folder(folder: Path, served, metadata: VersionMetadata) -> None:
+    """Write a :class:`~streamrec.model.served_sequence.ServedSequence` as a version folder."""
+    from streamrec.model.served_sequence import write_version
+
+    write_version(folder, served.ensemble, served.item_ids, metadata.to_json(), model_py("sequence"))
+
+
+def publish_sequence(repo: Path, model_name: str, served, metadata: VersionMetadata, version: int | None = None) -> Path:
+    """Write a sequence version via staging and an atomic rename (no Triton involved); returns its folder."""
+    from streamrec.model.served_sequence import load_version
+
+    model_dir = repo / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = version or (max(versions(model_dir), default=0) + 1)
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists")
+    staging = repo / ".staging" / f"{model_name}-{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        write_sequence_folder(staging, served, metadata)
+        load_version(staging)  # refuse to publish what cannot be loaded back
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,8 +1,10 @@
 """First versions of the models, built from the packaged pretrained MiniLM (or a tiny BERT for tests).
 
-A first scorer version is the pretrained backbone with an untrained head, so that Triton has
-something to load and the serving path can run end to end; trained versions come from
-``streamrec trainer train-scorer`` (see :mod:`trainer.offline.recipe`).
+A first cross-encoder version is the pretrained backbone with an untrained head, so that Triton
+has something to load; trained versions come from ``streamrec trainer train-scorer``. A first
+``bert_scorer`` (sequence) version without training is not noise: its network starts at zero
+item IDs and unit signal weights, so it ranks by co-visitation counts and text similarity until
+``streamrec trainer train-sequence`` (which the quickstart runs) trains it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import torch
 from transformers import AutoTokenizer
 
 from streamrec.model import contract
-from streamrec.model.artifacts import VersionMetadata, build, publish, versions
+from collections.abc import Sequence
+
+import numpy as np
+
+from streamrec.model.artifacts import VersionMetadata, build, publish, publish_sequence, versions
 from streamrec.model.networks import (
     CrossEncoderScorer,
     StudentShape,
@@ -51,15 +57,15 @@ def first_scorers(*, tiny: bool = False, max_length: int = 128) -> tuple[CrossEn
 
 
 def init_scorers(repo: Path, *, tiny: bool = False) -> list[Path]:
-    """Publish version 1 of ``bert_scorer`` and ``bert_scorer_student`` where neither has a complete version."""
-    missing = [name for name in contract.SCORER_MODELS if not versions(repo / name)]
+    """Publish version 1 of ``cross_encoder`` and ``cross_encoder_student`` where neither has a complete version."""
+    missing = [name for name in contract.CROSS_ENCODERS if not versions(repo / name)]
     if not missing:
         return []
     teacher, student = first_scorers(tiny=tiny)
     base = "tiny-random-bert" if tiny else "all-MiniLM-L6-v2"
     modules = {
-        contract.BERT_SCORER: (teacher, base),
-        contract.BERT_SCORER_STUDENT: (student, f"projected from {base} (untrained)"),
+        contract.CROSS_ENCODER: (teacher, base),
+        contract.CROSS_ENCODER_STUDENT: (student, f"projected from {base} (untrained)"),
     }
     tokenizer = _tokenizer()
     written = []
@@ -68,3 +74,32 @@ def init_scorers(repo: Path, *, tiny: bool = False) -> list[Path]:
         metadata = VersionMetadata(kind="scorer", base=source, lineage={"untrained_head": True})
         written.append(publish(repo, name, module, tokenizer, metadata, version=1))
     return written
+
+
+def first_sequence_model(item_ids: Sequence[str], text: np.ndarray, sequences: Sequence[Sequence[str]], *,
+                         tiny: bool = False):
+    """An untrained sequence scorer over ``item_ids`` (text embeddings ``text``), with co-visitation
+    counted from ``sequences`` (item ids, oldest first)."""
+    from dataclasses import replace
+
+    from streamrec.model.sequence import CPU_CONFIG, Ensemble, SequenceRecommender, covisit_counts
+    from streamrec.model.served_sequence import ServedSequence
+
+    config = replace(CPU_CONFIG, hidden=16, intermediate=32) if tiny else CPU_CONFIG
+    position = {item_id: row for row, item_id in enumerate(item_ids)}
+    rows = [[position[item] for item in sequence if item in position] for sequence in sequences]
+    counts = torch.from_numpy(covisit_counts(rows, len(item_ids), window=config.covisit_window))
+    torch.manual_seed(0)
+    model = SequenceRecommender(config, torch.as_tensor(np.asarray(text, np.float32)), counts).eval()
+    return ServedSequence(Ensemble([model]), list(item_ids))
+
+
+def init_sequence_scorer(repo: Path, item_ids: Sequence[str], text: np.ndarray, sequences: Sequence[Sequence[str]], *,
+                         tiny: bool = False) -> Path | None:
+    """Publish ``bert_scorer`` version 1 (untrained) unless a complete version exists."""
+    if versions(repo / contract.BERT_SCORER):
+        return None
+    served = first_sequence_model(item_ids, text, sequences, tiny=tiny)
+    metadata = VersionMetadata(kind="sequence", base="untrained (co-visitation + text signals)",
+                               max_length=served.max_history, lineage={"untrained": True, "items": len(item_ids)})
+    return publish_sequence(repo, contract.BERT_SCORER, served, metadata, version=1)

@@ -51,6 +51,7 @@ from streamrec.model.artifacts import (
     write_folder,
 )
 from streamrec.model.inference import InProcessScorer
+from streamrec.model.sequence_request import sequence_inputs
 
 Say = Callable[[str], None]
 STAGING = ".staging"
@@ -101,8 +102,46 @@ def probe_scores(scores: np.ndarray, expected: int) -> None:
         raise VersionRejected(f"probe scores are not finite: {array.reshape(-1).tolist()}")
 
 
+def _folder_kind(folder: Path) -> str:
+    try:
+        return read_metadata(folder).kind
+    except (OSError, ValueError, TypeError) as error:
+        raise VersionRejected(f"{folder.name}: unreadable metadata: {error}") from error
+
+
+def sequence_probe(item_ids: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Probe histories for a sequence version (known items, an unknown one, an empty one) and candidates."""
+    known = item_ids[:3]
+    histories = [known, [], [*known[:1], "no-such-item-\u2603"], known[:1] * 80]
+    return histories, [item_ids[:5], [], ["no-such-item"], item_ids[-2:]]
+
+
+def probe_ranked(top_scores: np.ndarray, expected_rows: int) -> None:
+    """Raise unless the probe's top-K scores have a row per history, all finite or padding."""
+    array = np.asarray(top_scores)
+    if array.ndim != 2 or array.shape[0] != expected_rows:
+        raise VersionRejected(f"probe of {expected_rows} histories gave top-K scores of shape {array.shape}")
+    if np.isnan(array).any() or np.isposinf(array).any() or not np.isfinite(array[:, 0]).all():
+        raise VersionRejected(f"probe top-K scores are not finite: {array[:, :3].tolist()}")
+
+
+def validate_sequence_folder(folder: Path) -> None:
+    from streamrec.model.served_sequence import load_version
+
+    try:
+        served = load_version(folder)
+    except Exception as error:  # any load failure means the version is not publishable
+        raise VersionRejected(f"{folder.name}: cannot be loaded: {error}") from error
+    histories, candidates = sequence_probe(served.item_ids)
+    ranked = served.rank(histories, k=5, candidates=candidates)
+    probe_ranked(ranked.top_scores, len(histories))
+
+
 def validate_folder(folder: Path) -> None:
     """In-process check of a scorer version: loads, scores a probe batch, finite and shaped right."""
+    if _folder_kind(folder) == "sequence":
+        validate_sequence_folder(folder)
+        return
     try:
         module, tokenizer, metadata = load_folder(folder)
     except Exception as error:  # any load failure means the version is not publishable
@@ -222,14 +261,34 @@ class ModelRegistry:
         warmup = config.model_warmup.add()
         warmup.name = "probe"
         warmup.batch_size = max(1, min(8, config.max_batch_size or 1))
-        for name in (contract.SCORER_INPUT_CONTEXT, contract.SCORER_INPUT_ITEM):
+        names = (contract.SCORER_INPUT_CONTEXT, contract.SCORER_INPUT_ITEM)
+        if self._kind(version) == "sequence":
+            names = (contract.HISTORY,)  # empty ids: unknown items, a valid request
+        for name in names:
             tensor = warmup.inputs[name]
             tensor.data_type = model_config_pb2.TYPE_STRING
-            tensor.dims.append(1)
+            tensor.dims.append(3 if name == contract.HISTORY else 1)
             tensor.zero_data = True
         return json_format.MessageToJson(config)
 
+    def _kind(self, version: int) -> str:
+        for directory in (self.model_dir, self.retired_dir):
+            if (directory / str(version) / "metadata.json").exists():
+                return _folder_kind(directory / str(version))
+        return "scorer"
+
+    def _probe_sequence(self, client: grpcclient.InferenceServerClient, version: int) -> None:
+        folder = self.model_dir / str(version)
+        item_ids = json.loads((folder / "items.json").read_text(encoding="utf-8"))
+        histories, candidates = sequence_probe(item_ids)
+        result = client.infer(self.model, sequence_inputs(histories, k=5, candidates=candidates),
+                              model_version=str(version), client_timeout=60)
+        probe_ranked(result.as_numpy(contract.TOPK_SCORES), len(histories))
+
     def _probe_triton(self, client: grpcclient.InferenceServerClient, version: int) -> None:
+        if self._kind(version) == "sequence":
+            self._probe_sequence(client, version)
+            return
         inputs = []
         for name, texts in ((contract.SCORER_INPUT_CONTEXT, PROBE_CONTEXTS), (contract.SCORER_INPUT_ITEM, PROBE_ITEMS)):
             payload = np.array([[text.encode()] for text in texts], dtype=np.object_)
@@ -269,9 +328,13 @@ class ModelRegistry:
 
     def publish(self, module, tokenizer, metadata: VersionMetadata) -> int:
         """Stage, validate and rename a new version in, then serve it; returns its number."""
+        return self.publish_folder(lambda folder: write_folder(folder, module, tokenizer, metadata))
+
+    def publish_folder(self, write: Callable[[Path], None]) -> int:
+        """As :meth:`publish` for a version that ``write(folder)`` writes (e.g. a sequence version)."""
         previous = self.served_version()
         version = self.next_version()
-        self.stage_module(module, tokenizer, metadata, version)
+        self.stage(write, version)
         self.activate(version, previous=previous)
         return version
 

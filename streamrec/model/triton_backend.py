@@ -155,3 +155,187 @@ class ScorerBackend(_Backend):
             next(answered) if error is None else pb_utils.InferenceResponse(error=pb_utils.TritonError(error))
             for error in errors
         ]
+
+
+# -- the sequence scorer ------------------------------------------------------------------------
+
+
+def _id_rows(pb_utils, request, name: str) -> list[list[str]] | None:
+    """A [batch, length] BYTES input as lists of strings, padding (``b""``) dropped; None if absent."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    array = tensor.as_numpy()
+    array = array.reshape(array.shape[0], -1) if array.ndim else array.reshape(1, -1)
+    rows = []
+    for row in array:
+        values = [value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value) for value in row]
+        rows.append(values)
+    return rows
+
+
+class SequenceBackend:
+    """``bert_scorer``: a batch of histories -> the top K over the catalog and candidate scores.
+
+    Concurrent requests (merged by the dynamic batcher) are scored in one forward pass; each gets
+    its own K and candidates. The item table follows the catalog without a reload: with
+    ``catalog_refresh_s`` > 0 (default 2) a thread reads catalog changes from Redis (the
+    ``STREAMREC_REDIS__URL`` the process was started with, as every component reads it), appends
+    items the model does not know by their stored text embedding and applies availability; a
+    Redis that is away only delays that. ``precision`` ``bf16`` (or ``auto`` on a GPU) runs the
+    network under bf16 autocast on a GPU; on a CPU the model (hidden 64) runs in fp32.
+    """
+
+    def initialize(self, args: dict) -> None:
+        import threading
+
+        from streamrec.model.artifacts import read_metadata
+        from streamrec.model.served_sequence import load_version
+
+        folder = Path(args["model_repository"]) / args["model_version"]
+        config = json.loads(args["model_config"])
+        parameters = _parameters(config)
+        gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{args.get('model_instance_device_id', 0)}" if gpu else "cpu")
+        if parameters.get("threads"):
+            torch.set_num_threads(int(parameters["threads"]))
+        self.metadata = read_metadata(folder)
+        if self.metadata.kind != "sequence":
+            raise ValueError(f"{folder} holds a {self.metadata.kind}, this model serves a sequence model")
+        self.model = load_version(folder, self.device)
+        precision = (parameters.get("precision") or "auto").lower()
+        self.autocast = gpu and precision in ("auto", "bf16")
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        refresh_s = float(parameters.get("catalog_refresh_s") or 2.0)
+        self.follower = None
+        if refresh_s > 0:
+            self.follower = threading.Thread(target=self._follow_catalog, args=(refresh_s,), daemon=True)
+            self.follower.start()
+
+    def _follow_catalog(self, refresh_s: float) -> None:
+        import asyncio
+        import logging
+
+        asyncio.run(_follow_catalog(self, refresh_s, logging.getLogger("streamrec.bert_scorer")))
+
+    def sync_catalog(self, ids: list[str], vectors: np.ndarray, availability: dict[str, bool]) -> list[str]:
+        with self.lock:
+            added = self.model.add_items(ids, vectors) if ids else []
+            self.model.set_available(availability)
+        return added
+
+    def _score(self, histories: list[list[str]], types: list[list[str]] | None) -> torch.Tensor:
+        if self.autocast:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model.scores(histories, types)
+        return self.model.scores(histories, types)
+
+    def execute(self, requests: list) -> list:
+        import triton_python_backend_utils as pb_utils
+
+        parsed, errors = [], []
+        for request in requests:
+            try:
+                histories = _id_rows(pb_utils, request, contract.HISTORY)
+                if histories is None:
+                    raise ValueError(f"{contract.HISTORY} is required")
+                histories = [[item for item in row if item] for row in histories]
+                types = _id_rows(pb_utils, request, contract.HISTORY_TYPES)
+                if types is not None:
+                    if len(types) != len(histories):
+                        raise ValueError(f"{contract.HISTORY_TYPES} has {len(types)} rows, {contract.HISTORY} {len(histories)}")
+                    types = [[kind for kind in row if kind] for row in types]
+                    for n, (items, kinds) in enumerate(zip(histories, types)):
+                        if len(items) != len(kinds):
+                            raise ValueError(f"row {n}: {len(items)} items and {len(kinds)} event types")
+                k_tensor = pb_utils.get_input_tensor_by_name(request, contract.TOP_K)
+                ks = [0] * len(histories) if k_tensor is None else [int(v) for v in k_tensor.as_numpy().reshape(-1)]
+                if len(ks) == 1 and len(histories) > 1:
+                    ks = ks * len(histories)
+                if len(ks) != len(histories) or any(k < 0 for k in ks):
+                    raise ValueError(f"{contract.TOP_K} needs one value >= 0 per history")
+                candidates = _id_rows(pb_utils, request, contract.CANDIDATES)
+                if candidates is not None and len(candidates) != len(histories):
+                    raise ValueError(f"{contract.CANDIDATES} has {len(candidates)} rows, {contract.HISTORY} {len(histories)}")
+                parsed.append((histories, types, ks, candidates))
+                errors.append(None)
+            except ValueError as error:
+                parsed.append(None)
+                errors.append(str(error))
+        good = [part for part in parsed if part is not None]
+        responses_good = []
+        if good:
+            histories = [h for part in good for h in part[0]]
+            any_types = any(part[1] is not None for part in good)
+            types = None
+            if any_types:
+                types = [t for part in good for t in (part[1] if part[1] is not None else [["purchase"] * len(h) for h in part[0]])]
+            with self.lock:
+                scores = self._score(histories, types)
+                start = 0
+                for part in good:
+                    size = len(part[0])
+                    answer = self.model.answer(scores[start : start + size], part[0], k=part[2], candidates=part[3])
+                    start += size
+                    candidate_scores = answer.candidate_scores
+                    if part[3] is None:
+                        candidate_scores = np.zeros((size, 0), np.float32)
+                    responses_good.append(pb_utils.InferenceResponse([
+                        pb_utils.Tensor(contract.TOPK_ITEMS, np.array([[item.encode() for item in row] for row in answer.top_items],
+                                                                    dtype=np.object_).reshape(size, -1)),
+                        pb_utils.Tensor(contract.TOPK_SCORES, answer.top_scores.reshape(size, -1)),
+                        pb_utils.Tensor(contract.CANDIDATE_SCORES, candidate_scores.reshape(size, -1)),
+                    ]))
+        answered = iter(responses_good)
+        return [
+            next(answered) if error is None else pb_utils.InferenceResponse(error=pb_utils.TritonError(error))
+            for error in errors
+        ]
+
+    def finalize(self) -> None:
+        if getattr(self, "stop", None) is not None:
+            self.stop.set()
+        if getattr(self, "follower", None) is not None:
+            self.follower.join(timeout=5)
+
+
+async def _follow_catalog(backend: SequenceBackend, refresh_s: float, log) -> None:
+    """Keep ``backend``'s item table in step with the catalog in Redis until ``backend.stop`` is set.
+
+    Reads the catalog's change log (``z:catalog``) from where it left off, a few seconds back for
+    stores still in flight; items whose embedding is not the model's text space (another
+    dimension) are left out, never fatal.
+    """
+    import asyncio
+
+    import redis.asyncio as redis
+
+    from streamrec.ranking.item_index import REFRESH_OVERLAP_MS
+    from streamrec.settings import Settings
+    from streamrec.store.catalog_store import CatalogStore
+
+    client = redis.Redis.from_url(Settings().redis_url)
+    catalog = CatalogStore(client)
+    since_ms, skipped = 0.0, 0
+    dim = backend.model.ensemble.members[0].items.text.shape[1]
+    try:
+        while not backend.stop.is_set():
+            try:
+                changed = await catalog.changes_since(max(0.0, since_ms - REFRESH_OVERLAP_MS))
+                if changed:
+                    since_ms = max(since_ms, max(score for _, score in changed))
+                    records = (await catalog.read([item for item, _ in changed])).values()
+                    fitting = [r for r in records if r.embedding is not None and r.embedding.shape == (dim,)]
+                    skipped += len(records) - len(fitting)
+                    fresh = [r for r in fitting if r.item_id not in backend.model.position]
+                    vectors = np.stack([r.embedding.astype(np.float32) for r in fresh]) if fresh else np.zeros((0, dim))
+                    added = backend.sync_catalog([r.item_id for r in fresh], vectors,
+                                                 {r.item_id: r.available for r in records})
+                    if added:
+                        log.info("bert_scorer: %d new catalog items rankable by their text", len(added))
+            except Exception as error:  # noqa: BLE001 - Redis away: keep serving the table we have
+                log.warning("bert_scorer: catalog refresh failed: %s", error)
+            await asyncio.sleep(refresh_s)
+    finally:
+        await client.aclose()

@@ -108,6 +108,8 @@ class TritonService(Service):
             ),
             "PATH": os.pathsep.join([str(venv_bin), os.environ.get("PATH", "")]),
         }
+        if "redis" in self.settings.services:  # bert_scorer follows the catalog of this stack's Redis
+            env["STREAMREC_REDIS__URL"] = f"redis://{self.settings.host}:{self.settings.redis_port}/0"
         return argv, env
 
     def probe(self, timeout_s: float) -> str | None:

@@ -37,7 +37,7 @@ def examples(user_id: str, item_id: str = "i1") -> list:
         AcceptedEvent(event=PurchaseEvent(user_id=user_id, item_id=item_id, order_id="o", price=9.5, ts=TS), topic="events.purchases",
                       partition=2, offset=7),
         QuarantinedEvent(rule="duplicate", reason="seen", event=click, topic="events.clicks", partition=0, offset=3),
-        ModelUpdate(event="published", model="bert_scorer_student", version=2, metrics={"holdout_ndcg10": 0.3}, parent=1,
+        ModelUpdate(event="published", model="cross_encoder_student", version=2, metrics={"holdout_ndcg10": 0.3}, parent=1,
                     offsets={"events.accepted:0": 5}, events_used=5, duration_s=1.0),
     ]
 

@@ -170,13 +170,13 @@ def fit_blender(
     recs, streams = recs or RecsSettings(), streams or StreamsSettings()
     corpus = load_corpus(data_dir)
     folders = {}
-    for model in (contract.ITEM_ENCODER, contract.BERT_SCORER_STUDENT):
+    for model in (contract.ITEM_ENCODER, contract.CROSS_ENCODER_STUDENT):
         found = versions(models / model)
         if not found:
             raise FileNotFoundError(f"no complete version of {model} in {models}")
         folders[model] = models / model / str(found[-1])
     encoder, tokenizer, encoder_meta = load_folder(folders[contract.ITEM_ENCODER])
-    student, student_tokenizer, student_meta = load_folder(folders[contract.BERT_SCORER_STUDENT])
+    student, student_tokenizer, student_meta = load_folder(folders[contract.CROSS_ENCODER_STUDENT])
     say(f"embedding {len(corpus.item_texts):,} items with {folders[contract.ITEM_ENCODER]}")
     records = amazon_records(data_dir, embed(encoder, tokenizer, corpus.item_texts, max_length=encoder_meta.max_length))
     item_ids = [record.item_id for record in records]
@@ -184,16 +184,16 @@ def fit_blender(
     pipeline = OfflinePipeline(
         ItemIndex.from_records(records), OfflineSignals.from_sequences(sequences.values(), streams),
         NamedScorer(InProcessScorer(student, student_tokenizer, max_length=student_meta.max_length,
-                                    precision=precision), contract.BERT_SCORER_STUDENT),  # type: ignore[arg-type]
+                                    precision=precision), contract.CROSS_ENCODER_STUDENT),  # type: ignore[arg-type]
         start or Blender.load(), recs, streams,
     )
     picked = np.sort(np.random.default_rng(seed).choice(len(corpus.train), size=min(rows, len(corpus.train)), replace=False))
     examples = [corpus.train[i] for i in picked]
-    say(f"fitting on {len(examples):,} of {len(corpus.train):,} rows of {TRAIN_FILE} (seed {seed}), scorer {folders[contract.BERT_SCORER_STUDENT]}")
+    say(f"fitting on {len(examples):,} of {len(corpus.train):,} rows of {TRAIN_FILE} (seed {seed}), scorer {folders[contract.CROSS_ENCODER_STUDENT]}")
     return fit_on_examples(pipeline, examples, item_ids, sequences=sequences, rounds=rounds, say=say, fitted_on={
         "dataset": f"amazon_scientific {TRAIN_FILE}", "sample_seed": seed,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "scorer": f"{contract.BERT_SCORER_STUDENT} {folders[contract.BERT_SCORER_STUDENT]} ({precision})",
+        "scorer": f"{contract.CROSS_ENCODER_STUDENT} {folders[contract.CROSS_ENCODER_STUDENT]} ({precision})",
         "item_embeddings": f"{contract.ITEM_ENCODER} {folders[contract.ITEM_ENCODER]}",
         "rerank_top": recs.rerank_top,
         "label": "the next item among the candidates (rows without it skipped); the user's later events hidden from the signals",

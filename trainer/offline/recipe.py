@@ -280,16 +280,16 @@ def train_models(
         )
         reports["scorer"] = {"config": plan.scorer.to_dict(), **report.to_dict()}
         scorer_folder = publish(
-            repo, contract.BERT_SCORER, teacher, tokenizer,
+            repo, contract.CROSS_ENCODER, teacher, tokenizer,
             VersionMetadata(kind="scorer", base=f"all-MiniLM-L6-v2 ({plan.scorer_init}) fine-tuned", max_length=plan.scorer.max_length,
                             metrics={"val_ndcg10_sample": report.best_metric}, lineage={**lineage, "recipe": "finetune_scorer"}),
         )
         say(f"scorer: published {scorer_folder} ({time.monotonic() - started:.0f} s)")
     else:
-        scorer_folder = _latest(repo, contract.BERT_SCORER)
+        scorer_folder = _latest(repo, contract.CROSS_ENCODER)
         teacher = load_folder(scorer_folder)[0]  # type: ignore[assignment]
     if "student" not in stages:
-        return TrainedModels(encoder_folder, scorer_folder, _latest(repo, contract.BERT_SCORER_STUDENT), reports)
+        return TrainedModels(encoder_folder, scorer_folder, _latest(repo, contract.CROSS_ENCODER_STUDENT), reports)
     if validator.first_stage is None:
         validator.fix_first_stage(encoder, replace(plan.encoder, max_length=encoder_length))
 
@@ -304,8 +304,8 @@ def train_models(
     )
     reports["student"] = {"config": plan.distill.to_dict(), "shape": plan.student.to_dict(), **report.to_dict()}
     student_folder = publish(
-        repo, contract.BERT_SCORER_STUDENT, student, tokenizer,
-        VersionMetadata(kind="scorer", base=f"distilled from {contract.BERT_SCORER} {scorer_folder.name}",
+        repo, contract.CROSS_ENCODER_STUDENT, student, tokenizer,
+        VersionMetadata(kind="scorer", base=f"distilled from {contract.CROSS_ENCODER} {scorer_folder.name}",
                         max_length=plan.distill.max_length, metrics={"val_ndcg10_sample": report.best_metric},
                         lineage={**lineage, "recipe": "distill_scorer", "teacher": str(scorer_folder), **plan.student.to_dict()}),
     )

@@ -21,15 +21,15 @@ USERS = [
 
 
 def in_process(stack_settings, model: str, precision: str = "fp32") -> InProcessScorer:
-    """The model in this process; fp32 by default, as Triton's CPU config of ``bert_scorer`` runs it."""
+    """The model in this process; fp32 by default, as Triton's CPU config of ``cross_encoder`` runs it."""
     folder = stack_settings.model_repo / model / str(versions(stack_settings.model_repo / model)[-1])
     module, tokenizer, metadata = load_folder(folder)
     return InProcessScorer(module, tokenizer, max_length=metadata.max_length, precision=precision)  # type: ignore[arg-type]
 
 
 async def test_many_users_are_coalesced_and_score_like_in_process(settings, stack_settings):
-    reference = in_process(stack_settings, contract.BERT_SCORER)
-    client = TritonScorerClient.from_settings(settings, model=contract.BERT_SCORER, max_delay_s=0.02)
+    reference = in_process(stack_settings, contract.CROSS_ENCODER)
+    client = TritonScorerClient.from_settings(settings, model=contract.CROSS_ENCODER, max_delay_s=0.02)
     try:
         results = await asyncio.gather(*(client.score(context, items) for context, items in USERS))
     finally:
@@ -41,9 +41,9 @@ async def test_many_users_are_coalesced_and_score_like_in_process(settings, stac
 
 
 async def test_a_list_longer_than_max_batch_is_split_and_reassembled(settings, stack_settings):
-    reference = in_process(stack_settings, contract.BERT_SCORER)
+    reference = in_process(stack_settings, contract.CROSS_ENCODER)
     items = [f"candidate {i} {'lab ' * (i % 5)}" for i in range(300)]
-    client = TritonScorerClient.from_settings(settings, model=contract.BERT_SCORER)
+    client = TritonScorerClient.from_settings(settings, model=contract.CROSS_ENCODER)
     try:
         scores = await client.score("recent: glue ; gloves", items)
         assert await client.score("anything", []) is not None
@@ -55,9 +55,9 @@ async def test_a_list_longer_than_max_batch_is_split_and_reassembled(settings, s
 
 async def test_student_scores_like_in_process(settings, stack_settings):
     """The student runs in bf16 on CPU; scored in one batch with other users it stays within bf16 noise."""
-    reference = in_process(stack_settings, contract.BERT_SCORER_STUDENT, precision="bf16")
+    reference = in_process(stack_settings, contract.CROSS_ENCODER_STUDENT, precision="bf16")
     client = TritonScorerClient.from_settings(settings)  # the CPU default model
-    assert client.model == contract.BERT_SCORER_STUDENT
+    assert client.model == contract.CROSS_ENCODER_STUDENT
     try:
         results = await client.score_many(USERS[:4])
     finally:

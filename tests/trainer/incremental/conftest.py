@@ -2,7 +2,7 @@
 Scientific items in Redis's catalog, and real purchase sequences sent as raw events through a
 real streams worker, so the trainer reads them from ``events.accepted`` as in production.
 
-The model is a copy of ``bert_scorer_student``'s config under another name, so publishing,
+The model is a copy of ``cross_encoder_student``'s config under another name, so publishing,
 rolling back and breaking versions here never changes what the other tests' models serve.
 """
 
@@ -140,10 +140,10 @@ def make_trainer_model(settings: Settings, name: str) -> ModelRegistry:
     import shutil
 
     repo = settings.stack.model_repo
-    source = repo / contract.BERT_SCORER_STUDENT
+    source = repo / contract.CROSS_ENCODER_STUDENT
     target = repo / name
     target.mkdir()
-    config = (source / "config.pbtxt").read_text().replace(f'name: "{contract.BERT_SCORER_STUDENT}"', f'name: "{name}"')
+    config = (source / "config.pbtxt").read_text().replace(f'name: "{contract.CROSS_ENCODER_STUDENT}"', f'name: "{name}"')
     (target / "config.pbtxt").write_text(config)
     staging = repo / f".copy-{name}"
     shutil.copytree(source / "1", staging)

@@ -17,7 +17,7 @@ from streamrec.model import contract
 from streamrec.model.artifacts import WEIGHTS, load_folder, versions
 from streamrec.model.inference import CachedTokenizer, InProcessScorer
 
-MODELS = list(contract.SCORER_MODELS)
+MODELS = list(contract.CROSS_ENCODERS)
 CONTEXTS = [
     "Gorilla Original Gorilla Glue ; Nitrile gloves, 100 pack",
     "",
@@ -107,7 +107,7 @@ def test_a_batch_of_max_batch_size_and_no_more(settings, triton, reference, mode
 
 
 def test_client_tokenised_inputs_score_like_texts(triton, reference):
-    model = contract.BERT_SCORER
+    model = contract.CROSS_ENCODER
     scorer = reference[model]
     tokens = CachedTokenizer(scorer.tokenizer, scorer.max_length).pairs(CONTEXTS, ITEMS)
     tensors = []
@@ -150,7 +150,7 @@ def _missing_tokenizer(folder: Path) -> None:
 
 @pytest.mark.parametrize("damage", [_corrupt_bytes, _misshapen, _non_finite, _missing_weights, _missing_tokenizer])
 def test_a_broken_version_is_refused_and_the_previous_keeps_serving(stack_settings, settings, triton, reference, damage):
-    model = contract.BERT_SCORER
+    model = contract.CROSS_ENCODER
     http = f"http://{settings.triton.http_url}"
     model_dir = stack_settings.model_repo / model
     serving = versions(model_dir)[-1]
