@@ -1,19 +1,23 @@
 """The main job on the embedded local stack, end to end, for the README's first command.
 
-Stack up → model versions (pretrained MiniLM where the repository has none) loaded into
-Triton → topics → streams and recs workers started as child processes → a real dataset's
-catalog embedded, then its events replayed → wait until both consumer groups have caught
-up → show a few users' recommendation lists with their reasons → show the lag. The workers
-are stopped at the end; the stack keeps running.
+Model versions (the pretrained MiniLM item encoder where the repository has none; the
+sequence scorer ``bert_scorer`` trained on the dataset's sequences unless the newest version
+already was) → stack up → both loaded into Triton → topics → streams and recs workers started
+as child processes → a real dataset's catalog embedded, then its events replayed → wait until
+both consumer groups have caught up → show a few users' recommendation lists with their
+reasons → show the lag. The workers are stopped at the end; the stack keeps running.
 
-The workers are started as ``python -m streamrec streams worker`` / ``recs worker`` (found
-through the CLI's entry points), so this core module imports neither component.
+The trainer and the workers are started as ``python -m streamrec trainer train-sequence`` /
+``streams worker`` / ``recs worker`` (found through the CLI's entry points), so this core
+module imports no component.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -111,15 +115,47 @@ async def _read_lists(redis_url: str, users: list[str]) -> tuple[dict[str, dict]
         await client.aclose()
 
 
+def _trained_on(repo: Path, dataset: str) -> Path | None:
+    """The newest ``bert_scorer`` version if it was trained on ``dataset``."""
+    from streamrec.model.artifacts import read_metadata, versions
+
+    found = versions(repo / contract.BERT_SCORER)
+    if not found:
+        return None
+    folder = repo / contract.BERT_SCORER / str(found[-1])
+    lineage = read_metadata(folder).lineage
+    return folder if lineage.get("trained") and lineage.get("dataset") == dataset else None
+
+
+def train_scorer(settings: Settings, dataset: str, data_dir: Path, console: Console) -> Path:
+    """Train the sequence scorer on the dataset's sequences (about a minute on 2 cores) unless done."""
+    repo = settings.stack.model_repo
+    folder = _trained_on(repo, dataset)
+    if folder is not None:
+        console.print(f"[dim]·[/dim] {contract.BERT_SCORER}: version {folder.name} is trained on {dataset}")
+        return folder
+    command = [sys.executable, "-m", "streamrec", "trainer", "train-sequence", "--dataset", dataset,
+               "--data-dir", str(data_dir), "--out", str(repo)]
+    with console.status(f"training {contract.BERT_SCORER} on {dataset}"):
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise QuickstartError(f"training {contract.BERT_SCORER} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+    folder = _trained_on(repo, dataset)
+    assert folder is not None
+    console.print(f"[dim]·[/dim] {done.stdout.strip().splitlines()[-1]}")
+    return folder
+
+
 def run_quickstart(
     settings: Settings, *, dataset: str, data_dir: Path, limit: int | None, users: int, console: Console, timeout_s: float = 900
 ) -> None:
-    from streamrec.model.bootstrap import init_item_encoder, init_scorers
+    from streamrec.model.bootstrap import init_item_encoder
 
     repo = settings.stack.model_repo
-    for folder in [init_item_encoder(repo), *init_scorers(repo)]:
-        if folder is not None:
-            console.print(f"[dim]·[/dim] wrote first model version {folder}")
+    folder = init_item_encoder(repo)
+    if folder is not None:
+        console.print(f"[dim]·[/dim] wrote first model version {folder}")
+    train_scorer(settings, dataset, data_dir, console)
     LocalStack(settings.stack, say=lambda message: console.print(f"[dim]·[/dim] {message}")).up()
     load_models(settings, [contract.ITEM_ENCODER, settings.recs.scorer_model])
     create_topics(settings)

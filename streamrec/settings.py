@@ -152,8 +152,8 @@ class RecsSettings(_Section):
     web_host: str = Field(default="127.0.0.1", description="Recs worker web server bind address (metrics).")
     web_port: int = Field(default=6067, ge=1, le=65535, description="Recs worker web server port; /metrics is there.")
     scorer_model: str = Field(
-        default="cross_encoder_student",
-        description="Triton model that ranks candidates (cross_encoder on GPU, the distilled student on CPU).",
+        default="bert_scorer",
+        description="Triton model that retrieves and scores candidates (the sequence BERT, bert_scorer).",
     )
     k: int = Field(default=20, ge=1, le=200, description="Items in a published (and cached) recommendation list.")
     candidates: int = Field(default=200, ge=10, description="Candidates gathered per user before ranking.")
@@ -165,15 +165,11 @@ class RecsSettings(_Section):
     per_category: int = Field(default=15, ge=1, description="Trending items taken per strong category.")
     trending_candidates: int = Field(default=30, ge=0, description="Global trending items added (all of the list for a new user).")
     exclude_recent: int = Field(default=5, ge=0, description="The user's newest interacted items left out of the list (purchases always are).")
-    rerank_top: int = Field(
-        default=20, ge=0,
-        description="Candidates, best by their signals, that the BERT scorer re-ranks (0: no scorer); worker batches may re-rank fewer.",
+    scorer_enabled: bool = Field(default=True, description="Rank with the sequence model (false: the signals alone, every list marked signals).")
+    sequence_candidates: int = Field(
+        default=100, ge=0, description="Items the sequence model retrieves from the whole catalog as candidates, besides scoring the others."
     )
-    rerank_target_ms: float = Field(
-        default=150.0, gt=0,
-        description="Scorer time a worker batch aims at: under load the per-user re-rank depth shrinks to fit it (down to rerank_min).",
-    )
-    rerank_min: int = Field(default=2, ge=0, description="Fewest candidates per user re-ranked in a loaded worker batch.")
+    diversity_pool: int = Field(default=60, ge=1, description="Best-blended candidates the diversity re-rank picks the list from.")
     scorer_budget_ms: float = Field(
         default=800.0, gt=0, description="Longest wait for the scorer; over it the list is served from the signals, marked degraded."
     )
@@ -207,8 +203,8 @@ class TrainerSettings(_Section):
     """The incremental trainer: fine-tunes a served scorer on new events and republishes it to Triton."""
 
     model: str = Field(
-        default="cross_encoder_student",
-        description="Served scorer the trainer fine-tunes and republishes (cross_encoder on GPU).",
+        default="bert_scorer",
+        description="Served scorer the trainer fine-tunes and republishes (the sequence BERT, bert_scorer).",
     )
     model_repo: Path | None = Field(
         default=None,
@@ -297,8 +293,6 @@ class Settings(BaseSettings):
             )
         if self.api.default_k > self.api.max_k:
             problems.append(f"api.default_k ({self.api.default_k}) > api.max_k ({self.api.max_k})")
-        if self.recs.rerank_min > self.recs.rerank_top:
-            problems.append(f"recs.rerank_min ({self.recs.rerank_min}) > recs.rerank_top ({self.recs.rerank_top})")
         if problems:
             raise ValueError("settings disagree: " + "; ".join(problems))
         return self

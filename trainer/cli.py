@@ -138,22 +138,49 @@ def model_train_scorer(
     console.print(f"encoder {trained.encoder}\nscorer {trained.scorer}\nstudent {trained.student}\nreport {report}")
 
 
+@trainer_app.command("train-sequence")
+def train_sequence_command(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="amazon_scientific, diginetica or yoochoose: the sequences it replays.")] = "amazon_scientific",
+    data_dir: Annotated[Path, typer.Option(help="Shared data folder.")] = REPO_ROOT.parent / "shared" / "data",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (the default is what early stopping chose on held-back data).")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed of the initialisation and batch order.")] = 0,
+    hold_back_last: Annotated[bool, typer.Option(help="Train without each sequence's last item (to fit the blender on them).")] = False,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 2,
+    out: Annotated[Path | None, typer.Option(help="Model repository to publish into (default: the configured one, for Triton).")] = None,
+) -> None:
+    """Train the sequence scorer (CPU default) on a dataset and publish it as a new bert_scorer version."""
+    import torch
+
+    from streamrec.model import contract
+    from trainer.offline.sequence_job import dataset_sequences, publish_trained, train_sequence
+
+    torch.set_num_threads(threads)
+    settings = _settings(ctx)
+    started = time.monotonic()
+    data = dataset_sequences(dataset, data_dir)
+    served, lineage = train_sequence(data, epochs=epochs, seed=seed, hold_back_last=hold_back_last,
+                                     cache_dir=settings.stack.cache_dir / "text", say=console.print)
+    repo = out or settings.model_repo
+    folder = publish_trained(repo, contract.BERT_SCORER, served, {**lineage, "dataset": dataset},
+                             base=f"trained on {dataset}")
+    console.print(f"published {folder} ({time.monotonic() - started:.0f} s)")
+
+
 @trainer_app.command("fit-blender")
 def fit_blender_command(
     ctx: typer.Context,
-    models: Annotated[Path, typer.Option(help="Model repository holding item_encoder and cross_encoder_student versions.")] = REPO_ROOT
-    / "bench-out"
-    / "models",
+    scorer: Annotated[Path, typer.Argument(help="A bert_scorer version folder trained with --hold-back-last.")],
     data_dir: Annotated[Path, typer.Option(help="Shared data folder (amazon_scientific inside).")] = REPO_ROOT.parent
     / "shared"
     / "data",
-    rows: Annotated[int, typer.Option(min=1, help="Training rows (history -> next item) sampled for the fit.")] = 3000,
-    rounds: Annotated[int, typer.Option(min=1, help="Fits; each re-selects the scorer's candidates with the last weights.")] = 2,
+    rows: Annotated[int, typer.Option(min=1, help="Rows (history -> next item) of Scientific.valid.inter sampled for the fit.")] = 3000,
+    rounds: Annotated[int, typer.Option(min=1, help="Fits; each re-selects the diversity pool with the last weights.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the row sample.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 2,
     out: Annotated[Path | None, typer.Option(help="Where to write the weights (default: the packaged file).")] = None,
 ) -> None:
-    """Fit the signal blender on Amazon Scientific training rows and write its weights."""
+    """Fit the signal blender on held-back Amazon Scientific rows and write its weights."""
     import torch
 
     from streamrec.ranking.blender import PACKAGED_WEIGHTS
@@ -161,8 +188,8 @@ def fit_blender_command(
 
     torch.set_num_threads(threads)
     settings = _settings(ctx)
-    blender = fit_blender(data_dir, models, rows=rows, seed=seed, rounds=rounds, recs=settings.recs,
-                          streams=settings.streams, say=typer.echo)
+    blender = fit_blender(data_dir, scorer, rows=rows, seed=seed, rounds=rounds, recs=settings.recs,
+                          streams=settings.streams, cache_dir=settings.stack.cache_dir / "text", say=typer.echo)
     target = out or PACKAGED_WEIGHTS
     blender.save(target)
     typer.echo(f"wrote {target}")

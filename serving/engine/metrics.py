@@ -33,10 +33,6 @@ class RecsMetrics:
         self.batch_users = Histogram(
             "streamrec_recs_batch_users", "Distinct users per worker batch (after debouncing).", buckets=(1, 2, 5, 10, 25, 50, 100), registry=r
         )
-        self.rerank_depth = Histogram(
-            "streamrec_recs_rerank_depth", "Candidates per user the scorer re-ranks in a worker batch (shrinks under load).",
-            buckets=(0, 2, 4, 6, 8, 10, 15, 20, 50, 100), registry=r,
-        )
         self.api_seconds = Histogram(
             "streamrec_api_request_seconds", "API request latency.", ["endpoint", "cached"], buckets=LATENCY_BUCKETS, registry=r
         )

@@ -17,8 +17,7 @@ from streamrec.ranking.candidates import CandidateGenerator
 from streamrec.ranking.item_index import ItemIndex
 from serving.engine.metrics import RecsMetrics
 from streamrec.ranking.recommender import Recommender
-from serving.recs.rerank_depth import AdaptiveDepth
-from serving.engine.scorer_client import TritonScorerClient
+from serving.engine.sequence_client import TritonSequenceClient
 from streamrec.settings import Settings
 from streamrec.store.catalog_store import CatalogStore
 from streamrec.store.item_statistics import ItemStatistics
@@ -39,15 +38,15 @@ class RecsService:
         self.metrics = RecsMetrics()
         self.metrics.unreadable_profiles.set_function(lambda: self.profiles.unreadable)
         self.scorer = (
-            TritonScorerClient.from_settings(
+            TritonSequenceClient.from_settings(
                 settings,
                 model=recs.scorer_model,
                 timeout_s=scorer_timeout_s or max(0.5, recs.scorer_budget_ms / 1000),
-                retries=0,  # the budget is short: a failed call degrades the list instead of waiting
+                max_batch=recs.batch_max_users,
                 breaker_failures=3,
                 breaker_reset_s=2.0,
             )
-            if recs.rerank_top
+            if recs.scorer_enabled
             else None
         )
         self.recommender = Recommender(
@@ -58,7 +57,6 @@ class RecsService:
             Blender.load(recs.blender_weights),
             recs,
         )
-        self.depth = AdaptiveDepth(recs.rerank_top, recs.rerank_min, recs.rerank_target_ms / 1000)
         self._refresher: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -3,9 +3,7 @@
 A Faust agent reads ``profiles.updated`` (keyed by user, so one user's updates stay in
 order), takes them in batches of up to ``batch_max_users`` within ``debounce_s``, collapses
 each user's updates into one list (the debounce), computes the batch's lists concurrently —
-the scorer client coalesces them into few Triton requests, and under load each user's re-rank
-depth shrinks so that the batch's scoring fits its target (``serving.recs.rerank_depth``) — and then,
-per list, publishes a :class:`streamrec.messages.Recommendations` to ``recommendations`` (keyed by
+the sequence scorer's client sends the batch's users to Triton as one request — and then, per list, publishes a :class:`streamrec.messages.Recommendations` to ``recommendations`` (keyed by
 user) and caches the same JSON in Redis (``r:{user}``) with a TTL. Offsets are committed after the
 batch's lists are delivered, so a crash recomputes lists rather than losing them. An update that
 breaks its contract is written to ``events.dlq`` (counted per topic) and the batch goes on.
@@ -73,18 +71,11 @@ class RecsRuntime:
             await self.dead_letter(service, updates.unreadable)
         users = updates.latest
         service.metrics.batch_users.observe(len(users))
-        depth = service.depth.for_batch(len(users))
-        service.metrics.rerank_depth.observe(depth)
-        outcomes = await asyncio.gather(*(service.recommender.recommend(user_id, rerank_top=depth) for user_id in users))
+        # Concurrent lists: the scorer client sends the batch's users to Triton as one request.
+        outcomes = await asyncio.gather(*(service.recommender.recommend(user_id) for user_id in users))
         lists = [outcome.recommendations for outcome in outcomes]
         for outcome in outcomes:
             service.metrics.observe(outcome, "stream")
-        if any(outcome.over_budget for outcome in outcomes):
-            service.depth.over_budget()
-        else:  # the coalesced calls end together: the slowest list's wait is the batch's scoring time
-            timings = [outcome.scorer_seconds for outcome in outcomes if outcome.scorer_seconds is not None]
-            if timings:
-                service.depth.observe(sum(outcome.scored for outcome in outcomes if outcome.scorer_seconds is not None), max(timings))
         await self.deliver(service, lists)
         now_ms = time.time() * 1000
         for recommendations in lists:

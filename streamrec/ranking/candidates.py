@@ -6,7 +6,9 @@ Sources, unioned:
   by the neighbour count and by how recent the history item is;
 - the **nearest items to the profile vector** (exact search in :class:`ItemIndex`);
 - **trending in the user's strongest categories** and **global trending** (short-term
-  popularity, ``z:pop:short``); a user without a profile gets global trending only.
+  popularity, ``z:pop:short``); a user without a profile gets global trending only;
+- the **sequence model's top K** over the whole catalog (``bert_scorer``), added by the
+  recommender with :meth:`CandidateGenerator.extend` once the model has answered.
 
 Purchased and unavailable items never become candidates, nor do the newest few items the
 user has just interacted with. The signals are stored on each candidate whichever source
@@ -33,6 +35,7 @@ COVISIT = "covisit"
 VECTOR = "vector"
 CATEGORY_TRENDING = "category_trending"
 GLOBAL_TRENDING = "trending"
+SEQUENCE = "sequence"
 
 
 class SignalStore(Protocol):
@@ -55,12 +58,18 @@ class Candidate:
     popularity: float = 0.0  # 1 for the most popular item now, falling to 0 at the end of the pool
     affinity: float = 0.0  # the user's affinity for the item's category, relative to their strongest
     recency: float = 0.0  # recency weight of the history item behind the co-visit (1 = newest)
+    scorer: float | None = None  # the sequence model's score (None: not scored)
 
 
 @dataclass
 class CandidateSet:
     candidates: dict[str, Candidate]
     history: list[RecentInteraction]  # newest first, distinct items
+    excluded: set[str] = field(default_factory=set)
+    category: str | None = None
+    popularity: dict[str, float] = field(default_factory=dict)
+    affinities: dict[str, float] = field(default_factory=dict)
+    vector: np.ndarray | None = None
 
 
 def distinct_history(profile: UserProfile) -> list[RecentInteraction]:
@@ -174,7 +183,37 @@ class CandidateGenerator:
             if strongest_affinity > 0 and info is not None and info.category is not None:
                 found_candidate.affinity = affinities.get(info.category, 0.0) / strongest_affinity
         kept = _limit(found, settings.candidates)
-        return CandidateSet(candidates=kept, history=history)
+        return CandidateSet(candidates=kept, history=history, excluded=excluded, category=category,
+                            popularity=popularity, affinities=affinities, vector=vector)
+
+    def extend(self, found: CandidateSet, item_ids: Iterable[str], source: str) -> list[Candidate]:
+        """Tag ``item_ids`` with ``source``, adding the eligible new ones with their signals
+        (no co-visitation: an item co-visited with the history is a candidate already)."""
+        added, tagged = [], []
+        for item_id in item_ids:
+            if item_id in found.candidates:
+                found.candidates[item_id].sources.add(source)
+                tagged.append(found.candidates[item_id])
+                continue
+            info = self.index.info(item_id)
+            if item_id in found.excluded or info is None or not info.available:
+                continue
+            if found.category is not None and info.category != found.category:
+                continue
+            candidate = Candidate(item_id, sources={source}, popularity=found.popularity.get(item_id, 0.0))
+            strongest = max(found.affinities.values(), default=0.0)
+            if strongest > 0 and info.category is not None:
+                candidate.affinity = found.affinities.get(info.category, 0.0) / strongest
+            found.candidates[item_id] = candidate
+            added.append(candidate)
+        vector = found.vector
+        if added and vector is not None and len(self.index):
+            norm = float(np.linalg.norm(vector))
+            if norm > 0 and vector.shape[0] == self.index.dim:
+                similarities = self.index.vectors([c.item_id for c in added]) @ (vector.astype(np.float32) / norm)
+                for candidate, similarity in zip(added, similarities, strict=True):
+                    candidate.similarity = float(similarity)
+        return tagged + added
 
 
 def _limit(found: dict[str, Candidate], count: int) -> dict[str, Candidate]:

@@ -1,9 +1,12 @@
-"""One user's recommendation list: candidates → signal blend → BERT re-rank → diversity → reasons.
+"""One user's recommendation list: candidates → sequence BERT → blend → diversity → reasons.
 
-The scorer re-ranks only the ``rerank_top`` candidates that the signals rank best (a cascade:
-BERT pairs are the expensive part). When the scorer is down, its circuit is open or it misses
-the latency budget, the list is served in the signals' order and marked ``degraded``; the
-next list tries the scorer again, so serving recovers by itself when Triton is back.
+The signal sources (co-visitation, profile vector, trending) gather candidates; one call to
+the sequence model (``bert_scorer``) returns its own top ``sequence_candidates`` over the
+whole catalog, which join the candidates (retrieval), and its score of every other candidate
+(ranking). The blender combines that score, standardised within the list, with the signals.
+When the scorer is down, its circuit is open or it misses the latency budget, the list is
+served in the signals' order and marked ``degraded``; the next list tries the scorer again,
+so serving recovers by itself when Triton is back.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from streamrec.ranking.candidates import (
     CATEGORY_TRENDING,
     COVISIT,
     GLOBAL_TRENDING,
+    SEQUENCE,
     Candidate,
     CandidateGenerator,
     CandidateSet,
@@ -29,7 +33,6 @@ from streamrec.ranking.candidates import (
 from streamrec.ranking.diversity import mmr
 from streamrec.messages import RecommendedItem, Recommendations
 from streamrec.ranking.item_index import ItemIndex
-from streamrec.model.texts import user_context
 from streamrec.settings import RecsSettings
 from streamrec.store.profile import UserProfile
 from streamrec.store.profile_store import ProfileStore
@@ -37,13 +40,32 @@ from streamrec.store.profile_store import ProfileStore
 VERBS = {"click": "viewed", "add_to_cart": "added to your cart", "purchase": "bought"}
 
 
+class SequenceAnswer(Protocol):
+    top_items: list[str]
+    top_scores: np.ndarray
+    candidate_scores: np.ndarray
+
+
 class Scorer(Protocol):
+    """The sequence model: its top ``k`` over the catalog and the scores of ``candidates``."""
+
     model: str
 
-    async def score(self, context: str, items: list[str]) -> np.ndarray: ...
+    async def rank(self, history: list[str], types: list[str], k: int, candidates: list[str]) -> SequenceAnswer: ...
 
 
 OVER_BUDGET = "scorer over its latency budget"
+
+
+def scorer_column(candidates: Sequence[Candidate]) -> np.ndarray:
+    """The scorer feature: the model's scores standardised within the list; a candidate the model
+    cannot score (unknown to it) gets the list's lowest score."""
+    raw = np.array([c.scorer if c.scorer is not None else -np.inf for c in candidates], np.float64)
+    finite = np.isfinite(raw)
+    if not finite.any():
+        return np.zeros(len(candidates), np.float32)
+    raw[~finite] = raw[finite].min()
+    return standardise(raw.astype(np.float32))
 
 
 @dataclass
@@ -53,7 +75,10 @@ class Outcome:
     recommendations: Recommendations
     scorer_seconds: float | None
     candidates: int
-    scored: int = 0  # (context, item) pairs sent to the scorer
+    scored: int = 0  # candidates the scorer scored
+    rows: np.ndarray | None = None  # the blender's feature rows, one per candidate
+    candidate_ids: list[str] | None = None  # in the order of ``rows``
+    candidate_sources: list[set[str]] | None = None  # which sources found each candidate
 
     @property
     def over_budget(self) -> bool:
@@ -95,7 +120,6 @@ class Recommender:
         category: str | None = None,
         exclude: Sequence[str] = (),
         budget_s: float | None = None,
-        rerank_top: int | None = None,
         profile: UserProfile | None = None,
         profile_known: bool = False,
     ) -> Outcome:
@@ -104,19 +128,14 @@ class Recommender:
         if not profile_known:
             profile = await self.profile(user_id)
         found = await self.generator.generate(profile, exclude=exclude, category=category)
-        candidates = list(found.candidates.values())
-        rows = features(candidates)
-        prior = self.blender.score(rows)
-        order = np.argsort(-prior, kind="stable")
-        depth = settings.rerank_top if rerank_top is None else min(rerank_top, settings.rerank_top)
-        top = order[:depth] if self.scorer is not None else order[:0]
-        degraded_reason, scorer_seconds = None, None
-        final = prior.copy()
-        if len(top):
+        degraded_reason, scorer_seconds, scored = None, None, 0
+        if self.scorer is not None:
+            recent = profile.recent if profile is not None else []
             started = time.perf_counter()
             try:
-                logits = await asyncio.wait_for(
-                    self.scorer.score(self._context(found), [self._text(candidates[i]) for i in top]),
+                answer = await asyncio.wait_for(
+                    self.scorer.rank([i.item_id for i in recent], [i.type for i in recent], settings.sequence_candidates,
+                                     list(found.candidates)),
                     timeout=budget_s or settings.scorer_budget_ms / 1000,
                 )
             except TimeoutError:
@@ -125,27 +144,34 @@ class Recommender:
                 degraded_reason = f"scorer unavailable: {error}"[:300]
             else:
                 scorer_seconds = time.perf_counter() - started
-                rows[top, 0] = standardise(np.asarray(logits, np.float32))
-                final = self.blender.score(rows)
-                tail = order[len(top) :]
-                if len(tail):  # the tail the scorer did not see keeps its order, below the re-ranked head
-                    final[tail] = prior[tail] - prior[tail].max() + final[top].min() - 1e-3
-        head = order[: max(settings.rerank_top, k * 3)]
+                for item_id, score in zip(found.candidates, answer.candidate_scores, strict=False):
+                    found.candidates[item_id].scorer = float(score)
+                retrieved = dict(zip(answer.top_items, answer.top_scores, strict=True))
+                for candidate in self.generator.extend(found, answer.top_items, SEQUENCE):
+                    candidate.scorer = float(retrieved[candidate.item_id])
+                scored = len(found.candidates)
+        candidates = list(found.candidates.values())
+        rows = features(candidates, scorer_column(candidates) if degraded_reason is None and self.scorer else None)
+        final = self.blender.score(rows)
+        order = np.argsort(-final, kind="stable")
+        head = order[: max(settings.diversity_pool, k * 3)]
         picked = self._diversify(candidates, final, head, k)
         items = [self._item(candidates[i], rows[i], float(final[i]), found) for i in picked]
         newest = profile.last_seen if profile is not None and profile.recent else None
+        scored_ok = degraded_reason is None and self.scorer is not None
         recommendations = Recommendations(
             user_id=user_id,
             rec_id=uuid.uuid4().hex,
             items=items,
-            model_version=self.model_version() if degraded_reason is None and len(top) else "signals",
+            model_version=self.model_version() if scored_ok else "signals",
             variant=settings.variant,
             generated_at=int(time.time() * 1000),
             source_event_ts=newest,
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
         )
-        return Outcome(recommendations, scorer_seconds, len(candidates), scored=len(top))
+        return Outcome(recommendations, scorer_seconds, len(candidates), scored=scored, rows=rows,
+                       candidate_ids=[c.item_id for c in candidates], candidate_sources=[set(c.sources) for c in candidates])
 
     def _diversify(self, candidates: list[Candidate], scores: np.ndarray, head: np.ndarray, k: int) -> list[int]:
         head = head[np.argsort(-scores[head], kind="stable")]
@@ -153,14 +179,6 @@ class Recommender:
         vectors = self.index.vectors(ids)
         categories = [(self.index.info(item_id).category if self.index.info(item_id) else None) for item_id in ids]
         return [int(head[p]) for p in mmr(scores[head], vectors, categories, k, self.settings.mmr_lambda)]
-
-    def _context(self, found: CandidateSet) -> str:
-        titles = [info.title for h in found.history if (info := self.index.info(h.item_id)) is not None]
-        return user_context(titles)
-
-    def _text(self, candidate: Candidate) -> str:
-        info = self.index.info(candidate.item_id)
-        return info.text if info is not None else candidate.item_id
 
     def _item(self, candidate: Candidate, row: np.ndarray, score: float, found: CandidateSet) -> RecommendedItem:
         reason, reason_item = self._reason(candidate, row, found)

@@ -17,6 +17,7 @@ training file rather than over the last hour.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -173,15 +174,18 @@ def amazon_records(data_dir: Path, embeddings: np.ndarray) -> list[CatalogRecord
     return records
 
 
-class NamedScorer:
-    """An in-process scorer under the model name the Recommender reports (Triton clients carry one)."""
+class InProcessSequenceScorer:
+    """The sequence model in this process, answering as ``bert_scorer`` on Triton does."""
 
-    def __init__(self, inner: object, model: str) -> None:
-        self.inner = inner
+    def __init__(self, served, model: str = "bert_scorer") -> None:
+        self.served = served  # a streamrec.model.served_sequence.ServedSequence
         self.model = model
 
-    async def score(self, context: str, items: list[str]) -> np.ndarray:
-        return await self.inner.score(context, items)  # type: ignore[attr-defined]
+    async def rank(self, history: list[str], types: list[str], k: int, candidates: list[str]):
+        ranked = self.served.rank([history], types=[types], k=k, candidates=[candidates])
+        kept = [n for n, item in enumerate(ranked.top_items[0]) if item]
+        return SimpleNamespace(top_items=[ranked.top_items[0][n] for n in kept], top_scores=ranked.top_scores[0][kept],
+                               candidate_scores=ranked.candidate_scores[0])
 
 
 def rank_in_list(items: Sequence[str], target: str) -> float:

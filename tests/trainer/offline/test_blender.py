@@ -132,7 +132,7 @@ def test_in_memory_index_and_profile() -> None:
 
 
 def _pipeline(blender: Blender, sequences: list[list[str]]) -> OfflinePipeline:
-    recs = RecsSettings(rerank_top=0, k=5)
+    recs = RecsSettings(scorer_enabled=False, k=5)
     return OfflinePipeline(_index(12), OfflineSignals.from_sequences(sequences, STREAMS), None, blender, recs, STREAMS)
 
 
@@ -165,30 +165,47 @@ def test_logged_rows_label_the_next_item_and_the_fit_learns_covisit() -> None:
     assert blender.fitted_on["rows_with_target_in_candidates"] == 5
 
 
-class _CountingScorer:
-    """A fake scorer (pure logic): the candidates' text length as the logit; remembers each call's size."""
+def _served(index: ItemIndex, sequences: list[list[str]]):
+    from streamrec.model.bootstrap import first_sequence_model
 
-    model = "counting"
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    async def score(self, context: str, items: list[str]) -> np.ndarray:
-        self.calls.append(len(items))
-        return np.array([len(text) for text in items], np.float32)
+    ids = [f"i{k}" for k in range(12)]
+    return first_sequence_model(ids, index.vectors(ids), sequences, tiny=True)
 
 
-def test_worker_depth_caps_the_pairs_scored_but_never_raises_them() -> None:
+def test_the_sequence_model_retrieves_and_scores_every_candidate() -> None:
+    """Its top K joins the candidates (source ``sequence``) and every candidate gets its score."""
+    from trainer.offline.pipeline import InProcessSequenceScorer
+
     sequences = [["i0", "i1", "i2"], ["i1", "i2", "i5"], ["i7", "i1", "i9"], ["i3", "i4", "i6"]]
-    scorer = _CountingScorer()
-    pipeline = OfflinePipeline(_index(12), OfflineSignals.from_sequences(sequences, STREAMS), scorer,
-                               Blender(weights={"covisit": 1.0, "scorer": 1.0}), RecsSettings(rerank_top=6, k=5), STREAMS)
-    profile = profile_from_history(["i0", "i1"], pipeline.index, STREAMS)
-    recommender = pipeline.recommender()
-    for asked, expected in ((None, 6), (3, 3), (50, 6), (0, None)):
-        outcome = asyncio.run(recommender.recommend("u", k=5, profile=profile, profile_known=True, rerank_top=asked))
-        assert outcome.scored == (expected or 0)
-        assert not outcome.recommendations.degraded and len(outcome.recommendations.items) == 5
-        if expected:
-            assert scorer.calls[-1] == expected
-    assert scorer.calls == [6, 3, 6]  # depth 0: no call at all
+    index = _index(12)
+    scorer = InProcessSequenceScorer(_served(index, sequences))
+    recs = RecsSettings(k=5, sequence_candidates=11, vector_candidates=0, trending_candidates=0, categories_top=0)
+    pipeline = OfflinePipeline(index, OfflineSignals.from_sequences(sequences, STREAMS), scorer,
+                               Blender(weights={"scorer": 1.0}), recs, STREAMS)
+    profile = profile_from_history(["i0", "i1"], index, STREAMS)
+    outcome = asyncio.run(pipeline.recommender().recommend("u", k=5, profile=profile, profile_known=True, exclude=["i0", "i1"]))
+    lists = outcome.recommendations
+    assert not lists.degraded and lists.model_version == "bert_scorer"
+    assert outcome.scored == outcome.candidates == 10  # every item but the history, most found by the model only
+    assert any(sources == {"sequence"} for sources in outcome.candidate_sources)
+    assert (outcome.rows[:, 0] != 0).any()
+    expected = scorer.served.rank([["i0", "i1"]], k=10).top_items[0]
+    assert [item.item_id for item in lists.items] == expected[:5]  # the blend is the model's score alone here
+
+
+class _BrokenScorer:
+    model = "broken"
+
+    async def rank(self, *args):
+        raise RuntimeError("Triton is away")
+
+
+def test_a_failing_scorer_degrades_the_list_to_the_signals() -> None:
+    sequences = [["i0", "i1", "i2"], ["i1", "i2", "i5"]]
+    pipeline = OfflinePipeline(_index(12), OfflineSignals.from_sequences(sequences, STREAMS), _BrokenScorer(),
+                               Blender(weights={"covisit": 1.0, "scorer": 1.0}), RecsSettings(k=3), STREAMS)
+    profile = profile_from_history(["i1"], pipeline.index, STREAMS)
+    outcome = asyncio.run(pipeline.recommender().recommend("u", k=3, profile=profile, profile_known=True))
+    assert outcome.recommendations.degraded and "Triton is away" in outcome.recommendations.degraded_reason
+    assert outcome.recommendations.model_version == "signals" and outcome.recommendations.items
+    assert (outcome.rows[:, 0] == 0).all()
