@@ -49,7 +49,7 @@ def test_dead_letter_cap_is_one_shared_setting(monkeypatch):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"RECS__SCORER_MODEL": "cross_encoder"}, r"recs.scorer_model \(cross_encoder\) and trainer.model \(cross_encoder_student\) differ"),
+        ({"RECS__SCORER_MODEL": "cross_encoder"}, r"recs.scorer_model \(cross_encoder\) and trainer.model \(bert_scorer\) differ"),
         ({"API__MAX_K": "50"}, r"api.max_k \(50\) > recs.k \(20\)"),
         ({"API__DEFAULT_K": "15", "API__MAX_K": "10"}, r"api.default_k \(15\) > api.max_k \(10\)"),
         ({"RECS__RERANK_MIN": "30"}, r"recs.rerank_min \(30\) > recs.rerank_top \(20\)"),
