@@ -48,7 +48,7 @@ DAY_MS = 86_400_000
 # 30 days (so a late-event limit of 90 days), and a bot burst is a few clicks, not 30.
 STREAMS_RULES = StreamsSettings(max_late_s=90 * 86400, bot_max_clicks=5, bot_window_s=10.0)
 WORKER_TOPICS = (*INTERACTION_TOPICS, Topic.CATALOG)
-KNOWN_ITEMS = 1000
+KNOWN_ITEMS = 300
 """Items version 1 knows (the first of the Amazon catalog); the rest are new to it."""
 
 

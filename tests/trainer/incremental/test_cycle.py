@@ -115,9 +115,11 @@ async def test_two_cycles_publish_new_items_while_a_client_asks_then_rollback(se
     assert_serves(settings, name, registry.model_dir / "3", [history, new[5:9]], candidates)
     assert np.isfinite(ask(settings, name, [history], candidates=[new[:5]])[2]).all()
 
-    # the users' sequences are kept for the next cycle
+    # the users' sequences are kept for the next cycle (the most recently active, up to the capacity)
     buffer = ReplayBuffer.load(state_dir(config) / "replay.json", 1000)
-    assert len(buffer) == results[0].counts["users"] + results[1].counts["users"]
+    capacity = config.trainer.replay_capacity
+    assert len(buffer) == min(capacity, results[0].counts["users"] + results[1].counts["users"]) == capacity
+    assert results[1].counts["replayed"] > 0 and results[1].counts["buffer_users"] == results[0].counts["users"]
 
     # rollback under load: version 2 serves again
     calls, failures, rolled_to = await ask_while(settings, name, history, registry.rollback)
