@@ -153,8 +153,11 @@ def run_cycle(
     if champion_version is None:
         raise RuntimeError(f"{t.model}: Triton serves no version (run `streamrec model init` and load it)")
     champion_folder = registry.model_dir / str(champion_version)
-    champion = load_version(champion_folder)
     champion_meta = read_metadata(champion_folder)
+    if champion_meta.kind != "sequence":
+        raise RuntimeError(f"{t.model} {champion_version} is a {champion_meta.kind} model; the trainer fine-tunes the "
+                           "sequence scorer (set STREAMREC_TRAINER__MODEL and STREAMREC_RECS__SCORER_MODEL to bert_scorer)")
+    champion = load_version(champion_folder)
     start_offsets = champion_meta.lineage.get("offsets") or None
     mark = time.monotonic()
 
