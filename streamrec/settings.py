@@ -200,7 +200,7 @@ class ApiSettings(_Section):
 
 
 class TrainerSettings(_Section):
-    """The incremental trainer: fine-tunes a served scorer on new events and republishes it to Triton."""
+    """The incremental trainer: fine-tunes the served sequence scorer on new events and republishes it to Triton."""
 
     model: str = Field(
         default="bert_scorer",
@@ -214,20 +214,16 @@ class TrainerSettings(_Section):
     interval_s: float = Field(default=300.0, gt=0, description="Seconds between cycles of `streamrec trainer run` (overridden by --interval).")
     min_events: int = Field(default=200, ge=1, description="A cycle with fewer new events publishes nothing and waits for more.")
     max_events: int = Field(default=200_000, ge=1, description="Most new events one cycle reads (the rest wait for the next).")
-    context_events: int = Field(default=5_000, ge=0, description="Older events re-read per partition as context only (users' histories before the new events).")
-    holdout_fraction: float = Field(default=0.2, gt=0, lt=1, description="Newest share of the cycle's examples (by time) the gate evaluates on.")
-    holdout_max: int = Field(default=500, ge=1, description="At most this many of the newest examples are held out (gate time grows with them).")
-    replay_capacity: int = Field(default=20_000, ge=0, description="Older examples kept in the replay buffer (reservoir sample) against forgetting.")
-    replay_ratio: float = Field(default=0.5, ge=0, description="Replayed examples mixed in per new training example.")
-    steps: int = Field(default=300, ge=1, description="Most optimiser steps per cycle.")
+    context_events: int = Field(default=5_000, ge=0, description="Older events re-read per partition: history of users the replay buffer does not hold, and repeated events to leave out.")
+    holdout_fraction: float = Field(default=0.15, gt=0, lt=1, description="Newest share of the cycle's events (by time) whose users' last events the gate judges on.")
+    holdout_max: int = Field(default=2_000, ge=1, description="At most this many held-out (history -> next item) rows, the newest.")
+    replay_capacity: int = Field(default=20_000, ge=0, description="User sequences kept between cycles (the most recently active users): their histories and the replayed data.")
+    replay_ratio: float = Field(default=0.5, ge=0, description="Replayed sequences of users without new events mixed in per new training sequence.")
+    epochs: int = Field(default=2, ge=1, description="Passes over the cycle's training sequences (new and replayed).")
     max_minutes: float = Field(default=5.0, gt=0, description="Training time budget per cycle.")
-    batch_size: int = Field(default=16, ge=1, description="Training examples per step.")
-    lr: float = Field(default=5e-5, gt=0, description="Learning rate of the warm-started fine-tuning.")
-    max_length: int = Field(default=64, ge=8, description="Tokens per (context, item) pair in training and evaluation.")
-    lora: bool = Field(default=False, description="Train LoRA adapters (peft) on attention and merge them, instead of every weight.")
-    lora_rank: int = Field(default=8, ge=1, description="Rank of the LoRA adapters.")
-    eval_candidates: int = Field(default=50, ge=2, description="Items ranked per held-out example by the gate (the real next item and sampled negatives).")
-    gate_tolerance: float = Field(default=0.005, ge=0, description="The challenger may trail the champion by at most this on NDCG@10, HR@10 and AUC.")
+    batch_size: int = Field(default=128, ge=1, description="Sequences per optimiser step.")
+    lr: float = Field(default=3e-4, gt=0, description="Learning rate of the warm-started fine-tuning.")
+    gate_se: float = Field(default=1.0, ge=0, description="The challenger's NDCG@10 may trail the champion's by this many standard errors of their paired difference.")
     keep_versions: int = Field(default=5, ge=2, description="Complete versions kept in the model repository (older ones are deleted).")
     load_timeout_s: float = Field(default=300.0, gt=0, description="Longest wait for Triton to load and warm up a new version.")
     threads: int = Field(default=2, ge=1, description="torch CPU threads of the trainer.")

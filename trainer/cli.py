@@ -18,7 +18,7 @@ from rich.table import Table
 from streamrec.settings import REPO_ROOT, Settings
 
 console = Console(highlight=False)
-trainer_app = typer.Typer(help="The incremental trainer: fine-tune the scorer on new events, gate, republish.",
+trainer_app = typer.Typer(help="The incremental trainer: fine-tune the sequence scorer on new events, gate, republish.",
                           no_args_is_help=True)
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -43,12 +43,13 @@ def _print(result) -> None:
     rows = {
         "champion": result.champion, "version": result.version, "events used": f"{result.events_used:,}",
         "unreadable (dead-lettered on publish)": result.unreadable, "duplicates left out": result.duplicates,
-        "examples": json.dumps(result.examples), "duration": f"{result.duration_s:.1f} s",
+        "counts": json.dumps(result.counts), "duration": f"{result.duration_s:.1f} s",
         "timings": json.dumps(result.timings), "reason": result.reason or "-",
     }
     if result.gate:
-        rows["challenger"] = json.dumps({k: round(v, 4) for k, v in result.gate["challenger"].items()})
-        rows["champion figures"] = json.dumps({k: round(v, 4) for k, v in result.gate["champion"].items()})
+        gate = result.gate
+        rows["gate (NDCG@10, whole catalog)"] = (f"challenger {gate['challenger']:.4f} vs champion {gate['champion']:.4f}, "
+                                                 f"SE {gate['se']:.4f}, {gate['rows']} rows")
     for name, value in rows.items():
         table.add_row(name, str(value))
     console.print(table)

@@ -1,5 +1,6 @@
-"""One trainer cycle: new events -> pairs -> warm-started fine-tune -> gate -> publish -> announce.
+"""One trainer cycle: new events -> user sequences -> warm-started fine-tune -> gate -> publish -> announce.
 
+The served model is ``bert_scorer``, the sequence recommender (:mod:`streamrec.model.sequence`).
 Order of effects, chosen so that a trainer killed at any point leaves serving untouched and
 resumes exactly:
 
@@ -7,10 +8,12 @@ resumes exactly:
    remove staging leftovers;
 2. read the accepted events (``events.accepted``) after the offsets stored in the served
    version's metadata;
-3. build pairs, hold out the newest slice by time, mix in the replay buffer, fine-tune a copy of
-   the champion;
-4. gate: evaluate challenger and champion on the held-out slice; append the decision, with its
-   figures, to ``decisions.jsonl``;
+3. build each user's sequence (the history kept in the replay buffer, then the new events),
+   append the new items the catalog has text embeddings for, hold out the newest slice by time,
+   add the new pairs to the co-visitation counts and fine-tune a copy of the champion on the new
+   and replayed sequences;
+4. gate: both models rank the whole catalog for the held-out rows; append the decision, with
+   its figures, to ``decisions.jsonl``;
 5. only if it passed: dead-letter the batch's unreadable messages (the version about to be
    published moves past them), stage + validate + rename version N+1 (its metadata carries the
    end offsets, the gate and the counts), load it in Triton, warm it up, check its readiness,
@@ -35,23 +38,23 @@ import torch
 
 from streamrec.deadletter import DeadLetter
 from streamrec.messages import ModelUpdate
-from streamrec.model.artifacts import VersionMetadata, load_folder
-from trainer.offline.baselines import CoVisitation, Popularity
-from trainer.offline.finetune import Say, TrainingTexts
-from streamrec.model.networks import CrossEncoderScorer
+from streamrec.model.artifacts import VersionMetadata, read_metadata, write_sequence_folder
 from streamrec.model.registry import ModelRegistry, VersionRejected
+from streamrec.model.sequence import SequenceRecommender
+from streamrec.model.served_sequence import ServedSequence, load_version
 from streamrec.model.updates import announce
 from streamrec.producer import deliver
 from streamrec.settings import Settings, TrainerSettings
 from streamrec.topics import Topic
-from trainer.incremental import consume, gate, pairs
-from trainer.incremental.learn import LearnConfig, train_challenger
+from trainer.incremental import consume, gate, sequences
+from trainer.incremental.learn import FineTune, Say, add_new_pairs, fine_tune
 from trainer.incremental.replay_buffer import ReplayBuffer
 
 STATE_DIR = ".trainer"
 """Trainer state inside the model's folder (Triton ignores non-numeric folders there)."""
 
-TrainFn = Callable[[CrossEncoderScorer, object, list, TrainingTexts, LearnConfig, Say], object]
+TrainFn = Callable[[SequenceRecommender, list[list[int]], FineTune, Say], object]
+"""Fine-tunes one ensemble member in place on item-row sequences (tests swap in their own)."""
 
 
 @dataclass
@@ -65,7 +68,8 @@ class CycleResult:
     """Messages on events.accepted that break its contract; dead-lettered when the cycle publishes."""
     duplicates: int = 0
     """Repeated event ids left out (in the new events, or already among the context's)."""
-    examples: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    """Users, sequences, held-out rows, replayed sequences, items added, events skipped."""
     offsets: dict[str, int] = field(default_factory=dict)
     gate: dict | None = None
     duration_s: float = 0.0
@@ -105,8 +109,18 @@ def dead_letter(settings: Settings, unreadable: list[consume.Unreadable]) -> Non
     deliver(settings, [(Topic.DLQ.value, None, letter.encode()) for letter in letters], client="trainer")
 
 
-def _default_train(scorer, tokenizer, examples, data, config, say):
-    return train_challenger(scorer, tokenizer, examples, data, config, say=say)
+def _default_train(model: SequenceRecommender, rows: list[list[int]], config: FineTune, say: Say):
+    return fine_tune(model, rows, config, say=say)
+
+
+def _rows(served: ServedSequence, items) -> list[int]:
+    """Item ids (or steps) -> the model's rows; every one is known (sequences hold rankable items only)."""
+    return [served.position[getattr(item, "item", item)] for item in items]
+
+
+def _finite(served: ServedSequence) -> bool:
+    return all(torch.isfinite(tensor).all() for member in served.ensemble.members
+               for tensor in member.state_dict().values() if tensor.is_floating_point())
 
 
 def run_cycle(
@@ -126,6 +140,11 @@ def run_cycle(
         timings[name] = round(now - since, 3)
         return now
 
+    def finish(status: str, reason: str = "") -> CycleResult:
+        result.status, result.reason = status, reason
+        result.duration_s = round(time.monotonic() - started, 3)
+        return result
+
     torch.set_num_threads(t.threads)
     registry = registry_for(settings, say)
     if registry.clean_staging():
@@ -134,7 +153,11 @@ def run_cycle(
     if champion_version is None:
         raise RuntimeError(f"{t.model}: Triton serves no version (run `streamrec model init` and load it)")
     champion_folder = registry.model_dir / str(champion_version)
-    champion, tokenizer, champion_meta = load_folder(champion_folder)
+    champion_meta = read_metadata(champion_folder)
+    if champion_meta.kind != "sequence":
+        raise RuntimeError(f"{t.model} {champion_version} is a {champion_meta.kind} model; the trainer fine-tunes the "
+                           "sequence scorer (set STREAMREC_TRAINER__MODEL and STREAMREC_RECS__SCORER_MODEL to bert_scorer)")
+    champion = load_version(champion_folder)
     start_offsets = champion_meta.lineage.get("offsets") or None
     mark = time.monotonic()
 
@@ -143,9 +166,7 @@ def run_cycle(
     result = CycleResult(status="skipped", champion=champion_version, events_used=len(batch.events), unreadable=len(batch.unreadable),
                          duplicates=batch.duplicates, offsets=batch.end, timings=timings)
     if len(batch.events) < t.min_events:
-        result.reason = f"{len(batch.events)} new events < min_events {t.min_events}"
-        result.duration_s = round(time.monotonic() - started, 3)
-        return result
+        return finish("skipped", f"{len(batch.events)} new events < min_events {t.min_events}")
 
     context = consume.read_context(settings.bootstrap_servers, t.group_id, batch.start, t.context_events)
     # A batch a streams worker repeated after a crash can straddle the previous cycle's end.
@@ -154,82 +175,84 @@ def run_cycle(
     if repeated:
         batch.events = [event for event in batch.events if event.event_id not in learnt]
         result.events_used, result.duplicates = len(batch.events), result.duplicates + repeated
-    known = pairs.catalog_texts(settings.redis_url, [e.item_id for e in (*context, *batch.events)])
-    fresh, stats = pairs.build_examples(batch.events, known, context=context)
-    train_new, held_out = pairs.split_by_time(fresh, t.holdout_fraction, t.holdout_max)
+    buffer = ReplayBuffer.load(state_dir(settings) / "replay.json", t.replay_capacity, champion.max_history)
+    dim = champion.ensemble.members[0].items.text.shape[1]
+    unknown = [e.item_id for e in (*batch.events, *context) if e.item_id not in champion.position]
+    embeddings = sequences.catalog_embeddings(settings.redis_url, unknown, dim)
+    cycle = sequences.build(batch.events, buffer.sequences, set(champion.position) | set(embeddings), context=context,
+                            holdout_fraction=t.holdout_fraction, holdout_max=t.holdout_max, max_history=champion.max_history)
     rng = np.random.default_rng(seed + champion_version)
-    buffer = ReplayBuffer.load(state_dir(settings) / "replay.json", t.replay_capacity)
-    replayed = buffer.sample(int(len(train_new) * t.replay_ratio), rng)
-    result.examples = {"new": len(fresh), "train_new": len(train_new), "held_out": len(held_out), "replayed": len(replayed),
-                       "unknown_item_events": stats.unknown_item_events, "context_events": len(context)}
-    if len(train_new) < 2 or not held_out:
-        result.reason = f"{len(fresh)} examples from {len(batch.events)} events: too few to train and judge"
-        result.duration_s = round(time.monotonic() - started, 3)
-        return result
+    replayed = buffer.sample(int(len(cycle.train) * t.replay_ratio), rng, exclude=set(cycle.train))
+    result.counts = {"users": len(cycle.train), "new_steps": cycle.new_steps(), "held_out": len(cycle.held_out),
+                     "replayed": len(replayed), "items_added": 0, "skipped_events": cycle.skipped_events,
+                     "context_events": len(context), "buffer_users": len(buffer)}
+    trainable = sum(len(steps) >= 2 for steps in cycle.train.values())
+    if trainable < 2 or not cycle.held_out:
+        return finish("skipped", f"{trainable} trainable sequences and {len(cycle.held_out)} held-out rows from "
+                                 f"{len(batch.events)} events: too few to train and judge")
 
-    table = pairs.ItemTable()
-    for source, infos in ((fresh + replayed, {**buffer.items, **known}),):
-        for example in source:
-            for item in (*example.history, example.target):
-                table.add(item, infos[item])
-    training = [table.example(e) for e in train_new + replayed]
-    judged = [table.example(e) for e in held_out]
-    sequences = [(*e.history, e.target) for e in training]
-    data = TrainingTexts(table.texts, table.titles, CoVisitation(sequences, len(table)), Popularity(sequences, len(table)))
-    mark = lap("pairs_s", mark)
-
+    # The champion as Triton serves it once the catalog delivered the new items: text part only.
+    added = champion.add_items(list(embeddings), np.stack(list(embeddings.values()))) if embeddings else []
+    result.counts["items_added"] = len(added)
     challenger = copy.deepcopy(champion)
-    config = LearnConfig(steps=t.steps, max_minutes=t.max_minutes, batch_size=t.batch_size, lr=t.lr,
-                         max_length=t.max_length, lora=t.lora, lora_rank=t.lora_rank, seed=seed)
-    report = train(challenger, tokenizer, training, data, config, say)
+    users = list(cycle.train)
+    rows = [_rows(challenger, cycle.train[user]) for user in users] + [_rows(challenger, s) for s in replayed.values()]
+    earlier = [cycle.earlier[user] for user in users] + [len(s) for s in replayed.values()]
+    mark = lap("sequences_s", mark)
+
+    config = FineTune(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, max_minutes=t.max_minutes, seed=seed)
+    reports = []
+    for member in challenger.ensemble.members:
+        add_new_pairs(member, rows, earlier)
+        reports.append(train(member, rows, config, say))
     mark = lap("train_s", mark)
 
-    lists = gate.candidate_lists(judged, len(table), data.covisit, data.popularity, t.eval_candidates, seed=seed)
-    figures = {
-        name: gate.evaluate(model, tokenizer, judged, lists, table.texts, table.titles, max_length=t.max_length)
-        for name, model in (("challenger", challenger), ("champion", champion))
-    }
-    decision = gate.decide(figures["challenger"], figures["champion"], t.gate_tolerance)
+    if _finite(challenger):
+        decision = gate.decide(gate.row_figures(challenger, cycle.held_out), gate.row_figures(champion, cycle.held_out), t.gate_se)
+    else:
+        decision = gate.GateDecision(False, float("nan"), float("nan"), float("nan"), 0.0, len(cycle.held_out),
+                                     ("the challenger has non-finite weights",))
     result.gate = decision.to_dict()
     mark = lap("gate_s", mark)
     entry = {"ts": time.time(), "model": t.model, "champion": champion_version, "passed": decision.passed,
-             "gate": result.gate, "events_used": len(batch.events), "examples": result.examples,
+             "gate": result.gate, "events_used": len(batch.events), "counts": result.counts,
              "offsets": {"start": batch.start, "end": batch.end}}
-    say(f"gate: challenger {_fmt(figures['challenger'])} vs champion {_fmt(figures['champion'])} -> "
-        f"{'pass' if decision.passed else 'reject: ' + '; '.join(decision.reasons)}")
+    say(f"gate: NDCG@10 challenger {decision.challenger:.4f} vs champion {decision.champion:.4f} "
+        f"(SE {decision.se:.4f}, {decision.rows} rows) -> {'pass' if decision.passed else 'reject: ' + '; '.join(decision.reasons)}")
     if not decision.passed:
         _record(settings, {**entry, "status": "rejected"})
-        result.status, result.reason = "rejected", "; ".join(decision.reasons)
-        result.duration_s = round(time.monotonic() - started, 3)
-        return result
+        return finish("rejected", "; ".join(decision.reasons))
 
+    # Judged without them; the version served from now on has read past them, so it counts them.
+    held = [(*row.history, row.target) for row in cycle.held_out]
+    for member in challenger.ensemble.members:
+        add_new_pairs(member, [_rows(challenger, items) for items in held], [len(row.history) for row in cycle.held_out])
     metadata = VersionMetadata(
-        kind="scorer",
+        kind="sequence",
         base=f"{t.model} {champion_version} fine-tuned on {len(batch.events):,} new events",
         max_length=champion_meta.max_length,
-        metrics={f"holdout_{k}": float(v) for k, v in figures["challenger"].items()},
+        metrics={"holdout_ndcg10": decision.challenger, "holdout_ndcg10_champion": decision.champion,
+                 "holdout_ndcg10_se": decision.se, "holdout_rows": float(decision.rows)},
         lineage={"parent": champion_version, "offsets": batch.end, "start_offsets": batch.start,
-                 "events_used": len(batch.events), "examples": result.examples, "gate": result.gate,
-                 "recipe": "trainer.incremental.learn.train_challenger" + (" (LoRA merged)" if t.lora else ""),
-                 "train": getattr(report, "to_dict", lambda: {})(), "group_id": t.group_id},
+                 "events_used": len(batch.events), "counts": result.counts, "gate": result.gate,
+                 "recipe": "trainer.incremental.learn.fine_tune", "train": [getattr(r, "to_dict", lambda: {})() for r in reports],
+                 "group_id": t.group_id, "items": challenger.n_items},
     )
     dead_letter(settings, batch.unreadable)
     try:
-        version = registry.publish(challenger, tokenizer, metadata)
+        version = registry.publish_folder(lambda folder: write_sequence_folder(folder, challenger, metadata))
     except VersionRejected as error:
         _record(settings, {**entry, "status": "failed", "reason": str(error)})
-        result.status, result.reason = "failed", str(error)
-        result.duration_s = round(time.monotonic() - started, 3)
-        return result
+        return finish("failed", str(error))
     mark = lap("publish_s", mark)
-    result.status, result.version = "published", version
-    result.duration_s = round(time.monotonic() - started, 3)
+    result.version = version
+    finish("published")
     _record(settings, {**entry, "status": "published", "version": version})
     announce(settings, ModelUpdate(event="published", model=t.model, version=version, metrics=metadata.metrics,
                                    gate=result.gate, offsets=batch.end, events_used=len(batch.events),
                                    duration_s=result.duration_s, parent=champion_version))
     consume.commit_offsets(settings.bootstrap_servers, t.group_id, batch.end)
-    buffer.add(fresh, known, rng)
+    buffer.update(cycle.full)
     buffer.save(state_dir(settings) / "replay.json")
     pruned = registry.prune(t.keep_versions)
     if pruned:
@@ -237,6 +260,3 @@ def run_cycle(
     lap("after_publish_s", mark)
     return result
 
-
-def _fmt(figures: dict[str, float]) -> str:
-    return " ".join(f"{name} {figures[name]:.4f}" for name in gate.METRICS)

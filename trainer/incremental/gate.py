@@ -1,12 +1,12 @@
-"""The gate: a challenger is published only if it is not worse than the champion on the newest events.
+"""The gate: a challenger is published only if it ranks the newest events at least about as well as the champion.
 
-Both models rank the same candidate list for each held-out example (the newest slice by time,
-never trained on): the item that really came next plus ``n - 1`` negatives, a third of them the
-items most co-visited with the user's recent items (what a first stage would also propose) and
-the rest drawn by popularity. Lists are drawn once with a fixed seed, so the two models face
-identical questions. Metrics: NDCG@10 and HR@10 of the real item, and AUC (the share of
-negatives it outscores, ties counted half). The challenger passes when on every metric it trails
-the champion by at most ``tolerance``.
+Both models rank the whole catalog for every held-out row (the newest slice by time, never
+trained on), with the user's history removed, as the shop shows it
+(:func:`trainer.offline.sequence_eval.target_ranks`); no sampled negatives, so a model cannot
+look good by beating easy ones. The figure is NDCG@10 per row. The two models answer the same
+rows, so the decision reads their paired difference: the challenger passes when its mean is at
+least the champion's minus ``se_multiple`` standard errors of that difference (one SE: a
+challenger that is only noise-level worse is not refused, one that is clearly worse is).
 """
 
 from __future__ import annotations
@@ -15,104 +15,53 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
 from streamrec.datasets.sequences import Example
-from trainer.offline.baselines import CoVisitation, Popularity
-from trainer.offline.evaluation import summarise
-from trainer.offline.finetune import ContextWriter
-from streamrec.model.networks import CrossEncoderScorer
-from trainer.offline.recipe import score_lists
-
-METRICS = ("ndcg10", "hr10", "auc")
+from streamrec.model.served_sequence import ServedSequence
+from trainer.incremental.sequences import HeldOut, paired_ndcg, row_ndcg
+from trainer.offline.sequence_eval import target_ranks
 
 
-def candidate_lists(
-    examples: Sequence[Example], n_items: int, covisit: CoVisitation, popularity: Popularity, size: int, *, seed: int = 0
-) -> list[list[int]]:
-    """Per example ``[target, negatives...]`` (``size`` items at most; fewer if the universe is small)."""
-    rng = np.random.default_rng(seed)
-    weights = popularity.counts + 1.0
-    lists = []
-    for example in examples:
-        blocked = {example.target, *example.history}
-        group = [example.target]
-        scores = covisit.scores(example.history)
-        for item in np.argsort(-scores, kind="stable"):
-            if len(group) >= 1 + (size - 1) // 3:
-                break
-            if int(item) not in blocked and scores[item] > covisit._tiebreak[item]:
-                group.append(int(item))
-        allowed = np.ones(n_items, dtype=bool)
-        allowed[list(blocked | set(group))] = False
-        pool = np.flatnonzero(allowed)
-        take = min(size - len(group), pool.size)
-        if take > 0:
-            p = weights[pool] / weights[pool].sum()
-            group.extend(int(i) for i in rng.choice(pool, size=take, replace=False, p=p))
-        lists.append(group)
-    return lists
-
-
-def rank_metrics(score_rows: Sequence[np.ndarray]) -> dict[str, float]:
-    """NDCG@10, HR@10 and AUC when the first score of each row is the real next item's."""
-    ranks, aucs = [], []
-    for scores in score_rows:
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.size < 2:
-            continue
-        if not np.isfinite(scores).all():
-            ranks.append(float("inf"))
-            aucs.append(0.0)
-            continue
-        target, negatives = scores[0], scores[1:]
-        ahead = np.count_nonzero(negatives > target)
-        ties = np.count_nonzero(negatives == target)
-        ranks.append(1.0 + ahead + ties)  # ties count against the model: a constant scorer ranks last
-        aucs.append(float((np.count_nonzero(negatives < target) + 0.5 * ties) / negatives.size))
-    summary = summarise(ranks)
-    return {"ndcg10": summary["ndcg10"], "hr10": summary["hr10"], "auc": float(np.mean(aucs)) if aucs else 0.0,
-            "examples": len(ranks)}
-
-
-def evaluate(
-    scorer: CrossEncoderScorer,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
-    lists: Sequence[Sequence[int]],
-    item_texts: Sequence[str],
-    titles: Sequence[str],
-    *,
-    max_length: int,
-    context_budget: int = 40,
-) -> dict[str, float]:
-    contexts = ContextWriter(titles, tokenizer, context_budget)
-    rows = score_lists(
-        scorer, tokenizer, [contexts(e.history) for e in examples], [[item_texts[i] for i in group] for group in lists],
-        max_length=max_length, precision="fp32",
-    )
-    return rank_metrics(rows)
+def row_figures(served: ServedSequence, rows: Sequence[HeldOut]) -> np.ndarray:
+    """Per-row NDCG@10 (history removed, whole catalog); a row whose scores are not finite counts 0."""
+    if not rows:
+        return np.zeros(0)
+    histories = [list(row.history) for row in rows]
+    scores = served.scores(histories).numpy().astype(np.float64)
+    examples = [Example(row.user, tuple(served.position[item] for item in row.history if item in served.position),
+                        served.position[row.target]) for row in rows]
+    broken = ~np.isfinite(scores).all(axis=1)
+    scores[broken] = 0.0  # all tied: ranked behind every item by the fixed tie-break order
+    figures = row_ndcg(target_ranks(scores, examples, remove_history=True))
+    figures[broken] = 0.0
+    return figures
 
 
 @dataclass(frozen=True)
 class GateDecision:
     passed: bool
-    challenger: dict[str, float]
-    champion: dict[str, float]
+    challenger: float
+    """Mean NDCG@10 of the challenger on the held-out rows."""
+    champion: float
+    se: float
+    """Standard error of the mean per-row difference (challenger - champion)."""
     tolerance: float
+    rows: int
     reasons: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "reasons": list(self.reasons)}
+        return {**asdict(self), "metric": "ndcg10", "reasons": list(self.reasons)}
 
 
-def decide(challenger: dict[str, float], champion: dict[str, float], tolerance: float) -> GateDecision:
-    """Pass unless some metric trails the champion's by more than ``tolerance`` (or is not finite)."""
+def decide(challenger: np.ndarray, champion: np.ndarray, se_multiple: float) -> GateDecision:
+    """Pass when mean(challenger) >= mean(champion) - ``se_multiple`` * SE of the paired difference."""
+    stats = paired_ndcg(challenger, champion)
+    tolerance = se_multiple * stats["se"]
     reasons = []
-    for name in METRICS:
-        new, old = challenger.get(name, float("nan")), champion.get(name, float("nan"))
-        if not np.isfinite(new):
-            reasons.append(f"{name} is not finite")
-        elif new < old - tolerance:
-            reasons.append(f"{name} {new:.4f} < champion {old:.4f} - {tolerance}")
-    return GateDecision(not reasons, dict(challenger), dict(champion), tolerance, tuple(reasons))
+    if not stats["rows"]:
+        reasons.append("no held-out rows")
+    elif stats["challenger"] < stats["champion"] - tolerance:
+        reasons.append(f"ndcg10 {stats['challenger']:.4f} < champion {stats['champion']:.4f} - {tolerance:.4f} "
+                       f"({se_multiple:g} SE)")
+    return GateDecision(not reasons, stats["challenger"], stats["champion"], stats["se"], tolerance, stats["rows"],
+                        tuple(reasons))

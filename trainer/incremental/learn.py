@@ -1,80 +1,99 @@
-"""Warm-started fine-tuning of the champion on the cycle's examples (optionally LoRA).
+"""Warm-started fine-tuning of the champion's networks on the cycle's sequences, and fresh counts.
 
-The challenger starts as a copy of the served version's weights and trains with the scorer
-recipe (:func:`trainer.offline.finetune.finetune_scorer`: listwise loss over the positive,
-in-batch, co-visited and popular negatives). With ``lora`` only low-rank adapters on the
-attention projections (``peft``) and the head train; they are merged back into plain weights
-afterwards, so a LoRA version is served exactly like any other.
+The challenger starts as a copy of the served version (with the cycle's new items appended: text
+part from the catalog, ID part zero) and trains a small fixed number of epochs with the offline
+recipe's loss (:func:`trainer.offline.sequence_train.batch_loss`: full softmax over the catalog at
+every position, co-visitation counts with the user's own sequence left out). Before training, the
+co-visitation counts the network reads are brought up to date with the cycle's new pairs, so the
+signals it learns to weigh are the ones it will be served with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 
-from streamrec.datasets.sequences import Example
-from trainer.offline.finetune import FinetuneConfig, Say, TrainingTexts, TrainReport, finetune_scorer
-from streamrec.model.networks import CrossEncoderScorer
+import numpy as np
+import torch
+
+from streamrec.model.sequence import SequenceRecommender, covisit_counts
+from trainer.offline.sequence_train import MODEL_TRAIN, batch_loss, make_batch
+
+Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class LearnConfig:
-    steps: int
-    max_minutes: float
-    batch_size: int
+class FineTune:
+    epochs: int
     lr: float
-    max_length: int
-    lora: bool = False
-    lora_rank: int = 8
+    batch_size: int
+    max_minutes: float
     seed: int = 0
 
 
-def _with_lora(scorer: CrossEncoderScorer, rank: int):
-    from peft import LoraConfig, get_peft_model
+@dataclass
+class FineTuneReport:
+    epochs: int = 0
+    steps: int = 0
+    sequences: int = 0
+    seconds: float = 0.0
+    first_loss: float = float("nan")
+    last_loss: float = float("nan")
+    stopped: str = "epochs"
 
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["query", "value"], bias="none")
-    scorer.backbone = get_peft_model(scorer.backbone, config)  # freezes the backbone, adds adapters
-    return scorer
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def _merge_lora(scorer: CrossEncoderScorer) -> CrossEncoderScorer:
-    scorer.backbone = scorer.backbone.merge_and_unload()
-    for parameter in scorer.parameters():
-        parameter.requires_grad_(True)
-    return scorer
+def add_new_pairs(model: SequenceRecommender, sequences: Sequence[Sequence[int]], earlier: Sequence[int]) -> float:
+    """Add to ``model.covisit`` the pairs of ``sequences`` not already counted: those ending after
+    each sequence's first ``earlier[n]`` items (counted by the cycle that saw them). Returns the
+    total weight added."""
+    if not model.covisit.numel() or not sequences:
+        return 0.0
+    window = model.config.covisit_window
+    full = covisit_counts(sequences, model.n_items, window=window)
+    full -= covisit_counts([s[:k] for s, k in zip(sequences, earlier, strict=True)], model.n_items, window=window)
+    added = torch.from_numpy(np.clip(full, 0.0, None)).to(model.covisit.device)
+    model.covisit += added
+    model.covisit_t = model.covisit.t().contiguous()
+    return float(added.sum())
 
 
-def train_challenger(
-    scorer: CrossEncoderScorer,
-    tokenizer,
-    examples: Sequence[Example],
-    data: TrainingTexts,
-    config: LearnConfig,
-    *,
-    say: Say = print,
-) -> TrainReport:
-    """Fine-tune ``scorer`` in place (it ends in eval mode with plain, servable weights)."""
-    recipe = FinetuneConfig(
-        lr=config.lr,
-        batch_size=config.batch_size,
-        epochs=1.0,
-        max_steps=config.steps,
-        max_minutes=config.max_minutes,
-        max_length=config.max_length,
-        inbatch_negatives=3,
-        covisit_negatives=2,
-        popular_negatives=2,
-        eval_every=max(50, config.steps),
-        precision="fp32",  # bf16 autocast is slower than fp32 on CPUs without native bf16
-        seed=config.seed,
-    )
-    if config.lora:
-        _with_lora(scorer, config.lora_rank)
-    scorer.train()
+def fine_tune(model: SequenceRecommender, sequences: Sequence[Sequence[int]], config: FineTune, *,
+              say: Say = lambda message: None) -> FineTuneReport:
+    """Train ``model`` in place on ``sequences`` (item rows, oldest first); it ends in eval mode."""
+    rows = [tuple(s) for s in sequences if len(s) >= 2]
+    report = FineTuneReport(sequences=len(rows))
+    if not rows:
+        return report
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    train = replace(MODEL_TRAIN, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=train.weight_decay)
+    started = time.monotonic()
+    model.train()
     try:
-        report = finetune_scorer(scorer, tokenizer, examples, data, recipe, say=say)
+        for epoch in range(1, config.epochs + 1):
+            order = rng.permutation(len(rows))
+            for start in range(0, len(order), config.batch_size):
+                batch = make_batch([rows[i] for i in order[start : start + config.batch_size]], model.config, rng)
+                loss = batch_loss(model, batch, train, None)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                report.steps += 1
+                report.last_loss = float(loss.detach())
+                if report.steps == 1:
+                    report.first_loss = report.last_loss
+            report.epochs = epoch
+            if time.monotonic() - started > config.max_minutes * 60:
+                report.stopped = "time"
+                break
     finally:
-        if config.lora:
-            _merge_lora(scorer)
-        scorer.eval()
+        model.eval()
+    report.seconds = round(time.monotonic() - started, 3)
+    say(f"fine-tuned {report.epochs} epochs, {report.steps} steps on {len(rows)} sequences in {report.seconds:.1f} s "
+        f"(loss {report.first_loss:.3f} -> {report.last_loss:.3f})")
     return report

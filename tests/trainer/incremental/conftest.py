@@ -1,9 +1,13 @@
-"""Trainer fixtures: a scorer model of the trainer's own in the session's real Triton, real Amazon
-Scientific items in Redis's catalog, and real purchase sequences sent as raw events through a
-real streams worker, so the trainer reads them from ``events.accepted`` as in production.
+"""Trainer fixtures: a sequence model of the trainer's own in the session's real Triton, real Amazon
+Scientific items (with their MiniLM text embeddings) in Redis's catalog, and real purchase
+sequences sent as raw events through a real streams worker, so the trainer reads them from
+``events.accepted`` as in production.
 
-The model is a copy of ``cross_encoder_student``'s config under another name, so publishing,
-rolling back and breaking versions here never changes what the other tests' models serve.
+The model is a copy of ``bert_scorer``'s config under another name, not following the catalog
+(so what it serves is exactly what the trainer published), so publishing, rolling back and
+breaking versions here never changes what the other tests' models serve. Its version 1 is an
+untrained tiny sequence model over the first ``KNOWN_ITEMS`` Amazon items: events of the other
+items make the trainer append them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis.asyncio as redis
 from confluent_kafka import Consumer, TopicPartition
@@ -25,29 +30,34 @@ from streamrec.events import ClickEvent, PurchaseEvent
 from streamrec.kafka_admin import commit_groups_at_end
 from streamrec.lag import LagReader
 from streamrec.model import contract
-from streamrec.model.artifacts import read_metadata
+from streamrec.model.artifacts import VersionMetadata, publish_sequence
+from streamrec.model.bootstrap import first_sequence_model
 from streamrec.model.registry import ModelRegistry
 from streamrec.producer import EventProducer
-from streamrec.settings import Settings, StreamsSettings, TrainerSettings
+from streamrec.settings import REPO_ROOT, Settings, StreamsSettings, TrainerSettings
 from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from trainer.incremental import consume
+from trainer.offline.sequence_train import text_vectors
 
 DAY_MS = 86_400_000
 # The rules of the trainer tests' streams worker: the sequences below are spread over the last
 # 30 days (so a late-event limit of 90 days), and a bot burst is a few clicks, not 30.
 STREAMS_RULES = StreamsSettings(max_late_s=90 * 86400, bot_max_clicks=5, bot_window_s=10.0)
 WORKER_TOPICS = (*INTERACTION_TOPICS, Topic.CATALOG)
+KNOWN_ITEMS = 300
+"""Items version 1 knows (the first of the Amazon catalog); the rest are new to it."""
 
 
 def trainer_settings(settings: Settings, model: str, **overrides) -> Settings:
-    """Small, fast cycles for tests (tiny model, few steps), on the session's model repository, with
-    the recommender's scorer set to the same model (as the settings' cross-check requires)."""
-    options = dict(model=model, model_repo=settings.model_repo, min_events=20, steps=8, batch_size=8, max_length=32,
-                   eval_candidates=20, gate_tolerance=1.0, keep_versions=3, load_timeout_s=120, replay_capacity=200, threads=1)
+    """Small, fast cycles for tests (one epoch), on the session's model repository, with the
+    recommender's scorer set to the same model (as the settings' cross-check requires). The gate
+    lets any finite challenger through unless a test sets ``gate_se``."""
+    options = dict(model=model, model_repo=settings.model_repo, min_events=20, epochs=1, batch_size=32, gate_se=1000.0,
+                   keep_versions=3, load_timeout_s=120, replay_capacity=200, threads=1)
     return settings.model_copy(update={"trainer": TrainerSettings(**{**options, **overrides}),
                                        "recs": settings.recs.model_copy(update={"scorer_model": model})})
 
@@ -134,23 +144,23 @@ def accepting_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactor
         process.stop()
 
 
-def make_trainer_model(settings: Settings, name: str) -> ModelRegistry:
-    """``<repo>/<name>``: the student's config renamed, version 1 = the student's version 1 with
-    offsets at today's log ends, loaded in Triton."""
-    import shutil
-
+def make_trainer_model(settings: Settings, name: str, amazon_text) -> ModelRegistry:
+    """``<repo>/<name>``: ``bert_scorer``'s config renamed and not following the catalog, version 1
+    an untrained tiny sequence model over the first ``KNOWN_ITEMS`` items with offsets at today's
+    log ends, loaded in Triton."""
+    (catalog, _), text = amazon_text
     repo = settings.stack.model_repo
-    source = repo / contract.CROSS_ENCODER_STUDENT
+    source = repo / contract.BERT_SCORER
     target = repo / name
     target.mkdir()
-    config = (source / "config.pbtxt").read_text().replace(f'name: "{contract.CROSS_ENCODER_STUDENT}"', f'name: "{name}"')
+    config = (source / "config.pbtxt").read_text().replace(f'name: "{contract.BERT_SCORER}"', f'name: "{name}"')
+    config = config.replace('key: "catalog_refresh_s" value: { string_value: "2" }', 'key: "catalog_refresh_s" value: { string_value: "0" }')
+    assert 'string_value: "0"' in config
     (target / "config.pbtxt").write_text(config)
-    staging = repo / f".copy-{name}"
-    shutil.copytree(source / "1", staging)
-    metadata = read_metadata(staging)
-    metadata.lineage = {**metadata.lineage, "offsets": log_ends(settings)}
-    (staging / "metadata.json").write_text(metadata.to_json())
-    staging.rename(target / "1")
+    served = first_sequence_model(list(catalog.item_ids[:KNOWN_ITEMS]), text[:KNOWN_ITEMS].numpy(), [], tiny=True)
+    metadata = VersionMetadata(kind="sequence", base="untrained (tests)", max_length=served.max_history,
+                               lineage={"untrained": True, "offsets": log_ends(settings)})
+    publish_sequence(repo, name, served, metadata, version=1)
     registry = ModelRegistry(repo, name, settings.triton.grpc_url or "", load_timeout_s=120, say=print)
     registry.activate(1)
     return registry
@@ -162,15 +172,24 @@ def amazon(data_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def amazon_catalog_in_redis(settings: Settings, amazon) -> None:
-    """Every Amazon Scientific item in the Redis catalog, as the streams worker writes it."""
+def amazon_text(amazon):
+    """The Amazon data and its items' MiniLM text embeddings (cached in ``.cache/text``)."""
     catalog, _ = amazon
+    return amazon, text_vectors(catalog.texts, REPO_ROOT / ".cache" / "text")
+
+
+@pytest.fixture(scope="session")
+def amazon_catalog_in_redis(settings: Settings, amazon_text) -> None:
+    """Every Amazon Scientific item in the Redis catalog with its text embedding, as the streams
+    worker writes it (the item encoder's float16 unit vectors)."""
+    (catalog, _), vectors = amazon_text
     now = int(time.time() * 1000)
     records = []
-    for item_id, title, text in zip(catalog.item_ids, catalog.titles, catalog.texts):
+    for item_id, title, text, vector in zip(catalog.item_ids, catalog.titles, catalog.texts, vectors.numpy(), strict=True):
         parts = text.split(". ")
         category = parts[1].split(" > ") if len(parts) > 1 and " > " in parts[1] else []
-        records.append(CatalogRecord(item_id, title, tuple(category), None, None, None, True, now))
+        records.append(CatalogRecord(item_id, title, tuple(category), None, None, None, True, now,
+                                     embedding=(vector / np.linalg.norm(vector)).astype(np.float16)))
 
     async def write() -> None:
         client = redis.Redis.from_url(settings.redis_url)

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import streamrec.model.registry as registry_module
+import trainer.incremental.cycle as cycle_module
 from streamrec.settings import Settings
 from trainer.incremental.cycle import _default_train, run_cycle
 
@@ -23,18 +23,18 @@ def main(phase: str, marker: Path) -> None:
 
     train = _default_train
     if phase == "train":
-        def train(scorer, tokenizer, examples, data, config, say):  # noqa: F811 - the slow variant
-            _default_train(scorer, tokenizer, examples, data, config, say)
+        def train(model, rows, config, say):  # noqa: F811 - the slow variant
+            _default_train(model, rows, config, say)
             stop_here()
     elif phase == "publish":
-        real_write = registry_module.write_folder
+        real_write = cycle_module.write_sequence_folder
 
-        def slow_write(folder, module, tokenizer, metadata):
-            real_write(folder, module, tokenizer, metadata)
+        def slow_write(folder, served, metadata):
+            real_write(folder, served, metadata)
             (folder / "model.py").unlink()  # as if killed before the last file
             stop_here()
 
-        registry_module.write_folder = slow_write
+        cycle_module.write_sequence_folder = slow_write
     else:
         raise SystemExit(f"unknown phase {phase}")
     run_cycle(Settings(), train=train, say=print)

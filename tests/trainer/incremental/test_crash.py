@@ -39,9 +39,10 @@ def run_until(settings, phase: str, model: str, marker) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("phase", ["train", "publish"])
-def test_a_trainer_killed_mid_cycle_changes_nothing_and_the_next_run_resumes(settings, send_sequences, tmp_path, phase):
+def test_a_trainer_killed_mid_cycle_changes_nothing_and_the_next_run_resumes(settings, amazon_text, send_sequences, tmp_path,
+                                                                          phase):
     name = f"trainer_kill_{phase}_{uuid.uuid4().hex[:6]}"
-    registry = make_trainer_model(settings, name)
+    registry = make_trainer_model(settings, name, amazon_text)
     config = trainer_settings(settings, name)
     sent = send_sequences(500 if phase == "train" else 560, 50)
     process = run_until(config, phase, name, tmp_path / "marker")
@@ -60,3 +61,4 @@ def test_a_trainer_killed_mid_cycle_changes_nothing_and_the_next_run_resumes(set
     lineage = registry.metadata(2).lineage
     assert lineage["start_offsets"] == registry.metadata(1).lineage["offsets"]  # resumed exactly
     assert lineage["events_used"] == sent  # every event since version 1, none twice, none lost
+    assert registry.metadata(2).kind == "sequence" and lineage["counts"]["users"] == 50
