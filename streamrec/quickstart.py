@@ -115,8 +115,8 @@ async def _read_lists(redis_url: str, users: list[str]) -> tuple[dict[str, dict]
         await client.aclose()
 
 
-def _trained_on(repo: Path, dataset: str) -> Path | None:
-    """The newest ``bert_scorer`` version if it was trained on ``dataset``."""
+def _trained_on(repo: Path, dataset: str, limit: int | None) -> Path | None:
+    """The newest ``bert_scorer`` version if it was trained on ``dataset`` (its first ``limit`` events)."""
     from streamrec.model.artifacts import read_metadata, versions
 
     found = versions(repo / contract.BERT_SCORER)
@@ -124,23 +124,24 @@ def _trained_on(repo: Path, dataset: str) -> Path | None:
         return None
     folder = repo / contract.BERT_SCORER / str(found[-1])
     lineage = read_metadata(folder).lineage
-    return folder if lineage.get("trained") and lineage.get("dataset") == dataset else None
+    trained = lineage.get("trained") and lineage.get("dataset") == dataset and lineage.get("limit") == limit
+    return folder if trained else None
 
 
-def train_scorer(settings: Settings, dataset: str, data_dir: Path, console: Console) -> Path:
-    """Train the sequence scorer on the dataset's sequences (about a minute on 2 cores) unless done."""
+def train_scorer(settings: Settings, dataset: str, data_dir: Path, limit: int | None, console: Console) -> Path:
+    """Train the sequence scorer on the sequences the run replays (about a minute on 2 cores) unless done."""
     repo = settings.stack.model_repo
-    folder = _trained_on(repo, dataset)
+    folder = _trained_on(repo, dataset, limit)
     if folder is not None:
         console.print(f"[dim]·[/dim] {contract.BERT_SCORER}: version {folder.name} is trained on {dataset}")
         return folder
     command = [sys.executable, "-m", "streamrec", "trainer", "train-sequence", "--dataset", dataset,
-               "--data-dir", str(data_dir), "--out", str(repo)]
+               "--data-dir", str(data_dir), "--out", str(repo), *(["--limit", str(limit)] if limit else [])]
     with console.status(f"training {contract.BERT_SCORER} on {dataset}"):
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise QuickstartError(f"training {contract.BERT_SCORER} failed:\n{(done.stdout + done.stderr)[-3000:]}")
-    folder = _trained_on(repo, dataset)
+    folder = _trained_on(repo, dataset, limit)
     assert folder is not None
     console.print(f"[dim]·[/dim] {done.stdout.strip().splitlines()[-1]}")
     return folder
@@ -155,7 +156,7 @@ def run_quickstart(
     folder = init_item_encoder(repo)
     if folder is not None:
         console.print(f"[dim]·[/dim] wrote first model version {folder}")
-    train_scorer(settings, dataset, data_dir, console)
+    train_scorer(settings, dataset, data_dir, limit, console)
     LocalStack(settings.stack, say=lambda message: console.print(f"[dim]·[/dim] {message}")).up()
     load_models(settings, [contract.ITEM_ENCODER, settings.recs.scorer_model])
     create_topics(settings)

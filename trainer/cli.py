@@ -144,6 +144,7 @@ def train_sequence_command(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="amazon_scientific, diginetica or yoochoose: the sequences it replays.")] = "amazon_scientific",
     data_dir: Annotated[Path, typer.Option(help="Shared data folder.")] = REPO_ROOT.parent / "shared" / "data",
+    limit: Annotated[int | None, typer.Option(help="Train on the dataset's first events only (as `quickstart --limit` replays).")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (the default is what early stopping chose on held-back data).")] = 6,
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and batch order.")] = 0,
     hold_back_last: Annotated[bool, typer.Option(help="Train without each sequence's last item (to fit the blender on them).")] = False,
@@ -159,11 +160,11 @@ def train_sequence_command(
     torch.set_num_threads(threads)
     settings = _settings(ctx)
     started = time.monotonic()
-    data = dataset_sequences(dataset, data_dir)
+    data = dataset_sequences(dataset, data_dir, limit)
     served, lineage = train_sequence(data, epochs=epochs, seed=seed, hold_back_last=hold_back_last,
                                      cache_dir=settings.stack.cache_dir / "text", say=console.print)
     repo = out or settings.model_repo
-    folder = publish_trained(repo, contract.BERT_SCORER, served, {**lineage, "dataset": dataset},
+    folder = publish_trained(repo, contract.BERT_SCORER, served, {**lineage, "dataset": dataset, "limit": limit},
                              base=f"trained on {dataset}")
     console.print(f"published {folder} ({time.monotonic() - started:.0f} s)")
 

@@ -45,7 +45,7 @@ def test_quickstart_replays_real_events_that_a_consumer_reads_back(settings, dat
     result = subprocess.run(
         [sys.executable, "-m", "streamrec", "quickstart", "--dataset", "diginetica", "--limit", "10000",
          "--data-dir", str(data_dir)],
-        env=stack_environment(settings.stack), capture_output=True, text=True, timeout=300,
+        env=stack_environment(settings.stack), capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "replayed" in result.stdout and "events.purchases" in result.stdout

@@ -68,8 +68,11 @@ def event_sequences(name: str, data_dir: Path, limit: int | None = None) -> Sequ
     return SequenceData(tuple(kept), texts, tuple(sequences))
 
 
-def dataset_sequences(name: str, data_dir: Path) -> SequenceData:
-    return amazon_sequences(data_dir) if name == "amazon_scientific" else event_sequences(name, data_dir)
+def dataset_sequences(name: str, data_dir: Path, limit: int | None = None) -> SequenceData:
+    """The sequences the replay of ``name`` sends (its first ``limit`` events, as ``replay --limit``)."""
+    if name == "amazon_scientific" and limit is None:
+        return amazon_sequences(data_dir)
+    return event_sequences(name, data_dir, limit)
 
 
 def train_sequence(data: SequenceData, *, epochs: int = EPOCHS, seed: int = 0, hold_back_last: bool = False,
