@@ -18,8 +18,9 @@ Metrics (median of the repeats; 3 in full mode, 2 with ``--quick``):
   Triton: gRPC async client, several requests in flight, a few users per request, dynamic
   batching on; the best (users per request, concurrency) of a short sweep, then the repeats at
   that setting. ``topk_users_per_s_inprocess``: ``ServedSequence.rank(k=100)`` on batches in
-  this process, the best (torch threads, batch size) of a sweep (1 or all cores: on a busy
-  2-core machine 2 threads can be several times slower than 1).
+  this process, the better of 1 torch thread and all cores, each at its best batch size of a
+  sweep, measured in every repeat (``..._inprocess_<n>_threads``: on a busy 2-core machine 2
+  threads ran several times slower than 1, and which one wins changes within a minute).
 - ``score100_users_per_s`` / ``score100_users_per_s_inprocess`` — the same for scoring 100 given
   candidates per user (K = 0).
 - ``triton_over_inprocess`` / ``score100_triton_over_inprocess`` — ratio of the two, per repeat
@@ -250,7 +251,7 @@ def main() -> None:
             sweep_users = users[: 512 if args.quick else 1024]
             chosen: dict[str, tuple[int, int]] = {}
             sweep: dict[str, dict[str, float]] = {}
-            batches: dict[str, tuple[int, int]] = {}
+            batches: dict[str, dict[int, int]] = {}
             for task, task_candidates in (("topk", None), ("score100", wanted)):
                 sub = None if task_candidates is None else task_candidates[: len(sweep_users)]
                 rates = {}
@@ -262,19 +263,23 @@ def main() -> None:
                 sweep[task] = {f"{u}_users_x_{c}_in_flight": round(r, 1) for (u, c), r in rates.items()}
                 inprocess = {(threads, batch): in_process(served, sweep_users, sub, batch, threads)
                              for threads in thread_choices for batch in INPROCESS_BATCHES}
-                batches[task] = max(inprocess, key=inprocess.get)
+                batches[task] = {threads: max(INPROCESS_BATCHES, key=lambda n: inprocess[(threads, n)])
+                                 for threads in thread_choices}
                 sweep[f"{task}_inprocess"] = {f"{t}_threads_x_{n}_users": round(r, 1) for (t, n), r in inprocess.items()}
                 u, c = chosen[task]
-                t, n = batches[task]
+                best = ", ".join(f"{t} threads: {n} users ({inprocess[(t, n)]:,.0f} users/s)" for t, n in batches[task].items())
                 console.print(f"{task}: best Triton setting {u} users x {c} in flight ({rates[chosen[task]]:,.0f} users/s); "
-                              f"in-process best {t} threads x {n} users ({inprocess[batches[task]]:,.0f} users/s)")
+                              f"in-process best batch, {best}")
 
             latency_count = 300 if args.quick else 1000
             for run in range(repeats):
                 for task, task_candidates, prefix in (("topk", None, "topk"), ("score100", wanted, "score100")):
                     u, c = chosen[task]
-                    threads, batch = batches[task]
-                    local = in_process(served, users, task_candidates, batch, threads)
+                    local = 0.0
+                    for threads, batch in batches[task].items():
+                        rate = in_process(served, users, task_candidates, batch, threads)
+                        add(f"{prefix}_users_per_s_inprocess_{threads}_threads", rate)
+                        local = max(local, rate)
                     remote = asyncio.run(closed_loop(url, prepared_requests(users, task_candidates, u), c))
                     add(f"{prefix}_users_per_s", remote)
                     add(f"{prefix}_users_per_s_inprocess", local)
@@ -288,9 +293,10 @@ def main() -> None:
 
     order = ["topk_users_per_s", "topk_users_per_s_inprocess", "triton_over_inprocess", "score100_users_per_s",
              "score100_users_per_s_inprocess", "score100_triton_over_inprocess", "topk_p50_ms", "topk_p99_ms"]
+    order += [name for name in runs if name not in order]
     metrics = {name: statistics.median(runs[name]) for name in order}
     print_report(f"streamrec sequence scorer (bert_scorer, CPU default, {built.n_items} items; median of {repeats} runs)",
-                 {name: runs[name] for name in order}, metrics, TARGETS)
+                 runs, metrics, TARGETS)
     console.print(f"CPU: {info['cpu']}; flags: {info['cpu_flags']}; finished in {time.monotonic() - started:.0f} s")
     write_json(
         str(args.json) if args.json else None, metrics,
@@ -305,7 +311,7 @@ def main() -> None:
             "k": K,
             "candidates": CANDIDATES,
             "triton_setting": {task: {"users_per_request": u, "in_flight": c} for task, (u, c) in chosen.items()},
-            "inprocess_setting": {task: {"torch_threads": t, "users_per_batch": n} for task, (t, n) in batches.items()},
+            "inprocess_users_per_batch": {task: {f"{t}_threads": n for t, n in best.items()} for task, best in batches.items()},
             "sweep_users_per_s": sweep,
             "triton_config": config_text,
             "latency_requests": latency_count,
