@@ -1,353 +1,325 @@
-"""Scorer benchmark: 100-candidate requests through Triton and in-process torch, same model, same inputs.
+"""Sequence scorer benchmark: ``bert_scorer`` through Triton and in-process, same version, same users.
 
     .venv/bin/python benchmarks/scorer.py [--quick] --json OUT
 
-Every request is one user's context with 100 candidate items, built from the Amazon
-Scientific catalog (synthetic text when the shared data are absent) so that every pair fills
-**128 tokens** after truncation. The models are the production architectures: ``cross_encoder``
-(all-MiniLM-L6-v2 cross-encoder) and ``cross_encoder_student`` (the distilled student); speed does
-not depend on the weights, so by default freshly initialised versions are used
-(``--teacher``/``--student`` take trained version folders instead). The benchmarked versions
-are published with ``max_length`` 128 into a temporary model repository served by a private
-Triton on free ports (so a developer's stack is never touched), with the project's configs
-(``configs/gpu.pbtxt`` when a GPU is present).
+The model is the CPU default (``streamrec.model.sequence.CPU_CONFIG``: hidden 64, 2 layers,
+2 heads, history 50) over the Amazon Scientific catalog, built untrained by
+``first_sequence_model`` (speed does not depend on the weights) with co-visitation counted from
+the users' histories and MiniLM text embeddings of the catalog. The users are the rows of
+``Scientific.valid.inter``: each history (row indices) sent as item ids, as a client sends them.
+The version is published with ``publish_sequence`` into a temporary model repository (the
+project's ``model_repo/bert_scorer/config.pbtxt``, ``catalog_refresh_s`` "0": no Redis) and served
+by a private Triton on free ports (a developer's stack is never touched); the in-process side
+loads the very same version folder with ``load_version``.
 
-Metrics (median of 3 runs):
+Metrics (median of the repeats; 3 in full mode, 2 with ``--quick``):
 
-- ``triton_pairs_per_s`` — closed loop, ``--concurrency`` clients sending 100-candidate text
-  requests back to back (gRPC, tokenised in Triton); the primary model: the student on CPU,
-  the MiniLM scorer on GPU.
-- ``inprocess_pairs_per_s`` — the same model and inputs scored in this process, one
-  100-candidate batch at a time (tokenisation included, same tokeniser as the backend).
-- ``p50_ms_100_candidates`` / ``p99_ms_100_candidates`` — latency of 100-candidate requests
-  through Triton at half of the measured peak (open loop: latency counts from the scheduled
-  send time).
-- ``student_cpu_pairs_per_s`` — the student in-process on CPU, in its served precision.
-- extras: the teacher on this device (Triton and in-process), the student in fp32, the
-  tokenisation placement (Hugging Face call vs the cached tokeniser; texts vs client-tokenised
-  ids through Triton) and ``triton_vs_inprocess`` (ratio, same process, same inputs).
+- ``topk_users_per_s`` — users per second for the top 100 over the whole catalog through
+  Triton: gRPC async client, several requests in flight, a few users per request, dynamic
+  batching on; the best (users per request, concurrency) of a short sweep, then the repeats at
+  that setting. ``topk_users_per_s_inprocess``: ``ServedSequence.rank(k=100)`` on batches in
+  this process, the better of 1 torch thread and all cores, each at its best batch size of a
+  sweep, measured in every repeat (``..._inprocess_<n>_threads``: on a busy 2-core machine 2
+  threads ran several times slower than 1, and which one wins changes within a minute).
+- ``score100_users_per_s`` / ``score100_users_per_s_inprocess`` — the same for scoring 100 given
+  candidates per user (K = 0).
+- ``triton_over_inprocess`` / ``score100_triton_over_inprocess`` — ratio of the two, per repeat
+  (target ≥ 0.9). The client runs on the same cores as Triton, so the Triton figure pays for the
+  client's request building and response parsing too.
+- ``topk_p50_ms`` / ``topk_p99_ms`` — latency of single-user top-100 requests, one in flight.
+
+The text cross-encoders (``cross_encoder``, ``cross_encoder_student``) are measured by ``benchmarks/cross_encoder.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-import tritonclient.grpc.aio as grpcclient
+import tritonclient.grpc.aio as aioclient
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, print_report  # noqa: E402
-from streamrec.model import contract
-from streamrec.model.artifacts import VersionMetadata, load_folder, publish
-from streamrec.model.bootstrap import first_scorers
-from streamrec.model.inference import (
-    CachedTokenizer,
-    InProcessScorer,
-    Precision,
-    tokenize_pairs,
-)
-from streamrec.settings import REPO_ROOT, StackSettings
-from streamrec.stack import LocalStack
-from streamrec.stack.process import free_port
+from benchmarks.common import isolated_stack, machine, print_report, quantile, write_json  # noqa: E402
+from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE, load_catalog, load_examples  # noqa: E402
+from streamrec.model import contract  # noqa: E402
+from streamrec.model.artifacts import VersionMetadata, publish_sequence  # noqa: E402
+from streamrec.model.bootstrap import first_sequence_model  # noqa: E402
+from streamrec.model.sequence_request import sequence_inputs  # noqa: E402
+from streamrec.model.served_sequence import ServedSequence, load_version  # noqa: E402
+from streamrec.settings import REPO_ROOT  # noqa: E402
+from trainer.offline.sequence_train import text_vectors  # noqa: E402
 
-RUNS = 3
+K = 100
 CANDIDATES = 100
-SEQUENCE = 128
-TARGETS = {
-    "gpu": {"triton_pairs_per_s": 50_000, "p99_ms_100_candidates": 20},
-    "cpu": {"student_cpu_pairs_per_s": 1_000},
-}
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+TARGETS = {
+    "topk_users_per_s": 1_000,
+    "score100_users_per_s": 1_000,
+    "triton_over_inprocess": 0.9,
+    "score100_triton_over_inprocess": 0.9,
+}
+USERS_PER_REQUEST = (2, 4, 8, 16)
+CONCURRENCY = (4, 8, 16)
+INPROCESS_BATCHES = (16, 64, 256)
+INPROCESS_THREADS = tuple(sorted({1, os.cpu_count() or 1}))
 console = Console(highlight=False)
 
 
-# -- inputs -----------------------------------------------------------------------------------
+# -- the model and the users ------------------------------------------------------------------
 
 
-def requests_128(tokenizer, count: int, seed: int = 0) -> list[tuple[str, list[str]]]:
-    """``count`` (context, 100 items) requests whose pairs all reach 128 tokens."""
-    try:
-        from streamrec.datasets.amazon_pairs import load_catalog
+def users_and_model(data_dir: Path) -> tuple[ServedSequence, list[list[str]], list[list[str]]]:
+    """The untrained CPU-default model over the catalog, each validation user's history as item ids,
+    and 100 candidate ids per user (the held-out target among 99 random items)."""
+    catalog = load_catalog(data_dir)
+    vectors = text_vectors(list(catalog.texts), REPO_ROOT / ".cache" / "text")
+    examples = load_examples(data_dir / FOLDER / VALID_FILE)
+    ids = catalog.item_ids
+    histories = [[ids[row] for row in example.history] for example in examples]
+    served = first_sequence_model(ids, vectors.numpy(), histories)
+    rng = np.random.default_rng(0)
+    candidates = []
+    for example in examples:
+        others = rng.choice(len(ids), CANDIDATES - 1, replace=False)
+        candidates.append([ids[example.target], *(ids[row] for row in others)])
+    return served, histories, candidates
 
-        catalog = load_catalog(DATA_DIR)
-        titles, texts = list(catalog.titles), list(catalog.texts)
-    except FileNotFoundError:
-        rng = np.random.default_rng(seed)
-        words = [f"word{i}" for i in range(2000)]
-        titles = [" ".join(rng.choice(words, 20)) for _ in range(1500)]
-        texts = [" ".join(rng.choice(words, 60)) for _ in range(1500)]
-    rng = np.random.default_rng(seed)
-    counter = CachedTokenizer(tokenizer, 10_000)
-    long_texts = [t for t, ids in zip(texts, counter.ids(texts)) if len(ids) >= 64] or texts
+
+def served_config(text: str) -> str:
+    """The project's config with the catalog follower off (this benchmark runs no Redis)."""
+    marker = 'key: "catalog_refresh_s" value: { string_value: "'
+    head, _, rest = text.partition(marker)
+    if not rest:
+        raise ValueError("config.pbtxt has no catalog_refresh_s parameter")
+    return head + marker + "0" + rest[rest.index('"'):]
+
+
+def serve_this_checkout(version: Path) -> None:
+    """Make the version's ``model.py`` import this checkout's ``streamrec``.
+
+    Triton's Python stub runs in isolated mode (``PYTHONPATH`` ignored) and finds ``streamrec``
+    through the virtualenv's editable install, which may point at another checkout (a git
+    worktree shares the main checkout's virtualenv): without this the benchmark would measure
+    that checkout's serving code.
+    """
+    model_py = version / "model.py"
+    model_py.write_text(f"import sys\n\nsys.path.insert(0, {str(REPO_ROOT)!r})\n" + model_py.read_text())
+
+
+# -- in-process -------------------------------------------------------------------------------
+
+
+def in_process(served: ServedSequence, histories: list, candidates: list | None, batch: int, threads: int) -> float:
+    """Users/s of ``rank`` on batches of ``batch`` users (``threads`` torch threads): top K, or
+    (``candidates``) 100 scores each."""
+    torch.set_num_threads(threads)
+
+    def call(start: int) -> None:
+        chunk = histories[start : start + batch]
+        if candidates is None:
+            served.rank(chunk, k=K)
+        else:
+            served.rank(chunk, k=0, candidates=candidates[start : start + batch])
+
+    call(0)  # warm-up
+    started = time.perf_counter()
+    for start in range(0, len(histories), batch):
+        call(start)
+    return len(histories) / (time.perf_counter() - started)
+
+
+# -- through Triton ---------------------------------------------------------------------------
+
+
+def prepared_requests(histories: list, candidates: list | None, users: int) -> list[tuple[int, list]]:
+    """(users, inputs) per request, built before the clock starts (as a serving loop would reuse them)."""
     out = []
-    for _ in range(count):
-        context = " ; ".join(titles[i] for i in rng.choice(len(titles), 8, replace=False))
-        items = [long_texts[i] for i in rng.choice(len(long_texts), CANDIDATES, replace=False)]
-        out.append((context, items))
-    widths = CachedTokenizer(tokenizer, SEQUENCE).pairs([out[0][0]] * CANDIDATES, out[0][1])["attention_mask"].sum(1)
-    assert int(widths.min()) == SEQUENCE, f"pairs shorter than {SEQUENCE} tokens: {int(widths.min())}"
+    for start in range(0, len(histories), users):
+        chunk = histories[start : start + users]
+        wanted = None if candidates is None else candidates[start : start + users]
+        inputs = sequence_inputs(chunk, k=0 if wanted is not None else K, candidates=wanted, module=aioclient)
+        out.append((len(chunk), inputs))
     return out
 
 
-# -- models and the private Triton ------------------------------------------------------------
-
-
-def versions_to_benchmark(teacher_dir: Path | None, student_dir: Path | None):
-    teacher, student = first_scorers()
-    tokenizer = None
-    if teacher_dir:
-        teacher, tokenizer, _ = load_folder(teacher_dir)
-    if student_dir:
-        student, tokenizer, _ = load_folder(student_dir)
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        from streamrec.model.networks import pretrained_minilm_path
-
-        tokenizer = AutoTokenizer.from_pretrained(str(pretrained_minilm_path()), local_files_only=True)
-    return {contract.CROSS_ENCODER: teacher.eval(), contract.CROSS_ENCODER_STUDENT: student.eval()}, tokenizer
-
-
-@contextmanager
-def private_triton(modules: dict, tokenizer, gpu: bool) -> Iterator[tuple[StackSettings, dict[str, dict]]]:
-    with tempfile.TemporaryDirectory(prefix="streamrec-bench-") as tmp:
-        repo = Path(tmp) / "model_repo"
-        configs = {}
-        for name, module in modules.items():
-            source = REPO_ROOT / "model_repo" / name
-            config = source / "configs" / "gpu.pbtxt" if gpu and (source / "configs" / "gpu.pbtxt").exists() else source / "config.pbtxt"
-            (repo / name).mkdir(parents=True)
-            shutil.copy2(config, repo / name / "config.pbtxt")
-            configs[name] = {"file": str(config.relative_to(REPO_ROOT)), "text": config.read_text()}
-            publish(repo, name, module, tokenizer, VersionMetadata(kind="scorer", base="benchmark", max_length=SEQUENCE))
-        settings = StackSettings(
-            state_dir=Path(tmp) / "state",
-            services=["triton"],
-            model_repo=repo,
-            triton_load_models=list(modules),
-            triton_http_port=free_port(),
-            triton_grpc_port=free_port(),
-            triton_metrics_port=free_port(),
-            start_timeout_s=300,
-        )
-        stack = LocalStack(settings, say=lambda m: console.print(f"[dim]· {m}[/dim]"))
-        try:
-            stack.up()
-            yield settings, configs
-        finally:
-            stack.down()
-
-
-def precision_of(config_text: str) -> Precision | None:
-    marker = 'key: "precision" value: { string_value: "'
-    if marker in config_text:
-        return config_text.split(marker, 1)[1].split('"', 1)[0]  # type: ignore[return-value]
-    return None
-
-
-# -- measurements -----------------------------------------------------------------------------
-
-
-def text_inputs(context: str, items: list[str]) -> list[grpcclient.InferInput]:
-    inputs = []
-    for name, texts in ((contract.SCORER_INPUT_CONTEXT, [context] * len(items)), (contract.SCORER_INPUT_ITEM, items)):
-        payload = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        tensor = grpcclient.InferInput(name, list(payload.shape), "BYTES")
-        tensor.set_data_from_numpy(payload)
-        inputs.append(tensor)
-    return inputs
-
-
-def token_inputs(tokens: CachedTokenizer, context: str, items: list[str]) -> list[grpcclient.InferInput]:
-    encoded = tokens.pairs([context] * len(items), items)
-    inputs = []
-    for name, key in ((contract.SCORER_INPUT_IDS, "input_ids"), (contract.SCORER_INPUT_MASK, "attention_mask"),
-                      (contract.SCORER_INPUT_TYPES, "token_type_ids")):
-        tensor = grpcclient.InferInput(name, list(encoded[key].shape), "INT64")
-        tensor.set_data_from_numpy(encoded[key].numpy())
-        inputs.append(tensor)
-    return inputs
-
-
-async def closed_loop(url: str, model: str, requests: list, concurrency: int, tokens: CachedTokenizer | None) -> float:
-    """Pairs/s with ``concurrency`` clients sending back to back; ``tokens``: tokenise in the client."""
-    client = grpcclient.InferenceServerClient(url)
-    queue = list(range(len(requests)))
+async def closed_loop(url: str, requests: list[tuple[int, list]], concurrency: int) -> float:
+    """Users/s with ``concurrency`` requests in flight, back to back, until every request was answered."""
+    client = aioclient.InferenceServerClient(url)
+    queue = list(reversed(range(len(requests))))
 
     async def worker() -> None:
         while queue:
-            context, items = requests[queue.pop()]
-            inputs = token_inputs(tokens, context, items) if tokens else text_inputs(context, items)
-            await client.infer(model, inputs)
+            await client.infer(contract.BERT_SCORER, requests[queue.pop()][1], client_timeout=120)
 
     try:
-        await client.infer(model, text_inputs(*requests[0]))  # warm-up
+        await client.infer(contract.BERT_SCORER, requests[0][1], client_timeout=120)  # warm-up
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(requests) * CANDIDATES / (time.perf_counter() - started)
+        return sum(users for users, _ in requests) / (time.perf_counter() - started)
     finally:
         await client.close()
 
 
-async def open_loop(url: str, model: str, requests: list, rate: float, seconds: float) -> tuple[float, float, int]:
-    """p50/p99 ms of requests sent at ``rate`` per second, timed from their scheduled send time."""
-    client = grpcclient.InferenceServerClient(url)
-    latencies: list[float] = []
-    prepared = [text_inputs(c, i) for c, i in requests]
-
-    async def one(index: int, scheduled: float) -> None:
-        await client.infer(model, prepared[index % len(prepared)])
-        latencies.append(time.perf_counter() - scheduled)
-
-    try:
-        start = time.perf_counter() + 0.05
-        count = max(1, int(rate * seconds))
-        tasks = []
-        for index in range(count):
-            scheduled = start + index / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(index, scheduled)))
-        await asyncio.gather(*tasks)
-    finally:
-        await client.close()
-    ms = np.asarray(latencies) * 1000
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), count
-
-
-def in_process(scorer: InProcessScorer, requests: list) -> tuple[float, list[float]]:
-    """Pairs/s scoring one 100-candidate request at a time, and each request's ms."""
-    scorer.score_pairs([requests[0][0]] * CANDIDATES, requests[0][1])  # warm-up
+async def single_user_latency(url: str, histories: list, count: int) -> list[float]:
+    """ms of single-user top-K requests, one in flight."""
+    client = aioclient.InferenceServerClient(url)
+    prepared = [sequence_inputs([history], k=K, module=aioclient) for history in histories[:count]]
     times = []
-    started = time.perf_counter()
-    for context, items in requests:
-        began = time.perf_counter()
-        scorer.score_pairs([context] * len(items), items)
-        times.append((time.perf_counter() - began) * 1000)
-    return len(requests) * CANDIDATES / (time.perf_counter() - started), times
+    try:
+        await client.infer(contract.BERT_SCORER, prepared[0], client_timeout=60)
+        for inputs in prepared:
+            began = time.perf_counter()
+            await client.infer(contract.BERT_SCORER, inputs, client_timeout=60)
+            times.append((time.perf_counter() - began) * 1000)
+    finally:
+        await client.close()
+    return times
 
 
-def tokenise_rates(tokenizer, requests: list) -> dict[str, float]:
-    cached = CachedTokenizer(tokenizer, SEQUENCE)
-    for context, items in requests:
-        cached.ids(items)  # catalog texts are warm in a serving process
-    out = {}
-    for name, call in (
-        ("tokenise_hf_pairs_per_s", lambda c, i: tokenize_pairs(tokenizer, [c] * len(i), i, SEQUENCE)),
-        ("tokenise_cached_pairs_per_s", lambda c, i: cached.pairs([c] * len(i), i)),
-    ):
-        started = time.perf_counter()
-        for context, items in requests:
-            call(context + " ", items)  # a context not seen before, as for a new event
-        out[name] = len(requests) * CANDIDATES / (time.perf_counter() - started)
-    return out
+async def agrees(url: str, served: ServedSequence, histories: list, candidates: list) -> None:
+    """Triton answers what the in-process model answers (the benchmark measures the same work)."""
+    client = aioclient.InferenceServerClient(url)
+    try:
+        result = await client.infer(contract.BERT_SCORER, sequence_inputs(histories, k=K, candidates=candidates,
+                                                                           module=aioclient), client_timeout=60)
+    finally:
+        await client.close()
+    expected = served.rank(histories, k=K, candidates=candidates)
+    items = [[value.decode() for value in row] for row in result.as_numpy(contract.TOPK_ITEMS)]
+    if items != expected.top_items:
+        raise AssertionError("Triton's top K differs from the in-process model's")
+    np.testing.assert_allclose(result.as_numpy(contract.CANDIDATE_SCORES), expected.candidate_scores, atol=1e-4, rtol=0)
+
+
+# -- the run ----------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="Fewer requests per run (a few minutes on a 2-core CPU).")
-    parser.add_argument("--json", type=Path, help="Write {'metrics': ..., 'runs': ...} here.")
-    parser.add_argument("--teacher", type=Path, help="A trained cross_encoder version folder (default: fresh MiniLM scorer).")
-    parser.add_argument("--student", type=Path, help="A trained cross_encoder_student version folder.")
-    parser.add_argument("--concurrency", type=int, help="Closed-loop clients (default 4 on CPU, 32 on GPU).")
-    parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16), help="torch threads in-process.")
+    parser.add_argument("--quick", action="store_true", help="Fewer users and repeats (a few minutes on a 2-core CPU).")
+    parser.add_argument("--json", type=Path, help="Write {'metrics': ..., 'runs': ..., 'config': ...} here.")
+    parser.add_argument("--threads", type=int, help="torch threads in-process (default: the best of 1 and all cores).")
+    parser.add_argument("--data", type=Path, default=DATA_DIR, help="Folder holding amazon_scientific/.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-    gpu = torch.cuda.is_available()
-    device = "cuda" if gpu else "cpu"
-    concurrency = args.concurrency or (32 if gpu else 4)
-    primary = contract.CROSS_ENCODER if gpu else contract.CROSS_ENCODER_STUDENT
-    targets = TARGETS["gpu" if gpu else "cpu"]
-    n_student = (20 if args.quick else 60) * (10 if gpu else 1)
-    n_teacher = (3 if args.quick else 6) * (100 if gpu else 1)
+    repeats = 2 if args.quick else 3
     started = time.monotonic()
+    info = machine()
+    console.print(f"CPU: {info['cpu']} ({info['cores']} cores); flags: {info['cpu_flags']}")
+    thread_choices = (args.threads,) if args.threads else INPROCESS_THREADS
 
-    modules, tokenizer = versions_to_benchmark(args.teacher, args.student)
-    requests = requests_128(tokenizer, max(n_student, n_teacher))
-    console.print(f"{len(requests)} requests of {CANDIDATES} candidates, every pair {SEQUENCE} tokens; device {device}")
+    built, histories, candidates = users_and_model(args.data)
+    users = histories[:1024] if args.quick else histories
+    wanted = candidates[: len(users)]
+    console.print(f"{len(users)} users (Scientific.valid.inter, {np.mean([len(h) for h in users]):.1f} items on average), "
+                  f"catalog {built.n_items} items; top {K}, or {CANDIDATES} candidates per user")
     runs: dict[str, list[float]] = {}
 
     def add(name: str, value: float) -> None:
         runs.setdefault(name, []).append(value)
 
-    # Tokenisation placement: the Hugging Face call vs the backend's cached tokeniser.
-    for _ in range(RUNS):
-        for name, value in tokenise_rates(tokenizer, requests[:n_student]).items():
-            add(name, value)
+    source = REPO_ROOT / "model_repo" / contract.BERT_SCORER / "config.pbtxt"
+    with tempfile.TemporaryDirectory(prefix="streamrec-bench-repo-") as folder:
+        repo = Path(folder)
+        (repo / contract.BERT_SCORER).mkdir()
+        config_text = served_config(source.read_text())
+        (repo / contract.BERT_SCORER / "config.pbtxt").write_text(config_text)
+        metadata = VersionMetadata(kind="sequence", base="benchmark (untrained CPU default)", max_length=built.max_history)
+        version = publish_sequence(repo, contract.BERT_SCORER, built, metadata)
+        serve_this_checkout(version)
+        served = load_version(version)
+        shutil.rmtree(repo / ".staging", ignore_errors=True)
+        with isolated_stack(say=lambda message: console.print(f"[dim]{message}[/dim]"), services=["triton"],
+                            model_repo=repo, triton_load_models=[contract.BERT_SCORER], start_timeout_s=300) as settings:
+            url = settings.triton.grpc_url
+            asyncio.run(agrees(url, served, users[:8], wanted[:8]))
+            console.print("Triton agrees with the in-process model (top K items, candidate scores)")
 
-    with private_triton(modules, tokenizer, gpu) as (stack, configs):
-        url = f"{stack.host}:{stack.triton_grpc_port}"
-        for model, count, prefix in ((primary, n_student if primary == contract.CROSS_ENCODER_STUDENT else n_teacher, ""),
-                                     (contract.CROSS_ENCODER if primary != contract.CROSS_ENCODER else contract.CROSS_ENCODER_STUDENT,
-                                      n_teacher if primary == contract.CROSS_ENCODER_STUDENT else n_student,
-                                      "teacher_" if primary == contract.CROSS_ENCODER_STUDENT else "student_")):
-            precision = precision_of(configs[model]["text"])
-            scorer = InProcessScorer(modules[model], tokenizer, max_length=SEQUENCE, device=device, precision=precision)
-            subset = requests[:count]
-            console.print(f"[bold]{model}[/bold] ({precision or 'default precision'}): {count} requests per run")
-            for run in range(RUNS):
-                rate, times = in_process(scorer, subset)
-                add(f"{prefix}inprocess_pairs_per_s", rate)
-                add(f"{prefix}inprocess_p50_ms", float(np.percentile(times, 50)))
-                served = asyncio.run(closed_loop(url, model, subset, concurrency, None))
-                add(f"{prefix}triton_pairs_per_s", served)
-                add(f"{prefix}triton_vs_inprocess", served / rate)
-                console.print(f"  run {run + 1}: in-process {rate:,.0f} pairs/s, Triton {served:,.0f} pairs/s")
-                if not prefix:
-                    tokenised = asyncio.run(closed_loop(url, model, subset, concurrency, CachedTokenizer(tokenizer, SEQUENCE)))
-                    add("triton_client_tokenised_pairs_per_s", tokenised)
-                    seconds = 8.0 if args.quick else 20.0
-                    p50, p99, count_sent = asyncio.run(open_loop(url, model, subset, 0.5 * served / CANDIDATES, seconds))
-                    add("p50_ms_100_candidates", p50)
-                    add("p99_ms_100_candidates", p99)
-                    console.print(f"         client-tokenised {tokenised:,.0f} pairs/s; at half load "
-                                  f"({0.5 * served / CANDIDATES:.1f} req/s, {count_sent} requests) p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-            del scorer
+            # The sweep: one short pass per setting, the best setting kept for the repeats.
+            sweep_users = users[: 512 if args.quick else 1024]
+            chosen: dict[str, tuple[int, int]] = {}
+            sweep: dict[str, dict[str, float]] = {}
+            batches: dict[str, dict[int, int]] = {}
+            for task, task_candidates in (("topk", None), ("score100", wanted)):
+                sub = None if task_candidates is None else task_candidates[: len(sweep_users)]
+                rates = {}
+                for per_request in USERS_PER_REQUEST:
+                    requests = prepared_requests(sweep_users, sub, per_request)
+                    for concurrency in CONCURRENCY:
+                        rates[(per_request, concurrency)] = asyncio.run(closed_loop(url, requests, concurrency))
+                chosen[task] = max(rates, key=rates.get)
+                sweep[task] = {f"{u}_users_x_{c}_in_flight": round(r, 1) for (u, c), r in rates.items()}
+                inprocess = {(threads, batch): in_process(served, sweep_users, sub, batch, threads)
+                             for threads in thread_choices for batch in INPROCESS_BATCHES}
+                batches[task] = {threads: max(INPROCESS_BATCHES, key=lambda n: inprocess[(threads, n)])
+                                 for threads in thread_choices}
+                sweep[f"{task}_inprocess"] = {f"{t}_threads_x_{n}_users": round(r, 1) for (t, n), r in inprocess.items()}
+                u, c = chosen[task]
+                best = ", ".join(f"{t} threads: {n} users ({inprocess[(t, n)]:,.0f} users/s)" for t, n in batches[task].items())
+                console.print(f"{task}: best Triton setting {u} users x {c} in flight ({rates[chosen[task]]:,.0f} users/s); "
+                              f"in-process best batch, {best}")
 
-    # The CPU student in-process (the CPU default), in its served precision and in fp32.
-    student_config = (REPO_ROOT / "model_repo" / contract.CROSS_ENCODER_STUDENT / "config.pbtxt").read_text()
-    for label, precision in (("student_cpu_pairs_per_s", precision_of(student_config)), ("student_cpu_fp32_pairs_per_s", "fp32")):
-        scorer = InProcessScorer(modules[contract.CROSS_ENCODER_STUDENT].cpu(), tokenizer, max_length=SEQUENCE, precision=precision)
-        for _ in range(RUNS):
-            add(label, in_process(scorer, requests[:n_student])[0])
+            latency_count = 300 if args.quick else 1000
+            for run in range(repeats):
+                for task, task_candidates, prefix in (("topk", None, "topk"), ("score100", wanted, "score100")):
+                    u, c = chosen[task]
+                    local = 0.0
+                    for threads, batch in batches[task].items():
+                        rate = in_process(served, users, task_candidates, batch, threads)
+                        add(f"{prefix}_users_per_s_inprocess_{threads}_threads", rate)
+                        local = max(local, rate)
+                    remote = asyncio.run(closed_loop(url, prepared_requests(users, task_candidates, u), c))
+                    add(f"{prefix}_users_per_s", remote)
+                    add(f"{prefix}_users_per_s_inprocess", local)
+                    add("triton_over_inprocess" if task == "topk" else "score100_triton_over_inprocess", remote / local)
+                    console.print(f"  run {run + 1} {task}: Triton {remote:,.0f} users/s, in-process {local:,.0f} users/s")
+                times = asyncio.run(single_user_latency(url, users, latency_count))
+                add("topk_p50_ms", quantile(times, 0.5))
+                add("topk_p99_ms", quantile(times, 0.99))
+                console.print(f"  run {run + 1} single-user top {K}: p50 {runs['topk_p50_ms'][-1]:.1f} ms, "
+                              f"p99 {runs['topk_p99_ms'][-1]:.1f} ms ({latency_count} requests)")
 
-    metrics = {name: statistics.median(values) for name, values in runs.items()}
-    order = ["triton_pairs_per_s", "inprocess_pairs_per_s", "p99_ms_100_candidates", "student_cpu_pairs_per_s"]
-    metrics = {**{k: metrics[k] for k in order}, **{k: v for k, v in metrics.items() if k not in order}}
-    print_report(f"streamrec scorer benchmark (100-candidate requests, {SEQUENCE} tokens per pair; median of runs)", runs, metrics, targets)
-    console.print(f"primary model: {primary}; finished in {time.monotonic() - started:.0f} s")
+    order = ["topk_users_per_s", "topk_users_per_s_inprocess", "triton_over_inprocess", "score100_users_per_s",
+             "score100_users_per_s_inprocess", "score100_triton_over_inprocess", "topk_p50_ms", "topk_p99_ms"]
+    order += [name for name in runs if name not in order]
+    metrics = {name: statistics.median(runs[name]) for name in order}
+    print_report(f"streamrec sequence scorer (bert_scorer, CPU default, {built.n_items} items; median of {repeats} runs)",
+                 runs, metrics, TARGETS)
+    console.print(f"CPU: {info['cpu']}; flags: {info['cpu_flags']}; finished in {time.monotonic() - started:.0f} s")
+    write_json(
+        str(args.json) if args.json else None, metrics,
+        runs=runs,
+        targets=TARGETS,
+        config={
+            "quick": args.quick,
+            "model": "untrained CPU_CONFIG (hidden 64, 2 layers, 2 heads, history 50)",
+            "items": built.n_items,
+            "users": len(users),
+            "mean_history": float(np.mean([len(h) for h in users])),
+            "k": K,
+            "candidates": CANDIDATES,
+            "triton_setting": {task: {"users_per_request": u, "in_flight": c} for task, (u, c) in chosen.items()},
+            "inprocess_users_per_batch": {task: {f"{t}_threads": n for t, n in best.items()} for task, best in batches.items()},
+            "sweep_users_per_s": sweep,
+            "triton_config": config_text,
+            "latency_requests": latency_count,
+        },
+        machine=info,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "metrics": metrics,
-            "runs": runs,
-            "targets": targets,
-            "config": {
-                "quick": args.quick, "primary_model": primary, "device": device, "candidates": CANDIDATES,
-                "sequence_length": SEQUENCE, "concurrency": concurrency, "requests_per_run": {"primary": n_student if not gpu else n_teacher},
-                "teacher": str(args.teacher or "fresh all-MiniLM-L6-v2 scorer"),
-                "student": str(args.student or "fresh projected student"),
-                "triton_configs": {name: c["file"] for name, c in configs.items()},
-            },
-            "machine": machine(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"wrote {args.json}")
 
 

@@ -135,6 +135,9 @@ class ServedSequence:
 
     def answer(self, scores: torch.Tensor, histories: Sequence[Sequence[str]], *, k: int | Sequence[int] = 0,
                candidates: Sequence[Sequence[str]] | None = None) -> Ranked:
+        """Top K and candidate scores from ``scores`` (B, N); whole-batch tensor operations, the
+        per-history work in plain Python and NumPy (per-element tensor indexing was most of the
+        time of a small model)."""
         batch = len(histories)
         ks = [int(k)] * batch if isinstance(k, int | np.integer) else [int(value) for value in k]
         width = max(ks, default=0)
@@ -143,23 +146,31 @@ class ServedSequence:
         if width:
             masked = scores.clone()
             masked[:, ~self.available] = -torch.inf
+            seen_rows, seen_columns = [], []
             for row, history in enumerate(histories):
-                seen = [self.position[item] for item in history if item in self.position]
-                if seen:
-                    masked[row, seen] = -torch.inf
+                for item in history:
+                    position = self.position.get(item)
+                    if position is not None:
+                        seen_rows.append(row)
+                        seen_columns.append(position)
+            if seen_rows:
+                masked[seen_rows, seen_columns] = -torch.inf
             values, index = masked.topk(min(width, self.n_items), dim=1)
+            values, index = values.numpy(), index.numpy()
             for row in range(batch):
-                for slot in range(min(ks[row], values.shape[1])):
-                    if torch.isfinite(values[row, slot]):
-                        top_items[row][slot] = self.item_ids[int(index[row, slot])]
-                        top_scores[row, slot] = float(values[row, slot])
+                count = min(ks[row], values.shape[1])
+                finite = np.isfinite(values[row, :count])
+                top_scores[row, :count] = np.where(finite, values[row, :count], -np.inf)
+                slots = zip(index[row, :count].tolist(), finite.tolist(), strict=True)
+                top_items[row][:count] = [self.item_ids[i] if ok else "" for i, ok in slots]
         columns = max((len(c) for c in candidates), default=0) if candidates is not None else 0
         candidate_scores = np.full((batch, columns), -np.inf, np.float32)
-        for row, wanted in enumerate(candidates or ()):
-            for slot, item_id in enumerate(wanted):
-                position = self.position.get(item_id)
-                if position is not None:
-                    candidate_scores[row, slot] = float(scores[row, position])
+        if columns:
+            table = scores.numpy()
+            for row, wanted in enumerate(candidates or ()):
+                positions = np.fromiter((self.position.get(item_id, -1) for item_id in wanted), np.int64, len(wanted))
+                known = positions >= 0
+                candidate_scores[row, : len(wanted)][known] = table[row, positions[known]]
         return Ranked(top_items, top_scores, candidate_scores)
 
 
