@@ -1,33 +1,36 @@
-"""Sequence-model quality: the sequence recommender against the baselines, whole catalog, every row.
+"""Recommendation quality: every method ranks the whole catalog on every row of the evaluation file.
 
-    .venv/bin/python benchmarks/sequence_quality.py [--quick] [--eval-file F] --json bench-out/sequence_quality.json
+    .venv/bin/python benchmarks/quality.py [--quick] [--eval-file F] [--seeds N] [--methods M,...] --json OUT
 
 Protocol (``trainer.offline.sequence_eval``): every method fits only on the histories in the
-evaluation file F (default ``Scientific.valid.inter``) plus the training file's sequences of
-users F does not have: never on F's targets. Neural methods choose their epoch count by early
-stopping on the held-back last item of each of those sequences (one run, seed 0), then each
-seed trains on the full sequences for that many epochs and ranks every F row over all items.
+evaluation file F (default ``Scientific.valid.inter``; any later split of the same format works)
+plus the training file's sequences of users F does not have: never on F's targets. Model
+selection uses the held-back last item of each of those sequences: neural methods choose their
+epoch count there (one run, seed 0), then each seed trains on the full sequences for that many
+epochs. Nothing is selected or early-stopped on F.
 
 Methods (JSON keys ``<metric>_<method>``; metrics ``ndcg10``, ``hr10``, ``mrr20`` with the
-history removed, the same with ``_all`` over all items; neural rows are means over seeds with
-``ndcg10_<method>_std``, and ``heldback_ndcg10_<method>`` is the selection score):
+history removed, the same with ``_all`` over all items; neural rows are means over seeds, with
+``ndcg10_<method>_std``; ``heldback_ndcg10_<method>`` is the selection score):
 
 - ``popularity``, ``covisit`` (``trainer.offline.baselines``), ``text_similarity`` (MiniLM cosine
   of each item with the recency-weighted mean of the newest five history items);
-- ``sasrec_id`` — plain ID-only SASRec, full softmax (``ID_ONLY_CONFIG``);
-- ``model`` — the sequence recommender (``CPU_CONFIG``); ``model_ensemble`` averages the
-  log-softmax of its seeds' networks (``sasrec_id_ensemble`` likewise); full mode also reports
-  ``model_mixed_ensemble``, the causal and the cloze seeds together (masking makes members
-  disagree more than seeds do: two causal + one cloze beat two causal on held-back data);
-- ablations, full mode only: ``sasrec_text`` (text + ID item vectors, no signals),
-  ``model_base_signals`` (without the text-smoothed co-visitation and max text similarity),
-  ``model_no_leave_out`` (co-visitation counts include the training row's own user),
-  ``model_cloze`` (BERT4Rec masking instead of next-item).
+- ``sasrec_id`` — plain ID-only SASRec, full softmax (``ID_ONLY_CONFIG``), the reference;
+- ``scorer`` — the sequence BERT as served (``CPU_CONFIG``); ``scorer_ensemble`` averages the
+  log-softmax of its seeds' networks (``sasrec_id_ensemble`` likewise);
+- ``pipeline`` — serving's own recommender code (``trainer.offline.pipeline_eval``): candidates
+  from the signals and the scorer's top 100, the blend fitted on the held-back rows with a scorer
+  trained without them, diversity, a list of 20; also ``candidates_recall_<source>_pipeline``
+  (share of rows whose target that source put among the candidates);
+- ablations, only when named in ``--methods``: ``sasrec_text`` (text + ID item vectors, no
+  signals), ``scorer_base_signals`` (without the text-smoothed co-visitation and max text
+  similarity), ``scorer_no_leave_out`` (co-visitation counts include the training row's own
+  user), ``scorer_cloze`` (BERT4Rec masking instead of next-item).
 
-``--quick``: one seed, the required methods only, at most 30 epochs, patience 4 (about 1 minute
-on an idle 2-core CPU, 6 on a busy one). ``--methods`` picks the neural methods (``sasrec_id``
-and ``model`` always run); full mode takes about 9 minutes on an idle 2-core CPU. The headline is
-``model_vs_best_baseline_ndcg10`` (target ≥ 1.2, best of popularity, covisit, text_similarity).
+Headlines: ``scorer_over_best_baseline`` (target ≥ 1.2) and ``pipeline_over_best_baseline``
+(≥ 1.25), NDCG@10 with the history removed against the best of popularity, covisit and
+text_similarity; ``seconds_total`` is the wall time. ``--quick``: one seed, at most 30 epochs,
+patience 4. Full mode: 3 seeds.
 """
 
 from __future__ import annotations
@@ -108,8 +111,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="Write {'metrics': ...} here.")
     parser.add_argument("--quick", action="store_true", help="One seed, required methods, at most 30 epochs.")
     parser.add_argument("--seeds", type=int, help="Seeds per neural method (default 3; --quick 1).")
-    parser.add_argument("--methods", help="Comma-separated neural methods to run (default: all; --quick: "
-                                          f"{','.join(REQUIRED)}); {','.join(REQUIRED)} always run.")
+    parser.add_argument("--methods", help=f"Comma-separated neural methods, ablations included ({','.join(REQUIRED)} "
+                                          "always run).")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -129,7 +132,7 @@ def main() -> None:
     console.print(f"{n_items:,} items; fit on {len(split.fit_sequences):,} sequences "
                   f"({sum(map(len, split.fit_sequences)):,} events); {len(rows):,} rows from {eval_file.name}; "
                   f"{len(selection.rows):,} held-back rows for selection")
-    text = text_vectors(catalog.texts, REPO_ROOT / ".cache" / "sequence")
+    text = text_vectors(catalog.texts, REPO_ROOT / ".cache" / "text")
 
     results: dict[str, dict[str, float]] = {}
     spread: dict[str, float] = {}
@@ -149,7 +152,7 @@ def main() -> None:
 
     # -- neural methods ----------------------------------------------------------------------
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
-    asked = set(args.methods.split(",")) if args.methods else set(REQUIRED if args.quick else NEURAL)
+    asked = set(args.methods.split(",")) if args.methods else set(REQUIRED)
     unknown = asked - set(NEURAL)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(NEURAL)}")

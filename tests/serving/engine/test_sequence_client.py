@@ -1,0 +1,53 @@
+"""The recs worker's client for ``bert_scorer`` against the session's real Triton."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serving.engine.scorer_client import ScorerUnavailable
+from serving.engine.sequence_client import TritonSequenceClient
+from streamrec.model import contract
+from streamrec.model.artifacts import versions
+from streamrec.model.served_sequence import load_version
+from tests.conftest import tiny_catalog
+
+
+def test_concurrent_users_are_coalesced_and_answered_like_in_process(stack_settings, settings):
+    ids, _, sequences = tiny_catalog()
+    folder = stack_settings.model_repo / contract.BERT_SCORER / str(versions(stack_settings.model_repo / contract.BERT_SCORER)[-1])
+    reference = load_version(folder)
+    users = [(sequences[n], ["click"] * len(sequences[n]), ids[n : n + 6]) for n in range(24)]
+
+    async def run():
+        client = TritonSequenceClient.from_settings(settings, max_delay_s=0.02)
+        try:
+            answers = await asyncio.gather(*(client.rank(h, t, 7, c) for h, t, c in users))
+            return answers, client.requests, client.served_version
+        finally:
+            await client.close()
+
+    answers, requests, version = asyncio.run(run())
+    assert requests < len(users) / 4, f"{requests} requests for {len(users)} users: not coalesced"
+    assert version == folder.name
+    for (history, types, candidates), answer in zip(users, answers, strict=True):
+        expected = reference.rank([history], types=[types], k=7, candidates=[candidates])
+        assert answer.top_items == [item for item in expected.top_items[0] if item]
+        np.testing.assert_allclose(answer.candidate_scores, expected.candidate_scores[0], atol=1e-4)
+
+
+def test_an_unreachable_triton_opens_the_circuit():
+    async def run():
+        client = TritonSequenceClient("127.0.0.1:9", timeout_s=0.5, breaker_failures=2, breaker_reset_s=60)
+        try:
+            for _ in range(2):
+                with pytest.raises(ScorerUnavailable):
+                    await client.rank(["a"], ["click"], 3, [])
+            with pytest.raises(ScorerUnavailable, match="circuit open"):
+                await client.rank(["a"], ["click"], 3, [])
+        finally:
+            await client.close()
+
+    asyncio.run(run())
