@@ -18,6 +18,8 @@ history removed, the same with ``_all`` over all items; neural rows are means ov
 - ``sasrec_id`` — plain ID-only SASRec, full softmax (``ID_ONLY_CONFIG``), the reference;
 - ``scorer`` — the sequence BERT as served (``CPU_CONFIG``); ``scorer_ensemble`` averages the
   log-softmax of its seeds' networks (``sasrec_id_ensemble`` likewise);
+- ``scorer_int8`` — the same networks with int8 dynamic quantisation of their linear layers
+  (compression: ``details.scorer_int8.kept`` is the share of NDCG@10 kept);
 - ``pipeline`` — serving's own recommender code (``trainer.offline.pipeline_eval``): candidates
   from the signals and the scorer's top 100, the blend fitted on the held-back rows with a scorer
   trained without them, diversity, a list of 20; also ``candidates_recall_<source>_pipeline``
@@ -102,6 +104,17 @@ def cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
+
+
+def quantise_int8(model: SequenceRecommender) -> SequenceRecommender:
+    """Dynamic int8 quantisation of the network's linear layers (the attention and feed-forward
+    weights); item tables, signals and the catalog product stay fp32."""
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's notice that its quantised tensors move to torchao
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def main() -> None:
@@ -189,6 +202,16 @@ def main() -> None:
         results["scorer_mixed_ensemble"] = evaluate(mixed.score(histories).numpy(), rows)
         console.print(f"scorer_mixed_ensemble ({len(mixed.members)} networks): "
                       f"NDCG@10 {results['scorer_mixed_ensemble']['ndcg10']:.4f}")
+
+    # -- compression: the scorer with int8 weights in its BERT layers -----------------------------
+    quantised = [quantise_int8(model) for model in trained["scorer"]]
+    runs = [evaluate(model.score(histories).numpy(), rows) for model in quantised]
+    results["scorer_int8"] = {key: statistics.fmean(run[key] for run in runs) for key in KEYS}
+    spread["scorer_int8"] = statistics.pstdev(run["ndcg10"] for run in runs) if len(runs) > 1 else 0.0
+    details["scorer_int8"] = {"seeds_ndcg10": [run["ndcg10"] for run in runs],
+                              "kept": results["scorer_int8"]["ndcg10"] / results["scorer"]["ndcg10"]}
+    console.print(f"scorer_int8: NDCG@10 {results['scorer_int8']['ndcg10']:.4f} "
+                  f"({details['scorer_int8']['kept']:.3f} of fp32)")
 
     # -- the served pipeline ------------------------------------------------------------------
     t = time.monotonic()

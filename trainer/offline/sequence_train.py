@@ -184,9 +184,16 @@ def make_batch(sequences: Sequence[Sequence[int]], config: SequenceConfig, rng: 
     return Batch(inputs, full, rows, slots, anchors, targets)
 
 
+def to_device(batch: Batch, device: str | torch.device) -> Batch:
+    if torch.device(device).type == "cpu":
+        return batch
+    return Batch(*(tensor.to(device) for tensor in (batch.inputs, batch.full, batch.rows, batch.slots, batch.anchors,
+                                                    batch.targets)))
+
+
 def recent_at(full: torch.Tensor, rows: torch.Tensor, anchors: torch.Tensor, count: int) -> torch.Tensor:
     """Items at ``anchors``, ``anchors - 1``, ... of ``full[rows]`` (newest first), ``PAD`` before the start."""
-    ages = torch.arange(count)
+    ages = torch.arange(count, device=anchors.device)
     position = anchors.view(-1, 1) - ages.view(1, -1)
     items = full[rows.view(-1, 1), position.clamp(min=0)]
     return torch.where(position >= 0, items, torch.full_like(items, PAD))
@@ -231,6 +238,7 @@ def train_model(
     *,
     epochs: int | None = None,
     selection: Split | None = None,
+    device: str | torch.device = "cpu",
     say: Say = lambda message: None,
 ) -> tuple[SequenceRecommender, TrainReport]:
     """Train on ``fit_sequences``: a fixed number of ``epochs``, or early-stopped on ``selection``.
@@ -245,7 +253,7 @@ def train_model(
     covisit = None
     if set(config.signals) & {"covisit_next", "covisit_prev", "covisit_recent"}:
         covisit = torch.from_numpy(covisit_counts(fit_sequences, n_items, window=config.covisit_window))
-    model = SequenceRecommender(config, text, covisit)
+    model = SequenceRecommender(config, text.cpu(), covisit).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     log_q = None
     if train.loss == "sampled":
@@ -260,13 +268,13 @@ def train_model(
         model.train()
         order = rng.permutation(len(sequences))
         for start in range(0, len(order), train.batch_size):
-            batch = make_batch([sequences[i] for i in order[start : start + train.batch_size]], config, rng)
+            batch = to_device(make_batch([sequences[i] for i in order[start : start + train.batch_size]], config, rng), device)
             loss = batch_loss(model, batch, train, log_q)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
         if selection is not None:
-            value = ndcg10(model.score([row.history for row in selection.rows]).numpy(), selection.rows)
+            value = ndcg10(model.score([row.history for row in selection.rows]).float().cpu().numpy(), selection.rows)
             curve.append(value)
             if value > best:
                 best, best_epoch, best_state = value, epoch, copy.deepcopy(model.state_dict())
