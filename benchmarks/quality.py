@@ -220,7 +220,9 @@ def main() -> None:
                                            trained["scorer"], k=PIPELINE_K, say=console.print)
     results["pipeline"] = {key: statistics.fmean(run[key] for run in pipeline_runs) for key in KEYS}
     spread["pipeline"] = statistics.pstdev(run["ndcg10"] for run in pipeline_runs) if len(pipeline_runs) > 1 else 0.0
-    details["pipeline"] = {"blender": {"weights": blender.weights, "bias": blender.bias, **blender.fitted_on},
+    recall_keys = sorted({key for run in pipeline_runs for key in run if key.startswith("candidates_recall_")})
+    recall = {f"{key}_pipeline": statistics.fmean(run.get(key, 0.0) for run in pipeline_runs) for key in recall_keys}
+    details["pipeline"] = {"recall": recall, "blender": {"weights": blender.weights, "bias": blender.bias, **blender.fitted_on},
                            "seeds_ndcg10": [run["ndcg10"] for run in pipeline_runs], "k": PIPELINE_K,
                            "seconds": time.monotonic() - t}
     console.print(f"pipeline: NDCG@10 {results['pipeline']['ndcg10']:.4f} ± {spread['pipeline']:.4f} "
@@ -243,6 +245,7 @@ def main() -> None:
     metrics["scorer_over_sasrec_id"] = results["scorer"]["ndcg10"] / results["sasrec_id"]["ndcg10"]
     if "scorer_ensemble" in results:
         metrics["scorer_ensemble_over_best_baseline"] = results["scorer_ensemble"]["ndcg10"] / best
+    metrics.update(details["pipeline"]["recall"])
     metrics["seconds_total"] = time.monotonic() - started
 
     table = Table(title=f"{eval_file.name}: all {n_items:,} items ranked on {len(rows):,} rows "

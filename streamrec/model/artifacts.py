@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -97,6 +98,14 @@ def publish(
     version: int | None = None,
 ) -> Path:
     """Write a new version via staging and an atomic rename; returns its folder."""
+    return publish_staged(repo, model_name, lambda folder: write_folder(folder, module, tokenizer, metadata),
+                          load_folder, version)
+
+
+def publish_staged(repo: Path, model_name: str, write: Callable[[Path], None], load: Callable[[Path], object],
+                   version: int | None = None) -> Path:
+    """``write(folder)`` into ``<repo>/.staging/``, ``load`` it back (refusing what cannot be
+    loaded), then rename it whole into ``<repo>/<model>/<version>`` (no Triton involved)."""
     model_dir = repo / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     version = version or (max(versions(model_dir), default=0) + 1)
@@ -105,8 +114,8 @@ def publish(
         raise FileExistsError(f"{target} already exists")
     staging = repo / ".staging" / f"{model_name}-{version}-{uuid.uuid4().hex[:8]}"
     try:
-        write_folder(staging, module, tokenizer, metadata)
-        load_folder(staging)  # refuse to publish what cannot be loaded back
+        write(staging)
+        load(staging)
         os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -166,17 +175,5 @@ def publish_sequence(repo: Path, model_name: str, served, metadata: VersionMetad
     """Write a sequence version via staging and an atomic rename (no Triton involved); returns its folder."""
     from streamrec.model.served_sequence import load_version
 
-    model_dir = repo / model_name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = version or (max(versions(model_dir), default=0) + 1)
-    target = model_dir / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists")
-    staging = repo / ".staging" / f"{model_name}-{version}-{uuid.uuid4().hex[:8]}"
-    try:
-        write_sequence_folder(staging, served, metadata)
-        load_version(staging)  # refuse to publish what cannot be loaded back
-        os.rename(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return publish_staged(repo, model_name, lambda folder: write_sequence_folder(folder, served, metadata),
+                          load_version, version)
