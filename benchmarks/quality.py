@@ -113,7 +113,7 @@ def quantise_int8(model: SequenceRecommender) -> SequenceRecommender:
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch's notice that its quantised tensors move to torchao
+        warnings.simplefilter("ignore")  # torch's notices that its quantisation moves to torchao
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
