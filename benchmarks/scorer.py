@@ -70,8 +70,8 @@ TARGETS = {
     "triton_over_inprocess": 0.9,
     "score100_triton_over_inprocess": 0.9,
 }
-USERS_PER_REQUEST = (2, 4, 8, 16)
-CONCURRENCY = (4, 8, 16)
+USERS_PER_REQUEST = (4, 16, 32, 64)
+CONCURRENCY = (2, 4, 8)
 INPROCESS_BATCHES = (16, 64, 256)
 INPROCESS_THREADS = tuple(sorted({1, os.cpu_count() or 1}))
 console = Console(highlight=False)
