@@ -2,8 +2,9 @@
 
 Features (one row per candidate, see :func:`features`):
 
-- ``scorer``: the BERT logit, standardised within the user's re-ranked candidates (0 for
-  candidates the scorer did not see, and for every candidate when it is unavailable);
+- ``scorer``: the sequence model's score, standardised within the user's candidates (a
+  candidate the model does not know gets the list's lowest; 0 for every candidate when the
+  scorer is unavailable);
 - ``covisit``: log(1 + recency-weighted co-visitation weight);
 - ``similarity``: cosine between the item and the profile vector;
 - ``popularity``: position in the short-term popularity list (1 = most popular, 0 = absent);
@@ -12,8 +13,9 @@ Features (one row per candidate, see :func:`features`):
 
 The weights are fitted on logged data (a user's history → the item they chose next, among
 the candidates this pipeline produced; see :func:`fit` and ``streamrec trainer fit-blender``)
-and stored as JSON. The packaged file holds weights fitted on the Amazon Scientific training
-sequences; ``STREAMREC_RECS__BLENDER_WEIGHTS`` points at another fit.
+and stored as JSON. The packaged file holds weights fitted on held-back Amazon Scientific rows
+with a sequence scorer trained without them; ``STREAMREC_RECS__BLENDER_WEIGHTS`` points at
+another fit.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def scorer_column(candidates: Sequence[Candidate]) -> np.ndarray:
 
 @dataclass
 class Outcome:
-    """How one list came about, for metrics and the worker's re-rank depth."""
+    """How one list came about: for metrics, blender fitting and offline evaluation."""
 
     recommendations: Recommendations
     scorer_seconds: float | None
@@ -79,10 +79,6 @@ class Outcome:
     rows: np.ndarray | None = None  # the blender's feature rows, one per candidate
     candidate_ids: list[str] | None = None  # in the order of ``rows``
     candidate_sources: list[set[str]] | None = None  # which sources found each candidate
-
-    @property
-    def over_budget(self) -> bool:
-        return self.recommendations.degraded_reason == OVER_BUDGET
 
 
 class Recommender:
