@@ -18,8 +18,8 @@ import numpy as np
 
 from streamrec.datasets.sequences import Example
 from streamrec.model.served_sequence import ServedSequence
-from trainer.incremental.sequences import HeldOut, paired_ndcg, row_ndcg
-from trainer.offline.sequence_eval import target_ranks
+from trainer.incremental.sequences import HeldOut, paired_ndcg
+from trainer.offline.sequence_eval import row_ndcg10, target_ranks
 
 
 def row_figures(served: ServedSequence, rows: Sequence[HeldOut]) -> np.ndarray:
@@ -32,7 +32,7 @@ def row_figures(served: ServedSequence, rows: Sequence[HeldOut]) -> np.ndarray:
                         served.position[row.target]) for row in rows]
     broken = ~np.isfinite(scores).all(axis=1)
     scores[broken] = 0.0  # all tied: ranked behind every item by the fixed tie-break order
-    figures = row_ndcg(target_ranks(scores, examples, remove_history=True))
+    figures = row_ndcg10(target_ranks(scores, examples, remove_history=True))
     figures[broken] = 0.0
     return figures
 

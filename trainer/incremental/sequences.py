@@ -140,13 +140,6 @@ def paired_ndcg(challenger: np.ndarray, champion: np.ndarray) -> dict[str, float
             "difference": float(difference.mean()) if difference.size else 0.0, "se": se, "rows": int(difference.size)}
 
 
-def row_ndcg(ranks: np.ndarray) -> np.ndarray:
-    """NDCG@10 of each row from its target's 1-based rank (``inf``: removed, 0)."""
-    r = np.asarray(ranks, np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(r <= 10, 1.0 / np.log2(r + 1.0), 0.0)
-
-
 def catalog_embeddings(redis_url: str, item_ids: Iterable[str], dim: int) -> dict[str, np.ndarray]:
     """Unit text embeddings (float32) of the items whose catalog record has one of ``dim`` dimensions."""
     wanted = list(dict.fromkeys(item_ids))

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from streamrec.model.artifacts import VersionMetadata, publish_sequence
 from streamrec.model.sequence import CPU_CONFIG, Ensemble
 from streamrec.model.served_sequence import ServedSequence
@@ -97,6 +95,3 @@ def publish_trained(repo: Path, model_name: str, served: ServedSequence, lineage
     metadata = VersionMetadata(kind="sequence", base=base, max_length=served.max_history, lineage=lineage)
     return publish_sequence(repo, model_name, served, metadata)
 
-
-def text_matrix(served: ServedSequence) -> np.ndarray:
-    return served.ensemble.members[0].items.text.cpu().numpy()

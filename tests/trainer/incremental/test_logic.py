@@ -18,7 +18,8 @@ from trainer.incremental.consume import AcceptedInteraction
 from trainer.incremental.gate import decide, row_figures
 from trainer.incremental.learn import FineTune, add_new_pairs, fine_tune
 from trainer.incremental.replay_buffer import ReplayBuffer
-from trainer.incremental.sequences import HeldOut, Step, build, paired_ndcg, row_ndcg
+from trainer.incremental.sequences import HeldOut, Step, build, paired_ndcg
+from trainer.offline.sequence_eval import row_ndcg10
 
 RANKABLE = set("abcdefgh")
 
@@ -71,7 +72,7 @@ def test_the_newest_slice_is_held_out_and_not_trained_on():
 
 
 def test_row_ndcg_and_the_paired_standard_error():
-    assert row_ndcg(np.array([1, 3, 10, 11, np.inf])).tolist() == pytest.approx([1.0, 0.5, 1 / np.log2(11), 0.0, 0.0])
+    assert row_ndcg10(np.array([1, 3, 10, 11, np.inf])).tolist() == pytest.approx([1.0, 0.5, 1 / np.log2(11), 0.0, 0.0])
     a = np.array([1.0, 0.5, 0.0, 0.0])
     stats = paired_ndcg(a, a)
     assert stats["se"] == 0.0 and stats["difference"] == 0.0 and stats["rows"] == 4
