@@ -304,8 +304,9 @@ async def _follow_catalog(backend: SequenceBackend, refresh_s: float, log) -> No
     """Keep ``backend``'s item table in step with the catalog in Redis until ``backend.stop`` is set.
 
     Reads the catalog's change log (``z:catalog``) from where it left off, a few seconds back for
-    stores still in flight; items whose embedding is not the model's text space (another
-    dimension) are left out, never fatal.
+    stores still in flight; items whose embedding the model cannot take in (another dimension,
+    non-finite or zero: :meth:`~streamrec.store.catalog.CatalogRecord.text_vector`) are left
+    out, never fatal.
     """
     import asyncio
 
@@ -317,7 +318,7 @@ async def _follow_catalog(backend: SequenceBackend, refresh_s: float, log) -> No
 
     client = redis.Redis.from_url(Settings().redis_url)
     catalog = CatalogStore(client)
-    since_ms, skipped = 0.0, 0
+    since_ms = 0.0
     dim = backend.model.ensemble.members[0].items.text.shape[1]
     try:
         while not backend.stop.is_set():
@@ -326,12 +327,10 @@ async def _follow_catalog(backend: SequenceBackend, refresh_s: float, log) -> No
                 if changed:
                     since_ms = max(since_ms, max(score for _, score in changed))
                     records = (await catalog.read([item for item, _ in changed])).values()
-                    fitting = [r for r in records if r.embedding is not None and r.embedding.shape == (dim,)]
-                    skipped += len(records) - len(fitting)
-                    fresh = [r for r in fitting if r.item_id not in backend.model.position]
-                    vectors = np.stack([r.embedding.astype(np.float32) for r in fresh]) if fresh else np.zeros((0, dim))
-                    added = backend.sync_catalog([r.item_id for r in fresh], vectors,
-                                                 {r.item_id: r.available for r in records})
+                    fresh = {r.item_id: vector for r in records if r.item_id not in backend.model.position
+                             and (vector := r.text_vector(dim)) is not None}
+                    vectors = np.stack(list(fresh.values())) if fresh else np.zeros((0, dim), np.float32)
+                    added = backend.sync_catalog(list(fresh), vectors, {r.item_id: r.available for r in records})
                     if added:
                         log.info("bert_scorer: %d new catalog items rankable by their text", len(added))
             except Exception as error:  # noqa: BLE001 - Redis away: keep serving the table we have

@@ -19,6 +19,17 @@ class CatalogRecord:
     updated_ts: int
     embedding: np.ndarray | None = None  # float16, L2-normalised
 
+    def text_vector(self, dim: int) -> np.ndarray | None:
+        """The embedding as a unit float32 vector, if it has ``dim`` dimensions and is usable (finite,
+        non-zero); None otherwise. What a model that ranks items by their text may take in."""
+        if self.embedding is None or self.embedding.shape != (dim,):
+            return None
+        vector = self.embedding.astype(np.float32)
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(vector).all() or not norm > 0:
+            return None
+        return vector / norm
+
     @property
     def category(self) -> str | None:
         """The most specific category, used for affinities and category trending."""

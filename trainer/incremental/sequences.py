@@ -146,16 +146,8 @@ def catalog_embeddings(redis_url: str, item_ids: Iterable[str], dim: int) -> dic
     if not wanted:
         return {}
     records = asyncio.run(_read(redis_url, wanted))
-    found = {}
-    for item_id, record in records.items():
-        vector = record.embedding
-        if vector is None or vector.shape != (dim,):
-            continue
-        vector = vector.astype(np.float32)
-        norm = float(np.linalg.norm(vector))
-        if np.isfinite(vector).all() and norm > 0:
-            found[item_id] = vector / norm
-    return found
+    vectors = {item_id: record.text_vector(dim) for item_id, record in records.items()}
+    return {item_id: vector for item_id, vector in vectors.items() if vector is not None}
 
 
 async def _read(redis_url: str, item_ids: list[str]):
