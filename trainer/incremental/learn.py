@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from streamrec.model.sequence import SequenceRecommender, covisit_counts
-from trainer.offline.sequence_train import MODEL_TRAIN, batch_loss, make_batch
+from trainer.offline.sequence_train import MODEL_TRAIN, train_epoch
 
 Say = Callable[[str], None]
 
@@ -76,17 +76,11 @@ def fine_tune(model: SequenceRecommender, sequences: Sequence[Sequence[int]], co
     model.train()
     try:
         for epoch in range(1, config.epochs + 1):
-            order = rng.permutation(len(rows))
-            for start in range(0, len(order), config.batch_size):
-                batch = make_batch([rows[i] for i in order[start : start + config.batch_size]], model.config, rng)
-                loss = batch_loss(model, batch, train, None)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                report.steps += 1
-                report.last_loss = float(loss.detach())
-                if report.steps == 1:
-                    report.first_loss = report.last_loss
+            losses = train_epoch(model, optimiser, rows, train, rng)
+            if losses and not report.steps:
+                report.first_loss = losses[0]
+            report.steps += len(losses)
+            report.last_loss = losses[-1] if losses else report.last_loss
             report.epochs = epoch
             if time.monotonic() - started > config.max_minutes * 60:
                 report.stopped = "time"

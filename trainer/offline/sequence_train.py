@@ -230,6 +230,23 @@ def batch_loss(model: SequenceRecommender, batch: Batch, train: TrainConfig, log
     return sampled_softmax_loss(scores[:, 0], scores[:, 1:], log_q[drawn], hits=items[:, 1:] == batch.targets.view(-1, 1))
 
 
+def train_epoch(model: SequenceRecommender, optimiser: torch.optim.Optimizer, sequences: Sequence[Sequence[int]],
+                train: TrainConfig, rng: np.random.Generator, *, log_q: torch.Tensor | None = None,
+                device: str | torch.device = "cpu") -> list[float]:
+    """One pass over ``sequences`` in a random order, ``train.batch_size`` users a step; the losses."""
+    losses = []
+    order = rng.permutation(len(sequences))
+    for start in range(0, len(order), train.batch_size):
+        batch = to_device(make_batch([sequences[i] for i in order[start : start + train.batch_size]], model.config, rng),
+                          device)
+        loss = batch_loss(model, batch, train, log_q)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def train_model(
     fit_sequences: Sequence[Sequence[int]],
     text: torch.Tensor,
@@ -266,13 +283,7 @@ def train_model(
     epoch = 0
     for epoch in range(1, limit + 1):
         model.train()
-        order = rng.permutation(len(sequences))
-        for start in range(0, len(order), train.batch_size):
-            batch = to_device(make_batch([sequences[i] for i in order[start : start + train.batch_size]], config, rng), device)
-            loss = batch_loss(model, batch, train, log_q)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+        train_epoch(model, optimiser, sequences, train, rng, log_q=log_q, device=device)
         if selection is not None:
             value = ndcg10(model.score([row.history for row in selection.rows]).float().cpu().numpy(), selection.rows)
             curve.append(value)
