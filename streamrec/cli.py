@@ -206,33 +206,96 @@ def config(
 def lag(
     ctx: typer.Context,
     group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Consumer group(s); default: all.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    max_lag: Annotated[int | None, typer.Option(help="Exit 2 when any partition lags more than this (alerting).")] = None,
-    sample_s: Annotated[float, typer.Option(help="Seconds between two offset samples, for the catch-up rate.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (one object per group).")] = False,
+    max_lag: Annotated[int | None, typer.Option(help="Exit 2 when any partition lags more messages than this.")] = None,
+    max_lag_s: Annotated[float | None, typer.Option(help="Exit 2 when any partition's oldest unread record is older than this (s).")] = None,
+    sample_s: Annotated[float, typer.Option(help="Seconds between the two samples of a one-off reading (0: one sample).")] = 2.0,
+    watch: Annotated[bool, typer.Option("--watch", help="Live table, sampled every --interval and judged over the window.")] = False,
+    interval: Annotated[float | None, typer.Option(help="Seconds between samples with --watch (default ops.interval_s).")] = None,
+    count: Annotated[int | None, typer.Option(help="With --watch: stop after this many samples (default: until Ctrl-C).")] = None,
 ) -> None:
-    """Committed offset, log-end offset, lag and estimated catch-up time per group, topic and partition."""
-    from streamrec.lag import LagReader
+    """Lag per group, topic and partition in messages and seconds, with a Burrow-style status per group.
 
+    Exit codes for alerting (Nagios' convention): 0 every group OK, 1 some group WARN, 2 some group
+    ERR, STOP, STALL or REWIND, or over --max-lag / --max-lag-s. A one-off reading has too few
+    samples for the movement rules (STALL, STOP, WARN); --watch fills the window.
+    """
+    import time as clock
+
+    from rich.live import Live
+
+    from streamrec.lag import LagMonitor, LagReader, Status, Thresholds
+
+    settings = _settings(ctx).ops
+    thresholds = Thresholds(warn_lag_s=settings.warn_lag_s, err_lag_s=settings.err_lag_s, window=settings.window)
     reader = LagReader(_settings(ctx).bootstrap_servers)
+    monitor = LagMonitor(reader, thresholds, groups=group)
     try:
-        rows = reader.read(group, sample_s=sample_s)
+        if watch:
+            every = interval or settings.interval_s
+            taken = 0
+            with Live(console=console, auto_refresh=False) as live:
+                try:
+                    while count is None or taken < count:
+                        started = clock.monotonic()
+                        reports = monitor.sample()
+                        taken += 1
+                        live.update(_lag_table(reports, thresholds), refresh=True)
+                        if count is None or taken < count:
+                            clock.sleep(max(0.0, every - (clock.monotonic() - started)))
+                except KeyboardInterrupt:
+                    pass
+        else:
+            reports = monitor.sample()
+            if sample_s > 0:
+                clock.sleep(sample_s)
+                reports = monitor.sample()
+            if not as_json:
+                console.print(_lag_table(reports, thresholds))
+        if as_json:
+            print(json.dumps([report.as_dict() for report in reports], indent=2))
     finally:
         reader.close()
-    if as_json:
-        print(json.dumps([row.as_dict() for row in rows], indent=2))
-    else:
-        table = Table(title="consumer lag")
-        for column in ("group", "topic", "partition", "committed", "log end", "lag", "msg/s", "catch-up"):
-            table.add_column(column, justify="right" if column not in ("group", "topic") else "left")
-        for row in rows:
-            catch_up = "-" if row.lag == 0 else ("stalled" if row.catch_up_s == float("inf") else f"{row.catch_up_s:.0f} s")
-            table.add_row(row.group, row.topic, str(row.partition), str(row.committed if row.committed is not None else "-"),
-                          str(row.log_end), f"{row.lag:,}", f"{row.rate_per_s:,.0f}", catch_up)
-        console.print(table)
-    if max_lag is not None and any(row.lag > max_lag for row in rows):
-        worst = max(rows, key=lambda row: row.lag)
-        console.print(f"[red]lag {worst.lag:,} on {worst.group} {worst.topic}[{worst.partition}] exceeds {max_lag:,}[/red]")
+    partitions = [(report.group, p) for report in reports for p in report.partitions]
+    over = [
+        f"{name} {p.topic}[{p.partition}]: lag {p.offsets.lag:,}" + (f", {p.offsets.lag_seconds:.0f} s" if p.offsets.lag_seconds == p.offsets.lag_seconds else "")
+        for name, p in partitions
+        if (max_lag is not None and p.offsets.lag > max_lag) or (max_lag_s is not None and p.offsets.lag_seconds > max_lag_s)
+    ]
+    if over:
+        limits = " / ".join(part for part in (f"{max_lag:,} messages" if max_lag is not None else "",
+                                              f"{max_lag_s:g} s" if max_lag_s is not None else "") if part)
+        console.print(f"[red]{over[0]} exceeds {limits}[/red]" + (f" (and {len(over) - 1} more)" if len(over) > 1 else ""), highlight=False)
+    worst = max((report.status for report in reports), default=Status.OK)
+    if over or worst >= Status.ERR:
         raise typer.Exit(2)
+    if worst is Status.WARN:
+        raise typer.Exit(1)
+
+
+_STATUS_STYLE = {"OK": "green", "WARN": "yellow"}
+
+
+def _lag_table(reports, thresholds) -> Table:
+    table = Table(title=f"consumer lag (status over {thresholds.window} samples; WARN > {thresholds.warn_lag_s:g} s, "
+                        f"ERR > {thresholds.err_lag_s:g} s behind)")
+    for column in ("group", "status", "topic", "partition", "committed", "log end", "lag", "lag s", "msg/s", "trend/s", "catch-up"):
+        table.add_column(column, justify="left" if column in ("group", "status", "topic") else "right")
+    for report in reports:
+        style = _STATUS_STYLE.get(report.status.name, "red")
+        for index, p in enumerate(report.partitions):
+            catch_up = "-" if p.offsets.lag == 0 else ("never" if p.catch_up_s == float("inf") else f"{p.catch_up_s:.0f} s")
+            seconds = "?" if p.offsets.lag_seconds != p.offsets.lag_seconds else (
+                f"{p.offsets.lag_seconds:,.1f}" + ("" if p.offsets.lag_seconds_exact else " (est.)"))
+            table.add_row(
+                report.group if index == 0 else "",
+                f"[{style}]{report.status.name}[/{style}]" if index == 0 else "",
+                p.topic, str(p.partition), str(p.offsets.committed if p.offsets.committed is not None else "-"),
+                str(p.offsets.log_end), f"{p.offsets.lag:,}", seconds, f"{p.consume_rate:,.0f}", f"{p.lag_trend:+,.1f}", catch_up,
+            )
+        if report.status.name != "OK":
+            table.add_row("", f"[{style}]{report.rule}[/{style}]", "", "", "", "", "", "", "", "", "")
+    return table
 
 
 @model_app.command("init")

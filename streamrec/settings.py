@@ -227,6 +227,29 @@ class TrainerSettings(_Section):
     keep_versions: int = Field(default=5, ge=2, description="Complete versions kept in the model repository (older ones are deleted).")
     load_timeout_s: float = Field(default=300.0, gt=0, description="Longest wait for Triton to load and warm up a new version.")
     threads: int = Field(default=2, ge=1, description="torch CPU threads of the trainer.")
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of `trainer run`'s /metrics (0.0.0.0 in containers).")
+    metrics_port: int = Field(default=6068, ge=1, le=65535, description="Port of `trainer run`'s /metrics (cycles by outcome, rejections in a row).")
+
+
+class OpsSettings(_Section):
+    """The operations service: lag judged per group, the end-to-end canary, the scorecard, the live page."""
+
+    host: str = Field(default="127.0.0.1", description="Operations service bind address (0.0.0.0 in containers).")
+    port: int = Field(default=8095, ge=1, le=65535, description="Operations service HTTP port: the page at /, /metrics, /api/overview.")
+    interval_s: float = Field(default=5.0, gt=0, description="Seconds between lag samples (and scrapes of the other processes).")
+    window: int = Field(default=6, ge=2, description="Lag samples a partition is judged over (Burrow's window): window x interval_s seconds.")
+    warn_lag_s: float = Field(default=60.0, gt=0, description="A group whose oldest unread record is older than this is WARN.")
+    err_lag_s: float = Field(default=300.0, gt=0, description="A group whose oldest unread record is older than this is ERR.")
+    max_groups: int = Field(default=200, ge=1, description="Consumer groups exported with their own labels (the rest are counted, not labelled).")
+    partition_metrics: bool = Field(default=True, description="Export lag per partition too (groups x partitions series); false keeps per-group series only.")
+    canary_interval_s: float = Field(default=30.0, gt=0, description="Seconds between end-to-end canary events (0 events while the collector is unreachable).")
+    canary_timeout_s: float = Field(default=30.0, gt=0, description="A canary list not seen on `recommendations` within this is a failure.")
+    collector_url: str | None = Field(default=None, description="Base URL of the collector (canary events, /metrics); unset means the local one.")
+    api_url: str | None = Field(default=None, description="Base URL of the recommendation API (/metrics); unset means the local one.")
+    streams_metrics_url: str | None = Field(default=None, description="Streams worker /metrics URL; unset means the local one.")
+    recs_metrics_url: str | None = Field(default=None, description="Recs worker /metrics URL; unset means the local one.")
+    trainer_metrics_url: str | None = Field(default=None, description="Trainer /metrics URL; unset means the local one.")
+    triton_metrics_url: str | None = Field(default=None, description="Triton's metrics URL; unset means the local stack's.")
 
 
 class Settings(BaseSettings):
@@ -250,6 +273,7 @@ class Settings(BaseSettings):
     trainer: TrainerSettings = TrainerSettings()
     recs: RecsSettings = RecsSettings()
     api: ApiSettings = ApiSettings()
+    ops: OpsSettings = OpsSettings()
 
     @model_validator(mode="after")
     def _default_clients_to_local_stack(self) -> "Settings":
@@ -270,6 +294,17 @@ class Settings(BaseSettings):
             updates["grpc_url"] = f"{host}:{self.stack.triton_grpc_port}"
         if updates:
             object.__setattr__(self, "triton", self.triton.model_copy(update=updates))
+        local = {
+            "collector_url": f"http://{host}:{self.collector.port}",
+            "api_url": f"http://{host}:{self.api.port}",
+            "streams_metrics_url": f"http://{host}:{self.streams.web_port}/metrics",
+            "recs_metrics_url": f"http://{host}:{self.recs.web_port}/metrics",
+            "trainer_metrics_url": f"http://{host}:{self.trainer.metrics_port}/metrics",
+            "triton_metrics_url": f"http://{host}:{self.stack.triton_metrics_port}/metrics",
+        }
+        targets = {name: url for name, url in local.items() if getattr(self.ops, name) is None}
+        if targets:
+            object.__setattr__(self, "ops", self.ops.model_copy(update=targets))
         return self
 
     @model_validator(mode="after")
