@@ -1,0 +1,151 @@
+"""Reading the other processes' /metrics: counters, rates between scrapes, histogram quantiles.
+
+Every streamrec process serves its own Prometheus registry; the operations page needs a few
+figures from each (throughput, freshness, degraded share, rejections). It reads them the way
+Prometheus would, with prometheus_client's parser, and keeps a short history of scrapes so that
+rates and quantiles describe the last minute rather than the process's whole life.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One reading of one process: every sample by (name, labels), and the raw text."""
+
+    at: float
+    up: bool
+    samples: Mapping[tuple[str, Labels], float]
+    text: str = ""
+    error: str | None = None
+
+    def total(self, name: str, **match: str) -> float:
+        """Sum of the samples called ``name`` whose labels include ``match``."""
+        return sum(value for (sample, labels), value in self.samples.items()
+                   if sample == name and all((key, want) in labels for key, want in match.items()))
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for (sample, labels), value in self.samples.items():
+            if sample == name:
+                key = dict(labels).get(label, "")
+                found[key] = found.get(key, 0.0) + value
+        return found
+
+    def by_label_where(self, name: str, label: str, **match: str) -> dict[str, float]:
+        """``by_label`` restricted to samples whose labels include ``match``."""
+        found: dict[str, float] = {}
+        for (sample, labels), value in self.samples.items():
+            if sample == name and all((key, want) in labels for key, want in match.items()):
+                key = dict(labels).get(label, "")
+                found[key] = found.get(key, 0.0) + value
+        return found
+
+    def buckets(self, histogram: str) -> list[tuple[float, float]]:
+        """(upper bound, cumulative count) of a histogram, summed over its other labels."""
+        counts: dict[float, float] = {}
+        for (sample, labels), value in self.samples.items():
+            if sample == f"{histogram}_bucket":
+                bound = float(dict(labels)["le"])
+                counts[bound] = counts.get(bound, 0.0) + value
+        return sorted(counts.items())
+
+
+def parse(text: str, at: float) -> Scrape:
+    samples: dict[tuple[str, Labels], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return Scrape(at=at, up=True, samples=samples, text=text)
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Prometheus's histogram_quantile: linear inside the bucket that holds the q-th observation."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound  # the open top bucket: the highest finite bound, as Prometheus does
+            inside = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / inside if inside > 0 else 1.0)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def bucket_delta(newer: list[tuple[float, float]], older: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Observations between two scrapes (a restarted process starts again from zero: take the newer)."""
+    before = dict(older)
+    delta = [(bound, count - before.get(bound, 0.0)) for bound, count in newer]
+    return newer if any(count < 0 for _, count in delta) else delta
+
+
+@dataclass
+class Target:
+    """One process to scrape, with its recent history (oldest first)."""
+
+    job: str
+    url: str
+    history: deque[Scrape] = field(default_factory=lambda: deque(maxlen=32))
+
+    @property
+    def latest(self) -> Scrape | None:
+        return self.history[-1] if self.history else None
+
+    def past(self, seconds: float) -> Scrape | None:
+        """The newest successful scrape at least ``seconds`` older than the latest (else the oldest)."""
+        latest = self.latest
+        if latest is None:
+            return None
+        ups = [scrape for scrape in self.history if scrape.up and scrape is not latest]
+        older = [scrape for scrape in ups if latest.at - scrape.at >= seconds]
+        return older[-1] if older else (ups[0] if ups else None)
+
+    def rate(self, name: str, window_s: float = 60.0, **match: str) -> float | None:
+        """Per-second increase of a counter over about ``window_s`` (None until two scrapes exist)."""
+        latest, older = self.latest, self.past(window_s)
+        if latest is None or older is None or not latest.up or latest.at <= older.at:
+            return None
+        increase = latest.total(name, **match) - older.total(name, **match)
+        if increase < 0:  # the process restarted
+            increase = latest.total(name, **match)
+        return increase / (latest.at - older.at)
+
+    def quantile(self, q: float, histogram: str, window_s: float = 60.0) -> float | None:
+        """Quantile of the observations of about the last ``window_s``; all of them while history is short."""
+        latest = self.latest
+        if latest is None or not latest.up:
+            return None
+        older = self.past(window_s)
+        buckets = latest.buckets(histogram)
+        if older is not None:
+            recent = bucket_delta(buckets, older.buckets(histogram))
+            if recent and recent[-1][1] > 0:
+                buckets = recent
+        return histogram_quantile(q, buckets)
+
+
+async def scrape(client: httpx.AsyncClient, target: Target, timeout_s: float) -> Scrape:
+    at = time.time()
+    try:
+        response = await client.get(target.url, timeout=timeout_s)
+        response.raise_for_status()
+        result = parse(response.text, at)
+    except (httpx.HTTPError, ValueError) as error:
+        result = Scrape(at=at, up=False, samples={}, error=f"{type(error).__name__}: {error}"[:300])
+    target.history.append(result)
+    return result
