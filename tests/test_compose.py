@@ -11,7 +11,7 @@ import copy
 import re
 import shlex
 from importlib.metadata import entry_points
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import typer
@@ -22,13 +22,15 @@ from streamrec.settings import env_names
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-EXPECTED_SERVICES = {"kafka", "redis", "topics", "triton", "collector", "streams", "api", "trainer", "prometheus"}
+EXPECTED_SERVICES = {
+    "kafka", "redis", "topics", "triton", "collector", "streams", "api", "trainer", "ops", "prometheus", "grafana"
+}
 ONE_SHOT = {"topics"}  # run to completion; everything else is long-running
-APP_IMAGE_SERVICES = {"topics", "collector", "streams", "api", "trainer"}
+APP_IMAGE_SERVICES = {"topics", "collector", "streams", "api", "trainer", "ops"}
 TRITON_BASE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 # `streamrec` command groups that other issues are building; once a group is
 # registered its sub-command is checked like the others.
-PENDING_CLI_GROUPS = {"streams", "api", "trainer"}
+PENDING_CLI_GROUPS = {"streams", "api", "trainer", "ops"}
 # Settings whose value is an address: each host in it must be a compose service.
 ADDRESS_SETTINGS = {
     "STREAMREC_KAFKA__BOOTSTRAP_SERVERS",
@@ -308,7 +310,18 @@ def _prometheus_problems(services: dict[str, dict], root: Path) -> list[str]:
     path = root / configs[0]
     if not path.is_file():
         return [f"prometheus: config {configs[0]} does not exist"]
-    for target in scrape_targets(yaml.safe_load(path.read_text())):
+    config = yaml.safe_load(path.read_text())
+    # Rule files resolve against the config's folder, in the repository and in the container alike.
+    container_dir = PurePosixPath("/etc/prometheus")
+    mounted = {target: source for source, target, _ in mounts(prometheus)}
+    for rule_file in config.get("rule_files") or []:
+        in_repo = (path.parent / rule_file).resolve()
+        source = mounted.get(str(container_dir / rule_file))
+        if not in_repo.is_file():
+            problems.append(f"prometheus: rule file {rule_file} does not exist next to {configs[0]}")
+        elif source is None or (root / source).resolve() != in_repo:
+            problems.append(f"prometheus: rule file {rule_file} is not mounted at {container_dir / rule_file}")
+    for target in scrape_targets(config):
         host, _, port = target.rpartition(":")
         if host == "localhost":  # Prometheus itself
             continue
@@ -416,6 +429,11 @@ def _typo_in_command(c):
     c["services"]["topics"]["command"] = ["topics", "craete"]
 
 
+def _rules_not_mounted(c):
+    volumes = c["services"]["prometheus"]["volumes"]
+    volumes[:] = [v for v in volumes if "alerts.yml" not in str(v)]
+
+
 def _port_clash(c):
     c["services"]["api"]["ports"] = ["8080:8090"]
 
@@ -435,6 +453,7 @@ BREAKAGES = [
     (_missing_service, "service 'prometheus' is missing"),
     (_typo_in_command, "topics: `streamrec topics craete` is not a command"),
     (_port_clash, "api: host port 8080 is already published by collector"),
+    (_rules_not_mounted, "prometheus: rule file prometheus/alerts.yml is not mounted at /etc/prometheus/prometheus/alerts.yml"),
 ]
 
 
