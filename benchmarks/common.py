@@ -80,18 +80,21 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def verdict(name: str, value: float, targets: dict[str, float]) -> tuple[str, str]:
-    """(target as text, met or missed) for a metric; lower is better for latencies (``_ms``)."""
+def verdict(name: str, value: float, targets: dict[str, float], lower: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """(target as text, met or missed) for a metric; lower is better for latencies (``_ms``) and ``lower``."""
     target = targets.get(name)
     if target is None:
         return "-", ""
-    lower_is_better = name.endswith("_ms")
+    lower_is_better = name.endswith("_ms") or name in lower
     met = value <= target if lower_is_better else value >= target
     return f"{'≤' if lower_is_better else '≥'} {target:,}", "[green]met[/green]" if met else "[red]missed[/red]"
 
 
-def print_report(title: str, runs: dict[str, list[float]], metrics: dict[str, float], targets: dict[str, float]) -> None:
-    """One row per metric: each run, the median, the target and whether it was met."""
+def print_report(
+    title: str, runs: dict[str, list[float]], metrics: dict[str, float], targets: dict[str, float],
+    lower: frozenset[str] = frozenset(),
+) -> None:
+    """One row per metric: each run, the median, the target and whether it was met (``lower``: lower is better)."""
     table = Table(title=title)
     width = max((len(values) for values in runs.values()), default=0)
     table.add_column("metric")
@@ -99,10 +102,10 @@ def print_report(title: str, runs: dict[str, list[float]], metrics: dict[str, fl
         table.add_column(column, justify="right")
     table.add_column("")
     for name, value in metrics.items():
-        fmt = "{:,.1f}" if name.endswith("_ms") else ("{:.2f}" if "_vs_" in name or "_over_" in name else "{:,.0f}")
+        fmt = "{:,.1f}" if name.endswith(("_ms", "_s")) else ("{:.3f}" if "_vs_" in name or "_over_" in name or "share" in name else "{:,.0f}")
         values = runs.get(name, [])
         cells = [fmt.format(v) for v in values] + [""] * (width - len(values))
-        table.add_row(name, *cells, fmt.format(value), *verdict(name, value, targets))
+        table.add_row(name, *cells, fmt.format(value), *verdict(name, value, targets, lower))
     Console(highlight=False).print(table)
 
 

@@ -21,6 +21,7 @@ def _single_threaded_blas() -> None:
 collector_app = typer.Typer(help="HTTP event collector for web and mobile frontends.", no_args_is_help=True)
 recs_app = typer.Typer(help="The real-time recommender: profile updates in, recommendation lists out.", no_args_is_help=True)
 api_app = typer.Typer(help="The HTTP recommendation API.", no_args_is_help=True)
+ops_app = typer.Typer(help="The operations service: lag status, canary, data quality, the live page.", no_args_is_help=True)
 
 
 @collector_app.command("serve")
@@ -59,3 +60,14 @@ def api_serve(ctx: typer.Context) -> None:
     _single_threaded_blas()
     settings = ctx.obj
     uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="warning")
+
+
+@ops_app.command("serve")
+def ops_serve(ctx: typer.Context) -> None:
+    """Serve the operations page (/), its JSON (/api/overview) and /metrics on ops.host:ops.port."""
+    import uvicorn
+
+    from serving.ops.app import create_app
+
+    settings = ctx.obj
+    uvicorn.run(create_app(settings), host=settings.ops.host, port=settings.ops.port, log_level="warning")

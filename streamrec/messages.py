@@ -139,14 +139,15 @@ class QuarantinedEvent(_RawTopicEvent):
 
 
 class ModelUpdate(_Message):
-    """A scorer version was published or rolled back to (``model.updates``, keyed by model name).
+    """A scorer version was published or rolled back to, or a challenger was rejected (``model.updates``, keyed by model name).
 
     The lineage fields are set by the trainer's publish; a rollback carries only the version
-    served now and its metrics.
+    served now and its metrics; a rejection names the version that keeps serving (``version``)
+    and the gate's figures that refused the challenger.
     """
 
     TOPIC: ClassVar[Topic] = Topic.MODEL_UPDATES
-    event: Literal["published", "rolled_back"]
+    event: Literal["published", "rolled_back", "rejected"]
     model: str
     version: int = Field(ge=1)
     metrics: dict[str, float] = Field(default_factory=dict, description="The version's hold-out metrics.")

@@ -242,7 +242,7 @@ class OpsSettings(_Section):
     err_lag_s: float = Field(default=300.0, gt=0, description="A group whose oldest unread record is older than this is ERR.")
     max_groups: int = Field(default=200, ge=1, description="Consumer groups exported with their own labels (the rest are counted, not labelled).")
     partition_metrics: bool = Field(default=True, description="Export lag per partition too (groups x partitions series); false keeps per-group series only.")
-    canary_interval_s: float = Field(default=30.0, gt=0, description="Seconds between end-to-end canary events (0 events while the collector is unreachable).")
+    canary_interval_s: float = Field(default=30.0, ge=0, description="Seconds between end-to-end canary events; 0 turns the canary off.")
     canary_timeout_s: float = Field(default=30.0, gt=0, description="A canary list not seen on `recommendations` within this is a failure.")
     collector_url: str | None = Field(default=None, description="Base URL of the collector (canary events, /metrics); unset means the local one.")
     api_url: str | None = Field(default=None, description="Base URL of the recommendation API (/metrics); unset means the local one.")

@@ -87,13 +87,21 @@ def run(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    console.print(f"trainer: {settings.trainer.model} every {seconds:.0f} s")
+    from trainer.metrics import TrainerMetrics
+
+    metrics = TrainerMetrics()
+    metrics.serve(settings.trainer.metrics_host, settings.trainer.metrics_port)
+    console.print(f"trainer: {settings.trainer.model} every {seconds:.0f} s; "
+                  f"metrics on http://{settings.trainer.metrics_host}:{settings.trainer.metrics_port}/metrics")
     while not stop.is_set():
         began = time.monotonic()
         try:
-            _print(_cycle(settings))
+            result = _cycle(settings)
+            _print(result)
+            metrics.observe(result.status, result.champion, time.time())
         except Exception as error:  # noqa: BLE001 - a failed cycle must not end the service; the next one retries
             console.print(f"[red]cycle failed:[/red] {type(error).__name__}: {error}")
+            metrics.observe("failed", None, time.time())
         stop.wait(max(0.0, seconds - (time.monotonic() - began)))
 
 

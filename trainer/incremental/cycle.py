@@ -221,6 +221,10 @@ def run_cycle(
         f"(SE {decision.se:.4f}, {decision.rows} rows) -> {'pass' if decision.passed else 'reject: ' + '; '.join(decision.reasons)}")
     if not decision.passed:
         _record(settings, {**entry, "status": "rejected"})
+        # On the topic too, so the operations page and any consumer of model.updates see every verdict.
+        announce(settings, ModelUpdate(event="rejected", model=t.model, version=champion_version, gate=result.gate,
+                                       events_used=len(batch.events), parent=champion_version,
+                                       duration_s=round(time.monotonic() - started, 3)))
         return finish("rejected", "; ".join(decision.reasons))
 
     # Judged without them; the version served from now on has read past them, so it counts them.
