@@ -298,6 +298,99 @@ def _lag_table(reports, thresholds) -> Table:
     return table
 
 
+@app.command()
+def quality(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the scorecard as one object).")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each /metrics.")] = 5.0,
+) -> None:
+    """The data-quality scorecard from the streams worker's (and the collector's) /metrics, with its level 1-5.
+
+    Exit codes for alerting: 0 for level 3 or better, 1 for level 2, 2 for level 1 or when the
+    streams worker's metrics cannot be read. Without the collector's the scorecard is still made,
+    with its check left out.
+    """
+    import httpx
+
+    from streamrec.data_quality import NotStreamsMetrics, scorecard_from_metrics
+
+    unreadable = (httpx.HTTPError, httpx.InvalidURL, ValueError)  # unreachable, an error status, not Prometheus text
+    settings = _settings(ctx)
+    streams_url = settings.ops.streams_metrics_url or ""
+    collector_url = (settings.ops.collector_url or "").rstrip("/") + "/metrics"
+    try:
+        streams_text = _fetch_text(streams_url, timeout)
+        card = scorecard_from_metrics(streams_text, None, settings.data_quality)
+    except unreadable as error:
+        reason = str(error) if isinstance(error, NotStreamsMetrics) else _why(error)
+        message = f"cannot read the streams worker's metrics at {streams_url}: {reason}"
+        if as_json:
+            print(json.dumps({"level": None, "error": message}, indent=2))
+        else:
+            console.print(f"[red]error:[/red] {message} (is `streamrec streams worker` running? "
+                          "STREAMREC_OPS__STREAMS_METRICS_URL sets the address)")
+        raise typer.Exit(2) from None
+    collector_error = None
+    try:
+        card = scorecard_from_metrics(streams_text, _fetch_text(collector_url, timeout), settings.data_quality)
+    except unreadable as error:  # an optional source: reported, never fatal
+        collector_error = _why(error)
+    notes = list(card.notes)
+    if collector_error is not None:
+        notes = [f"collector metrics at {collector_url} not read ({collector_error}): collector_events_rejected left out"]
+    if as_json:
+        sources = {"streams": streams_url, "collector": None if collector_error else collector_url}
+        print(json.dumps({**card.as_dict(), "notes": notes, "sources": sources}, indent=2))
+    else:
+        console.print(_quality_table(card))
+        style = _LEVEL_STYLE.get(card.level, "red")
+        console.print(f"[{style}]level {card.level}[/{style}] ({card.events_seen:,} events read): {card.level_rule}")
+        for note in notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
+    if card.level <= 1:
+        raise typer.Exit(2)
+    if card.level == 2:
+        raise typer.Exit(1)
+
+
+_LEVEL_STYLE = {5: "green", 4: "green", 3: "yellow"}
+_GRADE_STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
+
+
+def _why(error: Exception) -> str:
+    """One line on why a /metrics could not be used."""
+    import httpx
+
+    if isinstance(error, httpx.HTTPStatusError):
+        return f"HTTP {error.response.status_code}"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _fetch_text(url: str, timeout_s: float) -> str:
+    import httpx
+
+    response = httpx.get(url, timeout=timeout_s)
+    response.raise_for_status()
+    return response.text
+
+
+def _quality_table(card) -> Table:
+    def figure(check, value: float) -> str:
+        return f"{value:,.1f} s" if check.unit == "seconds" else f"{100 * value:.2f} %"
+
+    table = Table(title="data quality")
+    for column in ("dimension", "check", "figure", "target", "limit", "grade", "detail"):
+        table.add_column(column, justify="right" if column in ("figure", "target", "limit") else "left")
+    for check in card.checks:
+        better = ">=" if check.higher_is_better else "<="
+        worse = "<" if check.higher_is_better else ">"
+        style = _GRADE_STYLE[check.grade]
+        table.add_row(check.dimension, check.name, figure(check, check.value), f"{better} {figure(check, check.target)}",
+                      f"fail {worse} {figure(check, check.limit)}", f"[{style}]{check.grade}[/{style}]", check.detail)
+    return table
+
+
 @model_app.command("init")
 def model_init(
     ctx: typer.Context,

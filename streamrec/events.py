@@ -25,6 +25,20 @@ SCHEMA_VERSION = 1
 # 2001-09-09 in epoch ms: anything smaller is almost certainly seconds, not milliseconds.
 MIN_TS_MS = 1_000_000_000_000
 
+CANARY_USER_PREFIX = "canary:"
+
+
+def is_canary(user_id: str) -> bool:
+    """Whether ``user_id`` belongs to the end-to-end probe, whose ids are reserved with this prefix.
+
+    The operations service sends such a user's click through the collector and times how long
+    its list takes to reach ``recommendations``. For that measurement the user needs a profile
+    (so a list is computed), but its clicks are not shopper behaviour: they must not move item
+    statistics, data-quality figures or what the trainer learns.
+    """
+    return user_id.startswith(CANARY_USER_PREFIX)
+
+
 Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 EpochMillis = Annotated[
     int,

@@ -252,6 +252,52 @@ class OpsSettings(_Section):
     triton_metrics_url: str | None = Field(default=None, description="Triton's metrics URL; unset means the local stack's.")
 
 
+CatalogField = Literal["title", "category", "brand", "price", "currency"]
+"""Catalog record fields whose absence the streams worker counts (``streamrec_streams_catalog_fields_missing_total``)."""
+
+
+class DataQualitySettings(_Section):
+    """Targets and limits of the data-quality scorecard (`streamrec quality`).
+
+    A check meets its target at or better than ``*_target`` (grade ok), fails beyond ``*_limit``
+    (grade fail) and warns in between. Shares are fractions (0.001 is 0.1 %).
+    """
+
+    item_in_catalog_target: float = Field(default=0.99, ge=0, le=1, description="Share of applied events whose item the catalog has: ok at or above this.")
+    item_in_catalog_limit: float = Field(default=0.9, ge=0, le=1, description="Share of applied events whose item the catalog has: fails below this.")
+    catalog_fields: list[CatalogField] = Field(
+        default_factory=lambda: ["title", "category", "price"],
+        description="Catalog fields checked for presence (the worker counts title, category, brand, price and currency).",
+    )
+    catalog_field_target: float = Field(default=0.99, ge=0, le=1, description="Share of stored catalog items that have a checked field: ok at or above this.")
+    catalog_field_limit: float = Field(default=0.9, ge=0, le=1, description="Share of stored catalog items that have a checked field: fails below this.")
+    dead_letter_target: float = Field(default=0.001, ge=0, le=1, description="Share of events dead-lettered (streams: malformed; collector: rejected): ok at or below this.")
+    dead_letter_limit: float = Field(default=0.01, ge=0, le=1, description="Share of events dead-lettered: fails above this.")
+    duplicate_target: float = Field(default=0.01, ge=0, le=1, description="Share of events set aside as duplicates: ok at or below this.")
+    duplicate_limit: float = Field(default=0.05, ge=0, le=1, description="Share of events set aside as duplicates: fails above this.")
+    late_or_future_target: float = Field(default=0.001, ge=0, le=1, description="Share of events set aside as late or future-stamped: ok at or below this.")
+    late_or_future_limit: float = Field(default=0.01, ge=0, le=1, description="Share of events set aside as late or future-stamped: fails above this.")
+    event_delay_p99_target_s: float = Field(default=60.0, gt=0, description="99th percentile of Kafka timestamp minus event ts of applied events: ok at or below this.")
+    event_delay_p99_limit_s: float = Field(default=600.0, gt=0, description="99th percentile of the event delay: fails above this.")
+    price_outlier_target: float = Field(default=0.001, ge=0, le=1, description="Share of purchases priced off the catalog (price_mismatch): ok at or below this.")
+    price_outlier_limit: float = Field(default=0.01, ge=0, le=1, description="Share of purchases priced off the catalog: fails above this.")
+
+    @model_validator(mode="after")
+    def _targets_inside_limits(self) -> "DataQualitySettings":
+        """A target beyond its limit would make a check fail while meeting its target."""
+        higher_is_better = ("item_in_catalog", "catalog_field")
+        lower_is_better = ("dead_letter", "duplicate", "late_or_future", "price_outlier")
+        problems = [f"{name}_target < {name}_limit" for name in higher_is_better
+                    if getattr(self, f"{name}_target") < getattr(self, f"{name}_limit")]
+        problems += [f"{name}_target > {name}_limit" for name in lower_is_better
+                     if getattr(self, f"{name}_target") > getattr(self, f"{name}_limit")]
+        if self.event_delay_p99_target_s > self.event_delay_p99_limit_s:
+            problems.append("event_delay_p99_target_s > event_delay_p99_limit_s")
+        if problems:
+            raise ValueError("data-quality targets must not lie beyond their limits: " + ", ".join(problems))
+        return self
+
+
 class Settings(BaseSettings):
     """Root settings object; build it once per process with ``Settings()``."""
 
@@ -274,6 +320,7 @@ class Settings(BaseSettings):
     recs: RecsSettings = RecsSettings()
     api: ApiSettings = ApiSettings()
     ops: OpsSettings = OpsSettings()
+    data_quality: DataQualitySettings = DataQualitySettings()
 
     @model_validator(mode="after")
     def _default_clients_to_local_stack(self) -> "Settings":

@@ -89,18 +89,7 @@ class StreamsRuntime:
         return self._catalog
 
     def observe(self, records: list[Record], result: BatchResult) -> None:
-        metrics = self.metrics
-        metrics.batch_size.observe(len(records))
-        metrics.redis_seconds.observe(result.redis_seconds)
-        metrics.skipped.inc(result.skipped)
-        if result.attempts > 1:
-            metrics.conflicts.inc(result.attempts - 1)
-        now_ms = time.time() * 1000
-        for applied in result.applied:
-            metrics.events.labels(applied.type).inc()
-            metrics.event_to_redis.observe(max(0.0, now_ms - applied.ts) / 1000)
-        for _, rejection in result.rejected:
-            metrics.rejections.labels(rejection.rule.value).inc()
+        self.metrics.observe_batch(len(records), result, now_ms=time.time() * 1000)
         for record in records:
             self.positions[(record.topic, record.partition)] = record.offset + 1
 
@@ -150,7 +139,7 @@ def create_app(settings: Settings) -> faust.App:
             records = [_record(event) for event in events]
             processor = await runtime.catalog()
             stored = await runtime.until_done(lambda: processor.process(records), "storing catalog items")
-            runtime.metrics.catalog_items.inc(stored)
+            runtime.metrics.observe_catalog(stored)
             runtime.metrics.encoder_failures.set(processor.encoder_failures)
 
     if "interactions" in streams.agents:

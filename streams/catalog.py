@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +23,7 @@ from streamrec.deadletter import DeadLetter
 from streamrec.events import CatalogItem, EventValidator, InvalidEvent
 from streamrec.model.encoder_client import EncoderUnavailable
 from streamrec.model.texts import item_text
+from streamrec.quality_metrics import missing_catalog_fields
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
 from streamrec.topics import Topic
@@ -31,6 +34,14 @@ log = logging.getLogger(__name__)
 
 class Encoder(Protocol):
     async def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class StoredCatalog:
+    """What one batch stored: how many items, and how many of them lack each field."""
+
+    items: int = 0
+    missing_fields: Counter[str] = field(default_factory=Counter)
 
 
 class CatalogProcessor:
@@ -51,8 +62,8 @@ class CatalogProcessor:
         self._validator = EventValidator(max_future_skew_s=None)
         self.encoder_failures = 0
 
-    async def process(self, records: list[Record]) -> int:
-        """Store the batch's items; returns how many were written."""
+    async def process(self, records: list[Record]) -> StoredCatalog:
+        """Store the batch's items; returns how many were written and the fields they lack."""
         latest: dict[str, CatalogItem] = {}
         dead: list[tuple[str, bytes | None, bytes]] = []
         for record in records:
@@ -70,7 +81,7 @@ class CatalogProcessor:
         if dead:
             await self._publish(dead)
         if not latest:
-            return 0
+            return StoredCatalog()
         items = list(latest.values())
         embeddings = await self._embed([item_text(i.title, i.category_path, i.brand) for i in items])
         records = [
@@ -89,7 +100,7 @@ class CatalogProcessor:
         ]
         # The change log entry lets the serving item index read changes instead of scanning the catalog.
         await self._catalog.write(records, stored_at_ms=int(time.time() * 1000))
-        return len(items)
+        return StoredCatalog(len(records), Counter(name for record in records for name in missing_catalog_fields(record)))
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         backoff = 0.5

@@ -14,21 +14,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 
 from streamrec.events import PurchaseEvent
+from streamrec.quality_metrics import Rule  # the rules' names are a contract: metrics labels, quarantine records
 from streamrec.settings import StreamsSettings
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.profile import UserProfile
-
-
-class Rule(StrEnum):
-    MALFORMED = "malformed"
-    FUTURE_TIMESTAMP = "future_timestamp"
-    LATE_TIMESTAMP = "late_timestamp"
-    DUPLICATE = "duplicate"
-    BOT_CLICK_RATE = "bot_click_rate"
-    PRICE_MISMATCH = "price_mismatch"
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,18 @@ Rejected events (to ``events.dlq`` or ``events.quarantine``) and applied ones (t
 ``events.accepted``, as applied: cleaned and filled) are published, and their
 delivery awaited, before the EXEC, so a crash can repeat such a message but
 never lose one; consumers dedupe by ``event_id``.
+
+Users whose id marks them as the end-to-end canary (:func:`streamrec.events.is_canary`) go
+through the same rules and get a profile, so the recommender computes their list, but their
+events add nothing to item statistics (popularity, co-visitation) and are tallied apart from the
+data-quality counts: a probe must not move what it measures.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +34,7 @@ import redis.asyncio as redis
 from redis.exceptions import WatchError
 
 from streamrec.deadletter import DeadLetter
-from streamrec.events import CartEvent, ClickEvent, EventValidator, Interaction, InvalidEvent, PurchaseEvent
+from streamrec.events import CartEvent, ClickEvent, EventValidator, Interaction, InvalidEvent, PurchaseEvent, is_canary
 from streamrec.messages import AcceptedEvent, QuarantinedEvent
 from streamrec.profile_fold import Applied, apply_interaction
 from streamrec.settings import StreamsSettings
@@ -58,6 +64,36 @@ class Record:
 
 
 @dataclass
+class QualityTally:
+    """What a batch adds to the data-quality counters (:mod:`streamrec.quality_metrics`).
+
+    Canary users' events are only in ``canary``, by outcome ("applied" or the rule).
+    """
+
+    applied: Counter[str] = field(default_factory=Counter)  # event type -> count
+    rejected: Counter[str] = field(default_factory=Counter)  # rule -> count
+    items_found: int = 0  # applied events whose item the catalog has
+    items_missing: int = 0
+    delays_s: list[float] = field(default_factory=list)  # Kafka timestamp - event ts of each applied event
+    canary: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, user_id: str | None, rule: Rule) -> None:
+        (self.canary if user_id is not None and is_canary(user_id) else self.rejected)[rule.value] += 1
+
+    def apply(self, event: Interaction, record: Record, *, in_catalog: bool) -> None:
+        if is_canary(event.user_id):
+            self.canary["applied"] += 1
+            return
+        self.applied[event.type] += 1
+        if in_catalog:
+            self.items_found += 1
+        else:
+            self.items_missing += 1
+        # Stamped ahead of Kafka (within the future rule's tolerance) is no delay.
+        self.delays_s.append(max(0, record.timestamp_ms - event.ts) / 1000)
+
+
+@dataclass
 class BatchResult:
     applied: list[Applied] = field(default_factory=list)
     rejected: list[tuple[Record, Rejection]] = field(default_factory=list)
@@ -67,6 +103,7 @@ class BatchResult:
     skipped: int = 0  # already applied before (offset at or below the watermark)
     attempts: int = 1  # > 1 when WATCH saw another writer and the batch was recomputed
     redis_seconds: float = 0.0
+    quality: QualityTally = field(default_factory=QualityTally)
 
 
 def _parse(record: Record, validator: EventValidator) -> Interaction | Rejection:
@@ -148,12 +185,14 @@ class InteractionProcessor:
                 new_watermarks[tp] = max(new_watermarks.get(tp, -1), record.offset)
                 if isinstance(event, Rejection):
                     result.rejected.append((record, event))
+                    result.quality.reject(None, event.rule)
                     continue
                 profile = profiles[event.user_id]
                 touched_users.add(event.user_id)
                 rejection = self._judge(event, record, profile, catalog.get(event.item_id))
                 if rejection is not None:
                     result.rejected.append((record, rejection))
+                    result.quality.reject(event.user_id, rejection.rule)
                     result.quarantined.append(QuarantinedEvent(rule=rejection.rule.value, reason=rejection.reason, event=event,
                                                                topic=record.topic, partition=record.partition, offset=record.offset))
                     continue
@@ -161,6 +200,7 @@ class InteractionProcessor:
                     event = fill_from_catalog(event, catalog.get(event.item_id))
                 result.accepted.append(AcceptedEvent(event=event, topic=record.topic, partition=record.partition, offset=record.offset))
                 item = catalog.get(event.item_id)
+                result.quality.apply(event, record, in_catalog=item is not None)
                 result.applied.append(
                     apply_interaction(
                         profile,
@@ -207,10 +247,11 @@ class InteractionProcessor:
 
     @staticmethod
     def _observations(applied: list[Applied]) -> ItemObservations:
-        """The batch's item events and co-visits, for the item statistics."""
+        """The batch's item events and co-visits, for the item statistics (canary users' left out)."""
         observations = ItemObservations()
         for event in applied:
-            observations.add(event.item_id, event.ts, event.weight, event.covisits)
+            if not is_canary(event.user_id):
+                observations.add(event.item_id, event.ts, event.weight, event.covisits)
         return observations
 
     async def _publish_outcomes(self, result: BatchResult) -> None:

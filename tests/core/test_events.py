@@ -113,3 +113,10 @@ def test_committed_schema_files_are_current():
         assert json.loads(path.read_text()) == schema, f"{path} is stale: run `streamrec schemas`"
     leftovers = {path.name for path in folder.glob("*.json")} - set(files)
     assert not leftovers, f"schema files no model writes: {sorted(leftovers)}"
+
+
+def test_canary_users_are_those_with_the_reserved_prefix():
+    from streamrec.events import CANARY_USER_PREFIX, is_canary
+
+    assert CANARY_USER_PREFIX == "canary:" and is_canary("canary:probe-1")
+    assert not any(is_canary(user) for user in ("canary", "Canary:x", "shop:canary:x", "u-1"))

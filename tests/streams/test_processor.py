@@ -1,4 +1,4 @@
-"""The batch processor against the session's real Redis and Kafka (no Faust)."""
+"""The batch processors against the session's real Redis and Kafka (no Faust), and the metrics they feed."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import asyncio
 import time
 import uuid
 
+import numpy as np
 import orjson
 import pytest
 import redis.asyncio as redis
 from confluent_kafka import Producer
+from prometheus_client import generate_latest
 
-from streamrec.events import ClickEvent, PurchaseEvent, encode
+from streamrec.data_quality import scorecard_from_metrics
+from streamrec.events import CANARY_USER_PREFIX, CatalogItem, ClickEvent, PurchaseEvent, encode
 from streamrec.messages import AcceptedEvent
+from streamrec.quality_metrics import CATALOG_FIELDS
 from streamrec.settings import StreamsSettings
 from streamrec.store import layout
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.functions import load_functions
 from streamrec.topics import Topic
+from streams.catalog import CatalogProcessor
+from streams.metrics import StreamsMetrics
 from streams.processor import InteractionProcessor, Record
 
 
@@ -124,3 +130,97 @@ async def test_applied_events_reach_events_accepted_as_applied_before_the_redis_
     assert AcceptedEvent.decode(orjson.dumps({k: v for k, v in accepted[0].items() if not k.startswith("_")})).event == \
         purchase.model_copy(update={"price": 4.5, "currency": "EUR"})
     assert (accepted[0]["topic"], accepted[0]["partition"], accepted[0]["offset"]) == (Topic.PURCHASES.value, 0, 0)
+
+
+class UnitEncoder:
+    """The item encoder's contract (unit vectors of 384 dimensions) without Triton."""
+
+    async def encode(self, texts: list[str]) -> np.ndarray:
+        return np.full((len(texts), 384), 1 / np.sqrt(384), dtype=np.float32)
+
+
+async def test_the_quality_counters_count_exactly_the_mix_sent_and_the_scorecard_reads_them(client, publish):
+    tag = uuid.uuid4().hex
+    known, bare = f"known-{tag}", f"bare-{tag}"
+    metrics = StreamsMetrics()
+    catalog = CatalogProcessor(client=client, encoder=UnitEncoder(), publish=publish)
+    items = [CatalogItem(item_id=known, title="Pipette", category_path=["Lab"], brand="Eppendorf", price=4.5, currency="EUR"),
+             CatalogItem(item_id=bare, title="Beaker")]  # no category, brand, price or currency
+    metrics.observe_catalog(await catalog.process(
+        [Record(Topic.CATALOG.value, 0, n, 0, item.item_id.encode(), encode(item)) for n, item in enumerate(items)]))
+
+    user, canary = f"u-{tag}", f"{CANARY_USER_PREFIX}{tag}"
+    now = int(time.time() * 1000)
+    first = ClickEvent(user_id=user, item_id=known, ts=now - 1_500)
+    canary_click = ClickEvent(user_id=canary, item_id=known, ts=now - 1_000)
+    sent = [  # (event or raw bytes, Kafka timestamp)
+        (first, now),  # in the catalog, 1.5 s late
+        (ClickEvent(user_id=user, item_id=f"unknown-1-{tag}", ts=now - 1_500), now),
+        (ClickEvent(user_id=user, item_id=f"unknown-2-{tag}", ts=now - 90_000), now),  # 90 s late
+        (first, now),  # a duplicate
+        (ClickEvent(user_id=user, item_id=known, ts=now - 8 * 86_400_000), now),  # beyond max_late_s (7 days)
+        (PurchaseEvent(user_id=user, item_id=known, order_id="o1", price=100.0, ts=now - 50), now),  # a price outlier
+        (PurchaseEvent(user_id=user, item_id=known, order_id="o2", price=4.5, ts=now - 50), now),
+        (b'{"type": "click", "user_id": "' + user.encode() + b'"}', now),  # malformed: no item
+        (canary_click, now), (canary_click, now),  # the canary's: applied once, then a duplicate
+    ]
+    offsets: dict[str, int] = {}
+    batch = []
+    for event, kafka_ts in sent:
+        topic = Topic.PURCHASES.value if isinstance(event, PurchaseEvent) else Topic.CLICKS.value
+        offsets[topic] = offsets.get(topic, -1) + 1
+        value = event if isinstance(event, bytes) else encode(event)
+        batch.append(Record(topic, 0, offsets[topic], kafka_ts, user.encode(), value))
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{tag}", publish=publish)
+    metrics.observe_batch(len(batch), await processor.process(batch), now_ms=time.time() * 1000)
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    assert value("streamrec_streams_events_total", type="click") == 3
+    assert value("streamrec_streams_events_total", type="purchase") == 1
+    assert {rule: value("streamrec_streams_rejections_total", rule=rule) for rule in
+            ("malformed", "duplicate", "late_timestamp", "future_timestamp", "bot_click_rate", "price_mismatch")} == \
+        {"malformed": 1, "duplicate": 1, "late_timestamp": 1, "future_timestamp": 0, "bot_click_rate": 0, "price_mismatch": 1}
+    assert value("streamrec_streams_item_lookups_total", found="true") == 2
+    assert value("streamrec_streams_item_lookups_total", found="false") == 2
+    assert [value("streamrec_streams_event_delay_seconds_bucket", le=le) for le in ("0.1", "1.0", "2.0", "60.0", "120.0", "+Inf")] == \
+        [1, 1, 3, 3, 4, 4]
+    assert value("streamrec_streams_canary_events_total", outcome="applied") == 1
+    assert value("streamrec_streams_canary_events_total", outcome="duplicate") == 1
+    assert value("streamrec_streams_catalog_items_total") == 2
+    assert {f: value("streamrec_streams_catalog_fields_missing_total", field=f) for f in CATALOG_FIELDS} == \
+        {"title": 0, "category": 1, "brand": 1, "price": 1, "currency": 1}
+
+    card = scorecard_from_metrics(generate_latest(metrics.registry).decode())
+    figures = {check.name: check.value for check in card.checks}
+    assert card.events_seen == 8  # 4 applied + 4 set aside; the canary's two are not among them
+    assert figures["events_item_in_catalog"] == 2 / 4
+    assert figures["catalog_items_with_price"] == figures["catalog_items_with_category"] == 1 / 2
+    assert figures["catalog_items_with_title"] == 1.0
+    assert figures["events_malformed"] == figures["events_duplicate"] == figures["events_late_or_future"] == 1 / 8
+    assert figures["purchases_price_outlier"] == 1 / 2
+    assert figures["event_delay_p99_seconds"] == pytest.approx(60 + 60 * (0.99 * 4 - 3))  # rank 3.96 in (60, 120]
+
+
+async def test_a_canary_click_makes_a_profile_but_moves_no_item_statistics(client, publish):
+    tag = uuid.uuid4().hex
+    canary, shopper = f"{CANARY_USER_PREFIX}{tag}", f"u-{tag}"
+    probed, also_probed = f"probed-{tag}", f"probed-2-{tag}"
+    bought, also_bought = f"bought-{tag}", f"bought-2-{tag}"
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{tag}", publish=publish)
+    now = int(time.time() * 1000)
+    result = await processor.process(records([
+        ClickEvent(user_id=canary, item_id=probed, ts=now), ClickEvent(user_id=canary, item_id=also_probed, ts=now + 1),  # co-visits
+        ClickEvent(user_id=shopper, item_id=bought, ts=now), ClickEvent(user_id=shopper, item_id=also_bought, ts=now + 1),
+    ]))
+    assert len(result.applied) == 4 and canary in result.updated_users  # the recs worker is told: a list gets computed
+    profile = layout.decode_profile(await client.get(layout.profile_key(canary)))
+    assert profile.counts["click"] == 2 and [i.item_id for i in profile.recent] == [probed, also_probed]
+    for item in (probed, also_probed):
+        assert not await client.exists(layout.item_stats_key(item), layout.covisit_key(item))
+        assert await client.zscore(layout.POPULARITY_SHORT_KEY, item) is None
+    for item in (bought, also_bought):  # the same batch's shopper does move them
+        assert await client.exists(layout.item_stats_key(item), layout.covisit_key(item)) == 2
+        assert await client.zscore(layout.POPULARITY_SHORT_KEY, item) is not None
+    assert result.quality.canary == {"applied": 2} and sum(result.quality.applied.values()) == 2

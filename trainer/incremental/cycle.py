@@ -185,6 +185,7 @@ def run_cycle(
     replayed = buffer.sample(int(len(cycle.train) * t.replay_ratio), rng, exclude=set(cycle.train))
     result.counts = {"users": len(cycle.train), "new_steps": cycle.new_steps(), "held_out": len(cycle.held_out),
                      "replayed": len(replayed), "items_added": 0, "skipped_events": cycle.skipped_events,
+                     "canary_events": cycle.canary_events,
                      "context_events": len(context), "buffer_users": len(buffer)}
     trainable = sum(len(steps) >= 2 for steps in cycle.train.values())
     if trainable < 2 or not cycle.held_out:

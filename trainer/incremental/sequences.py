@@ -8,6 +8,8 @@ step (a click then a purchase of the same item says nothing about what comes nex
 Only items the model can rank take part: items it knows, and new items whose catalog record in
 Redis carries a text embedding of the model's dimension (the item encoder's unit vectors; the
 model appends them with a zero ID part). Events of other items are left out and counted.
+Canary users (the end-to-end probe, :func:`streamrec.events.is_canary`) are left out whole,
+new events and context alike: their clicks are a measurement, not shopping.
 
 The gate judges on the newest slice: among the users whose last event of the cycle is in the
 newest ``fraction`` of the cycle's events by time, that last event is held out as a
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis.asyncio as redis
 
+from streamrec.events import is_canary
 from streamrec.store.catalog_store import CatalogStore
 from trainer.incremental.consume import AcceptedInteraction
 
@@ -59,6 +62,8 @@ class CycleSequences:
     held_out: list[HeldOut] = field(default_factory=list)
     skipped_events: int = 0
     """New events of items the model cannot rank (unknown and no usable embedding)."""
+    canary_events: int = 0
+    """New events of canary users, left out."""
 
     def new_steps(self) -> int:
         return sum(len(steps) - self.earlier.get(user, 0) for user, steps in self.train.items())
@@ -91,7 +96,9 @@ def build(
     out = CycleSequences()
     fresh: dict[str, list[AcceptedInteraction]] = defaultdict(list)
     for event in _ordered(events):
-        if event.item_id in rankable:
+        if is_canary(event.user_id):
+            out.canary_events += 1
+        elif event.item_id in rankable:
             fresh[event.user_id].append(event)
         else:
             out.skipped_events += 1

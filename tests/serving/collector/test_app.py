@@ -345,12 +345,13 @@ async def test_health_and_metrics(collector):
     health = await collector.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
-    await collector.post("/v1/events", json=[click("u1"), click("u1"), {"type": "like"}, {"type": "click"}])
+    await collector.post("/v1/events", json=[click("u1"), click("u1"), {"type": "like"}, {"type": "click"}, click("canary:probe")])
     await collector.post("/v1/events", content=b"nope")
     page = (await collector.get("/metrics")).text
 
     events = "streamrec_collector_events_total"
     assert sample(page, events, outcome="accepted", kind="ok") == 2
+    assert sample(page, events, outcome="accepted", kind="canary") == 1  # the probe's, kept out of the data-quality figures
     assert sample(page, events, outcome="rejected", kind="unknown_type") == 1
     assert sample(page, events, outcome="rejected", kind="missing") == 1
     assert sample(page, events, outcome="rejected", kind="invalid_json") == 1

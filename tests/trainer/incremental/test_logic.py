@@ -10,6 +10,7 @@ import pytest
 import torch
 import typer
 
+from streamrec.events import CANARY_USER_PREFIX
 from streamrec.model.bootstrap import first_sequence_model
 from streamrec.model.sequence import CPU_CONFIG, SequenceRecommender, covisit_counts
 from tests.conftest import tiny_catalog
@@ -57,6 +58,18 @@ def test_a_users_history_spans_cycles():
     context = [event("v", "a", 1), event("v", "b", 2), event("u", "h", 3)]
     built = cycle([event("u", "c", 10), event("v", "f", 12)], earlier, context=context, holdout_fraction=0.01)
     assert items(built.full["v"]) == ["a", "b", "f"] and items(built.full["u"]) == ["a", "b", "c"]
+
+
+def test_canary_users_are_left_out_of_the_sequences():
+    canary = f"{CANARY_USER_PREFIX}probe"
+    events = [event("u", "a", 10), event(canary, "a", 11), event("u", "b", 12), event(canary, "c", 13), event("v", "d", 14),
+              event("v", "e", 15)]
+    built = cycle(events, context=[event(canary, "h", 1)], holdout_fraction=0.5)
+    assert canary not in built.train and canary not in built.full and built.canary_events == 2
+    assert all(row.user != canary for row in built.held_out) and built.skipped_events == 0
+    without = cycle([e for e in events if e.user_id != canary], holdout_fraction=0.5)
+    assert (built.train, built.full, built.held_out, built.earlier) == (without.train, without.full, without.held_out, without.earlier)
+    assert items(built.full["u"]) == ["a", "b"] and items(built.full["v"]) == ["d", "e"]
 
 
 def test_the_newest_slice_is_held_out_and_not_trained_on():
