@@ -54,7 +54,7 @@ from streamrec.components import ComponentProcess  # noqa: E402
 from streamrec.datasets.loaders import load  # noqa: E402
 from streamrec.datasets.replay import catalog_event  # noqa: E402
 from streamrec.kafka_admin import commit_groups_at_end  # noqa: E402
-from streamrec.lag import LagMonitor, LagReader, Status, Thresholds  # noqa: E402
+from streamrec.lag import LagReader, Status, monitor_for  # noqa: E402
 from streamrec.model import contract  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
 from streamrec.quickstart import load_models  # noqa: E402
@@ -138,14 +138,13 @@ class Feeder:
 def detect_once(settings: Settings, close_consumer: bool) -> float:
     """Seconds from a consumer stopping until the monitor (production defaults) says so."""
     defaults = Settings().ops
-    thresholds = Thresholds(warn_lag_s=defaults.warn_lag_s, err_lag_s=defaults.err_lag_s, window=defaults.window)
     topic, group = make_topic(settings), f"ops-bench-stall-{uuid.uuid4().hex[:6]}"
     feeder = Feeder(settings, topic, 50.0)
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     reader = LagReader(settings.bootstrap_servers)
-    monitor = LagMonitor(reader, thresholds, groups=[group])
+    monitor = monitor_for(reader, defaults, groups=[group])
     try:
         healthy_until = time.monotonic() + defaults.interval_s * (defaults.window + 1)
         last_commit, next_sample = time.monotonic(), time.monotonic()

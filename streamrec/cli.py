@@ -224,12 +224,12 @@ def lag(
 
     from rich.live import Live
 
-    from streamrec.lag import LagMonitor, LagReader, Status, Thresholds
+    from streamrec.lag import LagReader, Status, monitor_for, thresholds_for
 
     settings = _settings(ctx).ops
-    thresholds = Thresholds(warn_lag_s=settings.warn_lag_s, err_lag_s=settings.err_lag_s, window=settings.window)
+    thresholds = thresholds_for(settings)
     reader = LagReader(_settings(ctx).bootstrap_servers)
-    monitor = LagMonitor(reader, thresholds, groups=group)
+    monitor = monitor_for(reader, settings, groups=group)
     try:
         if watch:
             every = interval or settings.interval_s

@@ -240,6 +240,12 @@ class OpsSettings(_Section):
     window: int = Field(default=6, ge=2, description="Lag samples a partition is judged over (Burrow's window): window x interval_s seconds.")
     warn_lag_s: float = Field(default=60.0, gt=0, description="A group whose oldest unread record is older than this is WARN.")
     err_lag_s: float = Field(default=300.0, gt=0, description="A group whose oldest unread record is older than this is ERR.")
+    periodic_groups: list[str] = Field(
+        default_factory=lambda: ["streamrec-trainer"],
+        description="Groups that consume in batches with pauses (the trainer): judged by REWIND and the periodic thresholds only.",
+    )
+    periodic_warn_lag_s: float = Field(default=900.0, gt=0, description="A periodic group whose oldest unread record is older than this is WARN.")
+    periodic_err_lag_s: float = Field(default=1800.0, gt=0, description="A periodic group whose oldest unread record is older than this is ERR.")
     max_groups: int = Field(default=200, ge=1, description="Consumer groups exported with their own labels (the rest are counted, not labelled).")
     partition_metrics: bool = Field(default=True, description="Export lag per partition too (groups x partitions series); false keeps per-group series only.")
     canary_interval_s: float = Field(default=30.0, ge=0, description="Seconds between end-to-end canary events; 0 turns the canary off.")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamrec.ranking.recommender import Outcome
+from streamrec.topics import Topic
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -40,6 +41,7 @@ class RecsMetrics:
             "streamrec_recs_dead_letters", "Unreadable messages written to events.dlq, by the topic they were read from.",
             ["topic"], registry=r,
         )
+        self.dead_letters.labels(Topic.PROFILES_UPDATED.value)  # exported at 0 from the start: alert rules read it
         self.index_items = Gauge("streamrec_recs_index_items", "Catalog items in the in-memory item index.", registry=r)
         self.unreadable_profiles = Gauge(
             "streamrec_recs_unreadable_profiles", "Stored profiles that could not be read (served as new users).", registry=r

@@ -15,14 +15,18 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from streamrec.lag import GroupReport, LagMonitor, LagReader, Thresholds
+from streamrec.data_quality import NotStreamsMetrics, Scorecard, scorecard_from_metrics
+from streamrec.lag import GroupReport, LagMonitor, LagReader, monitor_for, thresholds_for
 from streamrec.settings import Settings
+from streamrec.topics import INTERACTION_TOPICS, Topic
 from serving.ops.canary import Canary, CanaryResult
 from serving.ops.metrics import OpsMetrics
-from serving.ops.scrape import Target, scrape
+from serving.ops.scrape import Scrape, Target, scrape
 from serving.ops.tail import TopicTail
 
 log = logging.getLogger(__name__)
+
+PAGE_TOPICS = [*(topic.value for topic in INTERACTION_TOPICS), Topic.PROFILES_UPDATED.value, Topic.RECOMMENDATIONS.value]
 
 
 @dataclass
@@ -36,14 +40,14 @@ class OpsState:
     canary: deque[CanaryResult] = field(default_factory=lambda: deque(maxlen=240))
     triton: list[dict] = field(default_factory=list)
     triton_error: str | None = None
-    scorecard: object | None = None
+    scorecard: Scorecard | None = None
 
 
 class OpsService:
     def __init__(self, settings: Settings) -> None:
         ops = settings.ops
         self.settings = settings
-        self.thresholds = Thresholds(warn_lag_s=ops.warn_lag_s, err_lag_s=ops.err_lag_s, window=ops.window)
+        self.thresholds = thresholds_for(ops)
         self.metrics = OpsMetrics(max_groups=ops.max_groups, partition_metrics=ops.partition_metrics)
         self.state = OpsState()
         self.targets = {
@@ -101,21 +105,17 @@ class OpsService:
         try:
             if self._monitor is None:
                 self._reader = LagReader(self.settings.bootstrap_servers, timeout_s=min(10.0, self.settings.ops.interval_s * 2))
-                self._monitor = LagMonitor(self._reader, self.thresholds)
+                self._monitor = monitor_for(self._reader, self.settings.ops)
             reports = await asyncio.to_thread(self._monitor.sample)
         except Exception as error:  # noqa: BLE001 - Kafka away: say so on the page, keep the last figures
             self.state.lag_error = f"{type(error).__name__}: {error}"[:300]
             return
         self.metrics.sample_seconds.observe(time.monotonic() - started)
         self.state.reports, self.state.reports_at, self.state.lag_error = reports, time.time(), None
-        log_ends: dict[str, int] = {}
-        seen: set[tuple[str, int]] = set()
-        for report in reports:
-            for p in report.partitions:
-                if (p.topic, p.partition) not in seen:
-                    seen.add((p.topic, p.partition))
-                    log_ends[p.topic] = log_ends.get(p.topic, 0) + p.offsets.log_end
-        self.state.log_ends.append((time.time(), log_ends))
+        try:  # the page's throughput per topic, including topics no group here consumes (recommendations)
+            self.state.log_ends.append((time.time(), await asyncio.to_thread(self._reader.log_ends, PAGE_TOPICS)))
+        except Exception as error:  # noqa: BLE001 - the lag figures above still stand
+            self.state.lag_error = f"log ends: {type(error).__name__}: {error}"[:300]
         self.metrics.observe_lag(reports)
 
     async def _scrape_loop(self) -> None:
@@ -128,11 +128,14 @@ class OpsService:
             self.metrics.target_up.labels(target.job).set(1.0 if result.up else 0.0)
         streams, collector = self.targets["streams"].latest, self.targets["collector"].latest
         if streams is not None and streams.up:
-            from streamrec.data_quality import scorecard_from_metrics
-
-            self.state.scorecard = scorecard_from_metrics(
-                streams.text, collector.text if collector is not None and collector.up else None, self.settings.data_quality
-            )
+            try:
+                self.state.scorecard = scorecard_from_metrics(
+                    streams.text, collector.text if collector is not None and collector.up else None, self.settings.data_quality
+                )
+            except NotStreamsMetrics as error:  # the URL answers, but not with a streams worker's metrics
+                self.targets["streams"].history.append(Scrape(at=streams.at, up=False, samples={}, error=str(error)))
+                self.metrics.target_up.labels("streams").set(0.0)
+                return
             self.metrics.observe_scorecard(self.state.scorecard)
 
     async def _triton_loop(self) -> None:
@@ -147,6 +150,8 @@ class OpsService:
             models: dict[str, dict] = {}
             for entry in response.json():
                 name = entry["name"]
+                if name.startswith("."):
+                    continue  # the repository's staging folder (versions being written), never a model
                 model = models.setdefault(name, {"name": name, "version": None, "state": entry.get("state", "UNAVAILABLE"),
                                                  "ready": False, "reason": entry.get("reason", "")})
                 if entry.get("state") == "READY" and entry.get("version"):

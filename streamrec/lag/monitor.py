@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from streamrec.lag.reader import GroupOffsets, LagReader, PartitionOffsets
 from streamrec.lag.status import PartitionJudgement, Sample, Status, Thresholds, judge_group, judge_partition
+from streamrec.settings import OpsSettings
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,11 @@ class GroupReport:
 
 class LagMonitor:
     def __init__(self, reader: LagReader, thresholds: Thresholds, *, groups: list[str] | None = None,
-                 topics: list[str] | None = None) -> None:
+                 topics: list[str] | None = None, periodic: dict[str, Thresholds] | None = None) -> None:
+        """``periodic``: groups that consume in batches, with the seconds thresholds for their period."""
         self._reader = reader
         self._thresholds = thresholds
+        self._periodic = periodic or {}
         self._groups = groups
         self._topics = topics
         self._windows: dict[tuple[str, str, int], deque[Sample]] = {}
@@ -89,7 +92,9 @@ class LagMonitor:
             seen.add(key)
             window = self._windows.setdefault(key, deque(maxlen=self._thresholds.window))
             window.append(Sample(snapshot.at, offsets.committed, offsets.log_end, offsets.lag, offsets.lag_seconds))
-            judgement = judge_partition(list(window), group_active=snapshot.active, thresholds=self._thresholds)
+            periodic = self._periodic.get(snapshot.group)
+            judgement = judge_partition(list(window), group_active=snapshot.active, thresholds=periodic or self._thresholds,
+                                        periodic=periodic is not None)
             judged.append(PartitionJudgement(offsets.topic, offsets.partition, window[-1], judgement))
             partitions.append(PartitionReport(offsets.topic, offsets.partition, offsets, judgement.status, judgement.rule,
                                               judgement.consume_rate, judgement.lag_trend, judgement.catch_up_s, len(window)))
@@ -103,3 +108,13 @@ class LagMonitor:
             catch_up_s=max((p.catch_up_s for p in partitions), default=0.0),
             partitions=tuple(partitions),
         )
+
+
+def thresholds_for(ops: OpsSettings) -> Thresholds:
+    return Thresholds(warn_lag_s=ops.warn_lag_s, err_lag_s=ops.err_lag_s, window=ops.window)
+
+
+def monitor_for(reader: LagReader, ops: OpsSettings, groups: list[str] | None = None) -> LagMonitor:
+    """The monitor the operations settings describe: window, thresholds, periodic groups."""
+    periodic = Thresholds(warn_lag_s=ops.periodic_warn_lag_s, err_lag_s=ops.periodic_err_lag_s, window=ops.window)
+    return LagMonitor(reader, thresholds_for(ops), groups=groups, periodic={group: periodic for group in ops.periodic_groups})

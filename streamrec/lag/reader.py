@@ -116,6 +116,13 @@ class LagReader:
                 found[(tp.topic, tp.partition)][index] = future.result().offset
         return {tp: (low, high) for tp, (low, high) in found.items()}
 
+    def log_ends(self, topics: list[str]) -> dict[str, int]:
+        """Sum of the log-end offsets of each topic's partitions (its records written so far)."""
+        ends: dict[str, int] = {topic: 0 for topic in topics}
+        for (topic, _), (_, high) in self.bounds(self._partitions_of(set(topics))).items():
+            ends[topic] += high
+        return ends
+
     def _partitions_of(self, topics: set[str]) -> list[tuple[str, int]]:
         metadata = self._admin.list_topics(timeout=self._timeout_s).topics
         return [(topic, p) for topic in sorted(topics) if topic in metadata for p in sorted(metadata[topic].partitions)]

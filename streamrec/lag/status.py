@@ -82,13 +82,19 @@ def _rates(samples: Sequence[Sample]) -> tuple[float, float, float]:
     return consume, trend, catch_up
 
 
-def judge_partition(samples: Sequence[Sample], *, group_active: bool, thresholds: Thresholds) -> Judgement:
+def judge_partition(
+    samples: Sequence[Sample], *, group_active: bool, thresholds: Thresholds, periodic: bool = False
+) -> Judgement:
     """Status of one partition from its window, oldest sample first.
 
     Burrow's order of checks: zero lag anywhere in the window settles it (OK); then REWIND,
     STOP, STALL and WARN, worst first. The movement rules wait for a full window, so that a
     monitor just started does not call a group stalled after one sample. The seconds
     thresholds then raise an otherwise OK or WARN partition.
+
+    A ``periodic`` group consumes in batches between long pauses (the trainer reads every few
+    minutes, with no member in between): standing still is its normal state, so only REWIND and
+    the seconds thresholds (set for its period) judge it.
     """
     if not samples:
         raise ValueError("a partition is judged from at least one sample")
@@ -108,7 +114,7 @@ def judge_partition(samples: Sequence[Sample], *, group_active: bool, thresholds
         return verdict(Status.REWIND, "committed offset went backwards")
     if any(sample.lag == 0 for sample in samples):
         return verdict(Status.OK, "lag was zero within the window")
-    if len(samples) >= thresholds.window:
+    if len(samples) >= thresholds.window and not periodic:
         if len(set(offsets)) <= 1:
             if not group_active:
                 return verdict(Status.STOP, "no live member commits; lag remains")
