@@ -50,6 +50,7 @@ from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamrec.histograms import histogram_quantile
 from streamrec.quality_metrics import (
     CANARY_KIND,
     COLLECTOR_EVENTS,
@@ -208,36 +209,23 @@ def _delay(streams: _Samples, t: DataQualitySettings) -> Check:
                   f"p99 about {_seconds(p99)} over {count:,.0f} applied events (from histogram buckets)")
 
 
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """Prometheus' ``histogram_quantile`` over (upper bound, cumulative count) pairs, +Inf last:
-    linear within the bucket the rank falls in (the lowest from 0); the largest finite bound when
-    it falls in +Inf."""
-    total = buckets[-1][1]
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for upper, cumulative in buckets:
-        if cumulative >= rank and cumulative > below:
-            if math.isinf(upper):
-                return lower
-            return lower + (upper - lower) * (rank - below) / (cumulative - below)
-        lower, below = upper, cumulative
-    return lower
+def _share(dimension: str, name: str, count: float, n: float, target: float, limit: float, detail: str,
+           *, higher_is_better: bool, empty: str = NO_EVENTS) -> Check:
+    """A check whose figure is ``count / n``; without data it holds the best figure and says so."""
+    if n <= 0:
+        return _check(dimension, name, 1.0 if higher_is_better else 0.0, target, limit, higher_is_better, empty)
+    share = count / n
+    return _check(dimension, name, share, target, limit, higher_is_better, f"{_percent(share)} {detail.format(n=f'{n:,.0f}')}")
 
 
 def _higher(dimension: str, name: str, good: float, n: float, target: float, limit: float, detail: str,
             empty: str = NO_EVENTS) -> Check:
-    if n <= 0:
-        return _check(dimension, name, 1.0, target, limit, True, empty)
-    share = good / n
-    return _check(dimension, name, share, target, limit, True, f"{_percent(share)} {detail.format(n=f'{n:,.0f}')}")
+    return _share(dimension, name, good, n, target, limit, detail, higher_is_better=True, empty=empty)
 
 
 def _lower(dimension: str, name: str, bad: float, n: float, target: float, limit: float, detail: str,
            empty: str = NO_EVENTS) -> Check:
-    if n <= 0:
-        return _check(dimension, name, 0.0, target, limit, False, empty)
-    share = bad / n
-    return _check(dimension, name, share, target, limit, False, f"{_percent(share)} {detail.format(n=f'{n:,.0f}')}")
+    return _share(dimension, name, bad, n, target, limit, detail, higher_is_better=False, empty=empty)
 
 
 def _check(dimension: str, name: str, value: float, target: float, limit: float, higher_is_better: bool, detail: str) -> Check:

@@ -182,10 +182,28 @@ def run_quickstart(
         busiest = sorted(counts, key=counts.get, reverse=True)[: users * 3]
         if not _show_recommendations(settings, console, busiest[:users] + busiest[users:]):
             raise QuickstartError("no recommendation lists were cached; see .streamrec/logs/quickstart-recs.log")
+        _show_quality(settings, console)
     finally:
         for worker in workers:
             worker.stop()
     _show_lag(settings, console)
+
+
+def _show_quality(settings: Settings, console: Console) -> None:
+    """The data-quality level of what was replayed, from the streams worker's own counters."""
+    import httpx
+
+    from streamrec.data_quality import scorecard_from_metrics
+
+    try:
+        text = httpx.get(settings.ops.streams_metrics_url, timeout=5).text
+        card = scorecard_from_metrics(text, thresholds=settings.data_quality)
+    except (httpx.HTTPError, ValueError) as error:
+        console.print(f"[yellow]data quality not read: {error}[/yellow]")
+        return
+    missed = ", ".join(f"{check.name} {check.value:.3g} ({check.grade})" for check in card.checks if check.grade != "ok")
+    console.print(f"data quality of the replayed events: level {card.level} of 5 ({card.level_rule})"
+                  + (f"; not ok: {missed}" if missed else "") + " — `streamrec quality` while a streams worker runs")
 
 
 def _show_lag(settings: Settings, console: Console) -> None:
@@ -194,12 +212,13 @@ def _show_lag(settings: Settings, console: Console) -> None:
         rows = reader.read([settings.streams.app_id, settings.recs.app_id], sample_s=0)
     finally:
         reader.close()
-    table = Table(title="consumer lag after the run (`streamrec lag` any time)")
-    for column in ("group", "topic", "partitions", "lag"):
-        table.add_column(column, justify="right" if column in ("partitions", "lag") else "left")
-    per_topic: dict[tuple[str, str], list[int]] = {}
+    table = Table(title="consumer lag after the run (`streamrec lag --watch` any time; `streamrec ops serve` for the live page)")
+    for column in ("group", "topic", "partitions", "lag", "oldest unread"):
+        table.add_column(column, justify="left" if column in ("group", "topic") else "right")
+    per_topic: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for row in rows:
-        per_topic.setdefault((row.group, row.topic), []).append(row.lag)
+        per_topic.setdefault((row.group, row.topic), []).append((row.lag, row.lag_seconds))
     for (group, topic), lags in sorted(per_topic.items()):
-        table.add_row(group, topic, str(len(lags)), f"{sum(lags):,}")
+        oldest = max(seconds for _, seconds in lags)
+        table.add_row(group, topic, str(len(lags)), f"{sum(lag for lag, _ in lags):,}", "-" if oldest == 0 else f"{oldest:,.1f} s")
     console.print(table)

@@ -11,9 +11,10 @@ import math
 import time
 from typing import Any
 
+from streamrec.histograms import histogram_quantile
 from streamrec.lag import GroupReport, Status
 from streamrec.topics import INTERACTION_TOPICS, Topic
-from serving.ops.scrape import Target, histogram_quantile
+from serving.ops.scrape import Target
 from serving.ops.service import OpsService
 
 WINDOW_S = 60.0

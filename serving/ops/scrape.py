@@ -8,7 +8,6 @@ rates and quantiles describe the last minute rather than the process's whole lif
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from streamrec.histograms import histogram_quantile
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -68,23 +69,6 @@ def parse(text: str, at: float) -> Scrape:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return Scrape(at=at, up=True, samples=samples, text=text)
-
-
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
-    """Prometheus's histogram_quantile: linear inside the bucket that holds the q-th observation."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    total = buckets[-1][1]
-    rank = q * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound  # the open top bucket: the highest finite bound, as Prometheus does
-            inside = count - lower_count
-            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / inside if inside > 0 else 1.0)
-        lower_bound, lower_count = bound, count
-    return lower_bound
 
 
 def bucket_delta(newer: list[tuple[float, float]], older: list[tuple[float, float]]) -> list[tuple[float, float]]:

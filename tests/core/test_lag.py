@@ -188,3 +188,29 @@ def test_cli_json_and_exit_codes(settings):
     assert warn.returncode == 1 and "WARN" in warn.stdout
     watched = run("--watch", "--interval", "0.2", "--count", "3")
     assert watched.returncode == 0 and "consumer lag" in watched.stdout
+
+
+def test_an_external_consumer_of_recommendations_is_judged_too(settings, reader):
+    """kcat, a client nobody here wrote, consumes in a group of its own; the monitor sees it."""
+    import shutil
+
+    from streamrec.stack.system import SystemPackage, ensure_installed
+
+    ensure_installed([SystemPackage("kcat", "kcat")], say=print)
+    topic, group = Topic(settings.bootstrap_servers), f"shop-service-{uuid.uuid4().hex[:6]}"
+    now_ms = int(time.time() * 1000)
+    topic.write([now_ms] * 8)
+    # A balanced consumer (-G) that reads to the end, commits and exits.
+    consumed = subprocess.run(
+        [shutil.which("kcat"), "-b", settings.bootstrap_servers, "-G", group, "-o", "beginning", "-e", "-q",
+         "-X", "enable.auto.commit=true", "-X", "auto.commit.interval.ms=100", topic.name],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert consumed.returncode == 0, consumed.stderr
+    assert len(consumed.stdout.split()) == 8
+    topic.write([now_ms + 1000] * 3)  # three more that kcat never read
+    [report] = LagMonitor(reader, LOOSE, groups=[group]).sample()
+    [row] = report.partitions
+    assert (row.offsets.committed, row.offsets.lag) == (8, 3)
+    assert abs(row.offsets.lag_seconds - (report.at * 1000 - (now_ms + 1000)) / 1000) < 1.0
+    assert report.members == 0 and report.status is Status.OK  # one sample: too few to call it stopped
