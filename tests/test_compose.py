@@ -26,6 +26,9 @@ EXPECTED_SERVICES = {
     "kafka", "redis", "topics", "triton", "collector", "streams", "api", "trainer", "ops", "prometheus", "grafana"
 }
 ONE_SHOT = {"topics"}  # run to completion; everything else is long-running
+# What shops and operators call from outside; everything else stays on the compose network, or
+# (operators' own tools) on the host's loopback interface.
+PUBLIC_SERVICES = {"collector", "api", "ops"}
 APP_IMAGE_SERVICES = {"topics", "collector", "streams", "api", "trainer", "ops"}
 TRITON_BASE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 # `streamrec` command groups that other issues are building; once a group is
@@ -144,6 +147,20 @@ def host_ports(service: dict) -> list[int]:
     return ports
 
 
+def published_on_every_interface(service: dict) -> list[str]:
+    """Published ports not bound to a loopback address (reachable by anyone who reaches the host)."""
+    exposed = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            host_ip = port.get("host_ip", "")
+        else:
+            parts = str(port).split("/")[0].split(":")
+            host_ip = ":".join(parts[:-2]) if len(parts) > 2 else ""
+        if host_ip not in ("127.0.0.1", "::1", "localhost"):
+            exposed.append(str(port.get("published") if isinstance(port, dict) else port))
+    return exposed
+
+
 def container_ports(service: dict) -> set[int]:
     ports = {int(str(port).split("/")[0]) for port in service.get("expose") or []}
     for port in service.get("ports") or []:
@@ -214,7 +231,10 @@ def compose_problems(compose: dict, root: Path = ROOT) -> list[str]:
                     if host not in services:
                         problems.append(f"{name}: {key} points at {host!r}, which is not a service")
 
-        # Host ports: each published once.
+        # Host ports: only what users call is reachable from outside; each published once.
+        if name not in PUBLIC_SERVICES:
+            for port in published_on_every_interface(service):
+                problems.append(f"{name}: publishes {port} on every host interface (internal only, or bind 127.0.0.1)")
         for port in host_ports(service):
             if port in published:
                 problems.append(f"{name}: host port {port} is already published by {published[port]}")
@@ -440,6 +460,10 @@ def _rules_not_mounted(c):
     volumes[:] = [v for v in volumes if "alerts.yml" not in str(v)]
 
 
+def _triton_published(c):
+    c["services"]["triton"]["ports"] = ["8000:8000"]
+
+
 def _port_clash(c):
     c["services"]["api"]["ports"] = ["8080:8090"]
 
@@ -459,6 +483,7 @@ BREAKAGES = [
     (_missing_service, "service 'prometheus' is missing"),
     (_typo_in_command, "topics: `streamrec topics craete` is not a command"),
     (_port_clash, "api: host port 8080 is already published by collector"),
+    (_triton_published, "triton: publishes 8000:8000 on every host interface"),
     (_rules_not_mounted, "prometheus: rule file prometheus/alerts.yml is not mounted at /etc/prometheus/prometheus/alerts.yml"),
 ]
 
