@@ -152,7 +152,7 @@ def _decision(record: dict[str, Any]) -> dict[str, Any]:
     gate = value.get("gate") or {}
     return {"at_ms": record["timestamp_ms"], "event": value.get("event"), "model": value.get("model"),
             "version": value.get("version"), "parent": value.get("parent"), "events_used": value.get("events_used"),
-            "gate": {key: gate.get(key) for key in ("challenger", "champion", "se", "rows", "decision", "reason") if key in gate}}
+            "gate": {key: gate.get(key) for key in ("passed", "challenger", "champion", "se", "rows", "reasons") if key in gate}}
 
 
 def _dead_letters(service: OpsService) -> dict[str, Any]:
