@@ -106,6 +106,11 @@ class CollectorSettings(_Section):
         default=None, description="When set, requests need `Authorization: Bearer <token>`."
     )
     delivery_timeout_s: float = Field(default=10.0, gt=0, description="How long a request waits for Kafka acks.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Web origins allowed to POST events from a browser (CORS), e.g. ["https://shop.example"]; empty allows none.',
+    )
+    cors_max_age_s: int = Field(default=600, ge=0, description="How long a browser may cache the answer to a CORS preflight.")
 
 
 class StreamsSettings(_Section):

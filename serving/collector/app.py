@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from confluent_kafka.admin import AdminClient
 from starlette.requests import ClientDisconnect
@@ -432,6 +433,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="streamrec collector", lifespan=lifespan)
     app.state.collector = collector
+    if settings.collector.cors_origins:
+        # Browsers may send events only from the shop's own pages: an exact allow-list, never "*",
+        # and no cookies (events carry their ids; credentials would let other sites ride a session).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.collector.cors_origins),
+            allow_methods=["POST"],
+            allow_headers=["Content-Type", "Authorization"],
+            allow_credentials=False,
+            max_age=settings.collector.cors_max_age_s,
+        )
     app.add_api_route(
         "/v1/events",
         collector.ingest,

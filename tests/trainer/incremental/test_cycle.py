@@ -167,7 +167,10 @@ def test_worse_and_broken_challengers_are_rejected_the_old_keeps_serving_and_the
     again = ask(settings, name, [history])
     assert again[0] == before[0]
     np.testing.assert_array_equal(again[1], before[1])
-    assert model_updates(kafka_reader, name, expected=0) == []
+    # Each verdict is announced, naming the version that keeps serving; nothing was published.
+    updates = model_updates(kafka_reader, name, expected=2)
+    assert [(u["event"], u["version"]) for u in updates] == [("rejected", 1), ("rejected", 1)]
+    assert updates[0]["gate"]["champion"] == result.gate["champion"] and not updates[0]["gate"]["passed"]
     # nothing was published, so the next cycle reads the same events again
     retry = run_cycle(trainer_settings(settings, name), say=print)
     assert retry.status == "published" and retry.version == 2
