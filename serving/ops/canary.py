@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from streamrec.events import CANARY_USER_PREFIX
 from streamrec.messages import Recommendations
@@ -56,8 +56,18 @@ class RecommendationsTail:
         self._thread.start()
 
     def _run(self) -> None:
-        metadata = self._consumer.list_topics(Topic.RECOMMENDATIONS.value, timeout=30)
-        partitions = metadata.topics[Topic.RECOMMENDATIONS.value].partitions
+        while not self._stop.is_set():  # Kafka may be away when the service starts: keep trying
+            try:
+                metadata = self._consumer.list_topics(Topic.RECOMMENDATIONS.value, timeout=10)
+                partitions = metadata.topics[Topic.RECOMMENDATIONS.value].partitions
+                if partitions:
+                    break
+            except KafkaException:
+                pass
+            self._stop.wait(2)
+        else:
+            self._consumer.close()
+            return
         self._consumer.assign([TopicPartition(Topic.RECOMMENDATIONS.value, p, OFFSET_END) for p in partitions])
         self.ready.set()
         while not self._stop.is_set():

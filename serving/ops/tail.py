@@ -49,10 +49,12 @@ class TopicTail:
         self._consumer.assign(assignment)
 
     def _run(self) -> None:
-        try:
-            self._assign()
-        except Exception:  # noqa: BLE001 - Kafka away at start: the page shows no examples, the rest works
-            return
+        while not self._stop.is_set():
+            try:
+                self._assign()
+                break
+            except Exception:  # noqa: BLE001 - Kafka away at start: no examples until it is back
+                self._stop.wait(5)
         while not self._stop.is_set():
             for message in self._consumer.consume(num_messages=500, timeout=0.5):
                 if message.error():
