@@ -43,14 +43,10 @@ level  rule
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from streamrec.histograms import histogram_quantile
+from streamrec.exposition import MetricSamples, histogram_quantile
 from streamrec.quality_metrics import (
     CANARY_KIND,
     COLLECTOR_EVENTS,
@@ -142,7 +138,7 @@ def scorecard_from_metrics(
     optionally, the collector's. Raises :class:`NotStreamsMetrics` when ``streams_text`` has no
     ``streamrec_streams_*`` metric, and ``ValueError`` when it is not exposition text."""
     t = thresholds or DataQualitySettings()
-    streams = _Samples(streams_text)
+    streams = MetricSamples(streams_text)
     if not streams.has_prefix("streamrec_streams_"):
         raise NotStreamsMetrics("no streamrec_streams_* metric in the streams worker's text: is the URL right?")
     applied = streams.total(f"{STREAMS_EVENTS}_total")
@@ -157,7 +153,7 @@ def scorecard_from_metrics(
     if collector_text is None:
         notes.append("collector metrics not given: collector_events_rejected left out")
     else:
-        checks.append(_collector(_Samples(collector_text), t))
+        checks.append(_collector(MetricSamples(collector_text), t))
     checks += [
         _lower("uniqueness", "events_duplicate", rejected[Rule.DUPLICATE], seen, t.duplicate_target, t.duplicate_limit,
                "of {n} events read were duplicates"),
@@ -175,7 +171,7 @@ def scorecard_from_metrics(
     return Scorecard(tuple(checks), level, rule, int(seen), tuple(notes))
 
 
-def _completeness(streams: _Samples, t: DataQualitySettings) -> list[Check]:
+def _completeness(streams: MetricSamples, t: DataQualitySettings) -> list[Check]:
     found = streams.total(f"{STREAMS_ITEM_LOOKUPS}_total", found="true")
     looked_up = found + streams.total(f"{STREAMS_ITEM_LOOKUPS}_total", found="false")
     checks = [_higher("completeness", "events_item_in_catalog", found, looked_up, t.item_in_catalog_target,
@@ -189,7 +185,7 @@ def _completeness(streams: _Samples, t: DataQualitySettings) -> list[Check]:
     return checks
 
 
-def _collector(collector: _Samples, t: DataQualitySettings) -> Check:
+def _collector(collector: MetricSamples, t: DataQualitySettings) -> Check:
     name = f"{COLLECTOR_EVENTS}_total"
     rejected = collector.by_label(name, "kind", outcome="rejected")
     received = collector.total(name) - collector.total(name, outcome="accepted", kind=CANARY_KIND)
@@ -198,7 +194,7 @@ def _collector(collector: _Samples, t: DataQualitySettings) -> Check:
                   t.dead_letter_limit, "of {n} events the collector received were rejected" + (f" ({reasons})" if reasons else ""))
 
 
-def _delay(streams: _Samples, t: DataQualitySettings) -> Check:
+def _delay(streams: MetricSamples, t: DataQualitySettings) -> Check:
     buckets = streams.buckets(f"{STREAMS_EVENT_DELAY}_bucket")
     count = buckets[-1][1] if buckets else 0.0
     if count <= 0:
@@ -243,36 +239,3 @@ def _seconds(value: float) -> str:
 
 def _dimension_order(dimension: str) -> int:
     return DIMENSIONS.index(dimension) if dimension in DIMENSIONS else len(DIMENSIONS)
-
-
-class _Samples:
-    """Sample values of one exposition text, by sample name and labels (series of the same name
-    and labels, as from several workers' texts joined, add up)."""
-
-    def __init__(self, text: str) -> None:
-        self._values: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-        self._families: set[str] = set()
-        for family in text_string_to_metric_families(text):
-            self._families.add(family.name)
-            for sample in family.samples:
-                self._values[sample.name].append((sample.labels, float(sample.value)))
-
-    def has_prefix(self, prefix: str) -> bool:
-        return any(name.startswith(prefix) for name in (*self._families, *self._values))
-
-    def total(self, name: str, **labels: str) -> float:
-        return sum(value for have, value in self._values.get(name, ()) if all(have.get(k) == v for k, v in labels.items()))
-
-    def by_label(self, name: str, label: str, **labels: str) -> dict[str, float]:
-        out: dict[str, float] = defaultdict(float)
-        for have, value in self._values.get(name, ()):
-            if all(have.get(k) == v for k, v in labels.items()):
-                out[have.get(label, "")] += value
-        return dict(out)
-
-    def buckets(self, name: str) -> list[tuple[float, float]]:
-        """(upper bound, cumulative count) of a histogram's ``_bucket`` samples, +Inf last."""
-        cumulative: dict[float, float] = defaultdict(float)
-        for have, value in self._values.get(name, ()):
-            cumulative[float(have["le"])] += value  # float("+Inf") is inf
-        return sorted(cumulative.items())

@@ -11,7 +11,7 @@ import math
 import time
 from typing import Any
 
-from streamrec.histograms import histogram_quantile
+from streamrec.exposition import histogram_quantile
 from streamrec.lag import GroupReport, Status
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from serving.ops.scrape import Target
@@ -67,9 +67,9 @@ def build_overview(service: OpsService) -> dict[str, Any]:
     lists_rate = recs.rate("streamrec_recs_lists_total", WINDOW_S)
     degraded_rate = recs.rate("streamrec_recs_degraded_total", WINDOW_S)
     latest_recs = recs.latest
-    total_lists = latest_recs.total("streamrec_recs_lists_total") if latest_recs and latest_recs.up else 0.0
+    total_lists = latest_recs.samples.total("streamrec_recs_lists_total") if latest_recs and latest_recs.up else 0.0
     degraded_share = (degraded_rate / lists_rate) if lists_rate else (
-        latest_recs.total("streamrec_recs_degraded_total") / total_lists if total_lists else None)
+        latest_recs.samples.total("streamrec_recs_degraded_total") / total_lists if total_lists else None)
     interaction_topics = [t.value for t in INTERACTION_TOPICS]
     stages = [
         {"id": "collector", "label": "collector", "kind": "process", "up": _target(collector)["up"],
@@ -89,7 +89,7 @@ def build_overview(service: OpsService) -> dict[str, Any]:
          "api_rate": _rate(api, "streamrec_api_request_seconds_count"), "api_up": _target(api)["up"]},
         {"id": "trainer", "label": "trainer", "kind": "process", "up": _target(trainer)["up"],
          "lag": _group(reports, settings.trainer.group_id),
-         "consecutive_rejections": _finite(trainer.latest.total("streamrec_trainer_consecutive_rejections"), 0)
+         "consecutive_rejections": _finite(trainer.latest.samples.total("streamrec_trainer_consecutive_rejections"), 0)
          if trainer.latest and trainer.latest.up else None},
         {"id": "triton", "label": "Triton", "kind": "process", "up": bool(state.triton) and not state.triton_error,
          "throughput": _rate(triton, "nv_inference_request_success"), "unit": "inferences/s", "models": state.triton},
@@ -159,14 +159,14 @@ def _dead_letters(service: OpsService) -> dict[str, Any]:
     collector, streams, recs = (service.targets[j].latest for j in ("collector", "streams", "recs"))
     counts: list[dict[str, Any]] = []
     if collector is not None and collector.up:
-        for kind, value in collector.by_label_where("streamrec_collector_events_total", "kind", outcome="rejected").items():
+        for kind, value in collector.samples.by_label("streamrec_collector_events_total", "kind", outcome="rejected").items():
             counts.append({"source": "collector", "reason": kind, "count": int(value), "topic": Topic.DLQ.value})
     if streams is not None and streams.up:
-        for rule, value in streams.by_label("streamrec_streams_rejections_total", "rule").items():
+        for rule, value in streams.samples.by_label("streamrec_streams_rejections_total", "rule").items():
             topic = Topic.DLQ.value if rule == "malformed" else Topic.QUARANTINE.value
             counts.append({"source": "streams", "reason": rule, "count": int(value), "topic": topic})
     if recs is not None and recs.up:
-        for topic, value in recs.by_label("streamrec_recs_dead_letters_total", "topic").items():
+        for topic, value in recs.samples.by_label("streamrec_recs_dead_letters_total", "topic").items():
             counts.append({"source": "recs", "reason": f"unreadable on {topic}", "count": int(value), "topic": Topic.DLQ.value})
     examples = []
     for record in service.tail.newest(Topic.DLQ, 5):

@@ -10,65 +10,26 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from streamrec.histograms import histogram_quantile
-
-Labels = tuple[tuple[str, str], ...]
+from streamrec.exposition import MetricSamples, histogram_quantile
 
 
 @dataclass(frozen=True)
 class Scrape:
-    """One reading of one process: every sample by (name, labels), and the raw text."""
+    """One reading of one process: its samples, and the raw text."""
 
     at: float
     up: bool
-    samples: Mapping[tuple[str, Labels], float]
+    samples: MetricSamples
     text: str = ""
     error: str | None = None
 
-    def total(self, name: str, **match: str) -> float:
-        """Sum of the samples called ``name`` whose labels include ``match``."""
-        return sum(value for (sample, labels), value in self.samples.items()
-                   if sample == name and all((key, want) in labels for key, want in match.items()))
-
-    def by_label(self, name: str, label: str) -> dict[str, float]:
-        found: dict[str, float] = {}
-        for (sample, labels), value in self.samples.items():
-            if sample == name:
-                key = dict(labels).get(label, "")
-                found[key] = found.get(key, 0.0) + value
-        return found
-
-    def by_label_where(self, name: str, label: str, **match: str) -> dict[str, float]:
-        """``by_label`` restricted to samples whose labels include ``match``."""
-        found: dict[str, float] = {}
-        for (sample, labels), value in self.samples.items():
-            if sample == name and all((key, want) in labels for key, want in match.items()):
-                key = dict(labels).get(label, "")
-                found[key] = found.get(key, 0.0) + value
-        return found
-
-    def buckets(self, histogram: str) -> list[tuple[float, float]]:
-        """(upper bound, cumulative count) of a histogram, summed over its other labels."""
-        counts: dict[float, float] = {}
-        for (sample, labels), value in self.samples.items():
-            if sample == f"{histogram}_bucket":
-                bound = float(dict(labels)["le"])
-                counts[bound] = counts.get(bound, 0.0) + value
-        return sorted(counts.items())
-
 
 def parse(text: str, at: float) -> Scrape:
-    samples: dict[tuple[str, Labels], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return Scrape(at=at, up=True, samples=samples, text=text)
+    return Scrape(at=at, up=True, samples=MetricSamples(text), text=text)
 
 
 def bucket_delta(newer: list[tuple[float, float]], older: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -104,9 +65,9 @@ class Target:
         latest, older = self.latest, self.past(window_s)
         if latest is None or older is None or not latest.up or latest.at <= older.at:
             return None
-        increase = latest.total(name, **match) - older.total(name, **match)
+        increase = latest.samples.total(name, **match) - older.samples.total(name, **match)
         if increase < 0:  # the process restarted
-            increase = latest.total(name, **match)
+            increase = latest.samples.total(name, **match)
         return increase / (latest.at - older.at)
 
     def quantile(self, q: float, histogram: str, window_s: float = 60.0) -> float | None:
@@ -115,9 +76,9 @@ class Target:
         if latest is None or not latest.up:
             return None
         older = self.past(window_s)
-        buckets = latest.buckets(histogram)
+        buckets = latest.samples.buckets(f"{histogram}_bucket")
         if older is not None:
-            recent = bucket_delta(buckets, older.buckets(histogram))
+            recent = bucket_delta(buckets, older.samples.buckets(f"{histogram}_bucket"))
             if recent and recent[-1][1] > 0:
                 buckets = recent
         return histogram_quantile(q, buckets)
@@ -130,6 +91,6 @@ async def scrape(client: httpx.AsyncClient, target: Target, timeout_s: float) ->
         response.raise_for_status()
         result = parse(response.text, at)
     except (httpx.HTTPError, ValueError) as error:
-        result = Scrape(at=at, up=False, samples={}, error=f"{type(error).__name__}: {error}"[:300])
+        result = Scrape(at=at, up=False, samples=MetricSamples(""), error=f"{type(error).__name__}: {error}"[:300])
     target.history.append(result)
     return result

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from streamrec.data_quality import NotStreamsMetrics, Scorecard, scorecard_from_metrics
+from streamrec.exposition import MetricSamples
 from streamrec.lag import GroupReport, LagMonitor, LagReader, monitor_for, thresholds_for
 from streamrec.settings import Settings
 from streamrec.topics import INTERACTION_TOPICS, Topic
@@ -133,7 +134,7 @@ class OpsService:
                     streams.text, collector.text if collector is not None and collector.up else None, self.settings.data_quality
                 )
             except NotStreamsMetrics as error:  # the URL answers, but not with a streams worker's metrics
-                self.targets["streams"].history.append(Scrape(at=streams.at, up=False, samples={}, error=str(error)))
+                self.targets["streams"].history.append(Scrape(at=streams.at, up=False, samples=MetricSamples(""), error=str(error)))
                 self.metrics.target_up.labels("streams").set(0.0)
                 return
             self.metrics.observe_scorecard(self.state.scorecard)
