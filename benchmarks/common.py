@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,15 +103,35 @@ def print_report(
         table.add_column(column, justify="right")
     table.add_column("")
     for name, value in metrics.items():
-        fmt = "{:,.1f}" if name.endswith(("_ms", "_s")) else ("{:.3f}" if "_vs_" in name or "_over_" in name or "share" in name else "{:,.0f}")
+        seconds = name.endswith(("_ms", "_s")) and "_per_" not in name  # durations, not rates per second
+        fmt = "{:,.1f}" if seconds else ("{:.3f}" if "_vs_" in name or "_over_" in name or "share" in name else "{:,.0f}")
         values = runs.get(name, [])
         cells = [fmt.format(v) for v in values] + [""] * (width - len(values))
         table.add_row(name, *cells, fmt.format(value), *verdict(name, value, targets, lower))
     Console(highlight=False).print(table)
 
 
-def write_json(path: str | None, metrics: dict[str, float], **extra: object) -> None:
+def write_json(path: str | Path | None, metrics: dict[str, float], **extra: object) -> None:
     if not path:
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"metrics": metrics, **extra}, indent=2, default=str) + "\n")
+
+
+async def open_loop_latencies(call: Callable[[int], Awaitable[object]], count: int, rate: float) -> list[float]:
+    """Seconds per call of ``count`` calls started at ``rate`` per second, each timed from its
+    scheduled start (open loop: a slow server makes later calls wait, and that wait counts)."""
+    latencies: list[float] = []
+
+    async def timed(index: int, scheduled: float) -> None:
+        await call(index)
+        latencies.append(time.perf_counter() - scheduled)
+
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for index in range(count):
+        scheduled = start + index / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        tasks.append(asyncio.create_task(timed(index, scheduled)))
+    await asyncio.gather(*tasks)
+    return latencies

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -53,7 +52,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, print_report  # noqa: E402
+from benchmarks.common import machine, open_loop_latencies, print_report, write_json  # noqa: E402
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, load_folder, publish
 from streamrec.model.bootstrap import first_scorers
@@ -209,22 +208,10 @@ async def closed_loop(url: str, model: str, requests: list, concurrency: int, to
 async def open_loop(url: str, model: str, requests: list, rate: float, seconds: float) -> tuple[float, float, int]:
     """p50/p99 ms of requests sent at ``rate`` per second, timed from their scheduled send time."""
     client = grpcclient.InferenceServerClient(url)
-    latencies: list[float] = []
     prepared = [text_inputs(c, i) for c, i in requests]
-
-    async def one(index: int, scheduled: float) -> None:
-        await client.infer(model, prepared[index % len(prepared)])
-        latencies.append(time.perf_counter() - scheduled)
-
+    count = max(1, int(rate * seconds))
     try:
-        start = time.perf_counter() + 0.05
-        count = max(1, int(rate * seconds))
-        tasks = []
-        for index in range(count):
-            scheduled = start + index / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(index, scheduled)))
-        await asyncio.gather(*tasks)
+        latencies = await open_loop_latencies(lambda index: client.infer(model, prepared[index % len(prepared)]), count, rate)
     finally:
         await client.close()
     ms = np.asarray(latencies) * 1000
@@ -334,7 +321,6 @@ def main() -> None:
     print_report(f"streamrec scorer benchmark (100-candidate requests, {SEQUENCE} tokens per pair; median of runs)", runs, metrics, targets)
     console.print(f"primary model: {primary}; finished in {time.monotonic() - started:.0f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "metrics": metrics,
             "runs": runs,
@@ -349,7 +335,7 @@ def main() -> None:
             "machine": machine(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, **report)
         console.print(f"wrote {args.json}")
 
 

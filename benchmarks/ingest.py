@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import subprocess
@@ -43,7 +42,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import isolated_stack, machine, median, print_report, quantile  # noqa: E402
+from benchmarks.common import isolated_stack, machine, median, open_loop_latencies, print_report, quantile, write_json  # noqa: E402
 from streamrec.events import ClickEvent, EventContext, encode
 from streamrec.kafka_admin import create_topics
 from streamrec.producer import EventProducer
@@ -197,22 +196,10 @@ async def _open_loop(url: str, seconds: float, batches_per_s: float) -> dict[str
 
     bodies = batch_bodies(64)
     total = int(seconds * batches_per_s)
-    latencies: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for body in bodies[:4]:
             await _post(session, url, body)
-
-        async def send(n: int, due: float) -> None:
-            await _post(session, url, bodies[n % len(bodies)])
-            latencies.append(time.perf_counter() - due)
-
-        loop_start = time.perf_counter() + 0.05
-        tasks = []
-        for n in range(total):
-            due = loop_start + n / batches_per_s
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            tasks.append(asyncio.create_task(send(n, due)))
-        await asyncio.gather(*tasks)
+        latencies = await open_loop_latencies(lambda n: _post(session, url, bodies[n % len(bodies)]), total, batches_per_s)
     latencies.sort()
     return {
         "p50_ms": 1000 * quantile(latencies, 0.50),
@@ -285,7 +272,6 @@ def main() -> None:
     print_report("streamrec ingest benchmark (median of 3 runs)", runs, metrics, TARGETS)
     console.print(f"finished in {time.monotonic() - started:.0f} s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "metrics": metrics,
             "runs": runs,
@@ -304,7 +290,7 @@ def main() -> None:
             "machine": machine(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, **report)
         console.print(f"wrote {args.json}")
 
 
