@@ -148,6 +148,10 @@ class StreamsSettings(_Section):
     session_timeout_s: float = Field(
         default=10.0, gt=0, description="A streams worker silent this long loses its partitions to the others."
     )
+    watermark_check_s: float = Field(
+        default=5.0, gt=0,
+        description="How often each assigned partition's Redis watermark is compared with what was applied (finds lost Redis writes).",
+    )
 
 
 class RecsSettings(_Section):

@@ -7,7 +7,10 @@ move records between Kafka and the processors (``processor.py``,
 
 Faust commits a batch's offsets after the agent asks for the next batch
 (``take_events`` acks on resume) and flushes its producer before committing,
-so the committed offset never runs ahead of what reached Redis.
+so the committed offset never runs ahead of what reached Redis, unless Redis
+loses writes afterwards (a failover, an older snapshot): the records in between
+are then read again from Kafka and applied (``rewind.py``), found either by the
+next batch of the partition or by the periodic check of every assigned one.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from streamrec.messages import ProfileUpdated
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
 from streamrec.store.functions import load_functions
+from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streams.catalog import CatalogProcessor
 from streams.metrics import StreamsMetrics
 from streams.processor import BatchResult, InteractionProcessor, Record
+from streams.rewind import KafkaOffsets
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,8 @@ class StreamsRuntime:
         self.app = app
         self.settings = settings
         self.metrics = StreamsMetrics()
-        self.positions: dict[tuple[str, int], int] = {}  # next offset to process, per partition
+        self.positions: dict[tuple[str, int], int] = {}  # next offset after the last one applied, per partition
+        self.offsets = KafkaOffsets({"bootstrap.servers": settings.bootstrap_servers}, group=settings.streams.app_id)
         self._redis: redis.Redis | None = None
         self._interactions: InteractionProcessor | None = None
         self._catalog: CatalogProcessor | None = None
@@ -73,6 +79,7 @@ class StreamsRuntime:
                 settings=self.settings.streams,
                 group=self.settings.streams.app_id,
                 publish=self.publish_many,
+                offsets=self.offsets,
                 dlq_raw_max_bytes=self.settings.deadletters.raw_max_bytes,
             )
         return self._interactions
@@ -84,14 +91,50 @@ class StreamsRuntime:
                 client=await self.redis(),
                 encoder=TritonEncoderClient(self.settings.triton.grpc_url),
                 publish=self.publish_many,
+                group=self.settings.streams.app_id,
+                offsets=self.offsets,
                 dlq_raw_max_bytes=self.settings.deadletters.raw_max_bytes,
             )
         return self._catalog
 
     def observe(self, records: list[Record], result: BatchResult) -> None:
         self.metrics.observe_batch(len(records), result, now_ms=time.time() * 1000)
+        self.advance(records)
+
+    def advance(self, records: list[Record]) -> None:
         for record in records:
-            self.positions[(record.topic, record.partition)] = record.offset + 1
+            tp = (record.topic, record.partition)
+            self.positions[tp] = max(self.positions.get(tp, 0), record.offset + 1)
+
+    async def check_watermarks(self) -> None:
+        """Compare every assigned partition's watermark with what is known applied, and apply again
+        what Redis lost. Known applied: this process's progress, else the group's committed offset;
+        both read before the watermarks (which only move forward unless Redis lost them)."""
+        assigned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+        for partition in set(self.positions) - assigned:  # moved to another worker
+            del self.positions[partition]
+        known = {partition: self.positions[partition] for partition in assigned if partition in self.positions}
+        if unknown := sorted(assigned - set(known)):
+            known.update(await self.offsets.committed(unknown))
+        if not known:
+            return
+        watermarks = await WatermarkStore(await self.redis(), group=self.settings.streams.app_id).read(sorted(known))
+        behind = {partition: end for partition, end in known.items() if watermarks[partition] + 1 < end}
+        catalog = {partition: end for partition, end in behind.items() if partition[0] == Topic.CATALOG.value}
+        interactions = {partition: end for partition, end in behind.items() if partition not in catalog}
+        if interactions and "interactions" in self.settings.streams.agents:
+            processor = await self.interactions()
+            result = await processor.catch_up(interactions)
+            self.metrics.observe_batch(0, result, now_ms=time.time() * 1000)
+            await self.signal_profiles(result)
+        if catalog and "catalog" in self.settings.streams.agents:
+            self.metrics.observe_catalog(await (await self.catalog()).catch_up(catalog))
+
+    async def signal_profiles(self, result: BatchResult) -> None:
+        """Tell the recommender which users' profiles changed."""
+        if result.updated_users:
+            signals = [ProfileUpdated(user_id=user, newest_event_ts=ts).to_kafka() for user, ts in result.updated_users.items()]
+            await self.until_done(lambda: self.publish_many(signals), "publishing profile updates")
 
     async def until_done(self, work, what: str):
         """Retry ``work`` until it succeeds: a batch is never acked (and so never committed) unapplied."""
@@ -128,11 +171,7 @@ def create_app(settings: Settings) -> faust.App:
             result = await runtime.until_done(lambda: processor.process(records), "applying interactions")
             runtime.observe(records, result)
             runtime.metrics.unreadable_profiles.set(processor.unreadable_profiles)
-            if result.updated_users:
-                signals = [
-                    ProfileUpdated(user_id=user, newest_event_ts=ts).to_kafka() for user, ts in result.updated_users.items()
-                ]
-                await runtime.until_done(lambda: runtime.publish_many(signals), "publishing profile updates")
+            await runtime.signal_profiles(result)
 
     async def store_catalog(stream: faust.StreamT) -> None:
         async for events in stream.take_events(256, within=0.2):
@@ -140,12 +179,20 @@ def create_app(settings: Settings) -> faust.App:
             processor = await runtime.catalog()
             stored = await runtime.until_done(lambda: processor.process(records), "storing catalog items")
             runtime.metrics.observe_catalog(stored)
+            runtime.advance(records)
             runtime.metrics.encoder_failures.set(processor.encoder_failures)
 
     if "interactions" in streams.agents:
         app.agent(interactions_topic, name="interactions")(apply_interactions)
     if "catalog" in streams.agents:
         app.agent(catalog_topic, name="catalog")(store_catalog)
+
+    @app.timer(streams.watermark_check_s)
+    async def check_watermarks() -> None:
+        try:
+            await runtime.check_watermarks()
+        except Exception:  # Redis or Kafka away: the next round checks again
+            log.warning("watermark check failed; checking again in %.0f s", streams.watermark_check_s, exc_info=True)
 
     @app.timer(5.0)
     async def report_lag() -> None:

@@ -4,6 +4,12 @@ An item is usable (candidate retrieval, profile vectors) as soon as its record
 is written, which happens in the same batch that embeds it. When Triton is down
 the batch waits and retries with backoff rather than storing items without
 embeddings or skipping them: catalog updates are rare and must not be lost.
+
+Catalog partitions have watermarks too, moved in the same MULTI/EXEC as the items (WATCHed, so
+two writers of one partition never store an older version over a newer one). Writes are
+idempotent (the last version of an item wins), so the watermark is not there against double
+counting but to find the writes Redis lost and read them again, as for interactions
+(``rewind.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Protocol
 import numpy as np
 import orjson
 import redis.asyncio as redis
+from redis.exceptions import WatchError
 
 from streamrec.deadletter import DeadLetter
 from streamrec.events import CatalogItem, EventValidator, InvalidEvent
@@ -26,8 +33,10 @@ from streamrec.model.texts import item_text
 from streamrec.quality_metrics import missing_catalog_fields
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
-from streams.processor import PublishMany, Record
+from streams.processor import PublishMany, Record, rereads_as_records
+from streams.rewind import KafkaOffsets, describe, first_offsets_beyond, missing_records
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,24 @@ class StoredCatalog:
 
     items: int = 0
     missing_fields: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0  # at or below the watermark: stored before
+    reread: Counter[str] = field(default_factory=Counter)  # topic -> records read again because Redis lost them
+    unrecoverable: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: "StoredCatalog") -> None:
+        self.items += other.items
+        self.missing_fields += other.missing_fields
+        self.skipped += other.skipped
+        self.reread += other.reread
+        self.unrecoverable += other.unrecoverable
+
+
+@dataclass
+class _Prepared:
+    """A batch's items ready to store, and what the batch reports."""
+
+    records: list[CatalogRecord]
+    summary: StoredCatalog
 
 
 class CatalogProcessor:
@@ -51,10 +78,17 @@ class CatalogProcessor:
         client: redis.Redis,
         encoder: Encoder,
         publish: PublishMany,
+        group: str,
+        offsets: KafkaOffsets,
         max_backoff_s: float = 30.0,
         dlq_raw_max_bytes: int = 262_144,
+        catch_up_chunk: int = 256,
     ) -> None:
+        self._redis = client
         self._catalog = CatalogStore(client)
+        self._watermarks = WatermarkStore(client, group=group)
+        self._offsets = offsets
+        self._catch_up_chunk = catch_up_chunk
         self._encoder = encoder
         self._publish = publish
         self._max_backoff_s = max_backoff_s
@@ -63,7 +97,60 @@ class CatalogProcessor:
         self.encoder_failures = 0
 
     async def process(self, records: list[Record]) -> StoredCatalog:
-        """Store the batch's items; returns how many were written and the fields they lack."""
+        """Store the batch's items (records Redis lost before them first); how many, and the fields they lack."""
+        partitions = sorted({(record.topic, record.partition) for record in records})
+        applied_up_to = await self._watermarks.read(partitions)
+        stored = await self.catch_up(first_offsets_beyond((((r.topic, r.partition), r.offset) for r in records), applied_up_to))
+        stored.merge(await self._process_once(records))
+        return stored
+
+    async def catch_up(self, until: dict[tuple[str, int], int]) -> StoredCatalog:
+        """Store what Kafka holds between each partition's watermark and ``until`` (exclusive)."""
+        stored = StoredCatalog()
+        logged: set[tuple[str, int]] = set()
+        while until:
+            applied_up_to = await self._watermarks.read(sorted(until))
+            missing = await missing_records(until, applied_up_to, self._offsets, limit=self._catch_up_chunk)
+            if not missing:
+                break
+            for partition, reread in missing.items():
+                if partition not in logged:
+                    log.warning(describe(reread))
+                    logged.add(partition)
+                stored.reread[partition[0]] += len(reread.records)
+                stored.unrecoverable[partition[0]] += reread.unrecoverable
+            stored.merge(await self._process_once(rereads_as_records(missing)))
+        return stored
+
+    async def _process_once(self, records: list[Record]) -> StoredCatalog:
+        while True:
+            try:
+                return await self._apply(records)
+            except WatchError:
+                continue  # another writer moved a watermark: read again what is left to store
+
+    async def _apply(self, records: list[Record]) -> StoredCatalog:
+        partitions = sorted({(record.topic, record.partition) for record in records})
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(*self._watermarks.keys(partitions))
+            applied_up_to = await self._watermarks.read(partitions, via=pipe)
+            fresh = [record for record in records if record.offset > applied_up_to[(record.topic, record.partition)]]
+            watermarks: dict[tuple[str, int], int] = {}
+            for record in fresh:
+                tp = (record.topic, record.partition)
+                watermarks[tp] = max(watermarks.get(tp, -1), record.offset)
+            prepared = await self._prepare(fresh)
+            prepared.summary.skipped = len(records) - len(fresh)
+            if watermarks:
+                pipe.multi()
+                # The change log entry lets the serving item index read changes instead of scanning the catalog.
+                self._catalog.queue_write(pipe, prepared.records, stored_at_ms=int(time.time() * 1000))
+                self._watermarks.queue_advance(pipe, watermarks)
+                await pipe.execute()
+        return prepared.summary
+
+    async def _prepare(self, records: list[Record]) -> _Prepared:
+        """Parse (dead-lettering what is not a catalog item) and embed the records' latest item versions."""
         latest: dict[str, CatalogItem] = {}
         dead: list[tuple[str, bytes | None, bytes]] = []
         for record in records:
@@ -81,7 +168,7 @@ class CatalogProcessor:
         if dead:
             await self._publish(dead)
         if not latest:
-            return StoredCatalog()
+            return _Prepared([], StoredCatalog())
         items = list(latest.values())
         embeddings = await self._embed([item_text(i.title, i.category_path, i.brand) for i in items])
         records = [
@@ -98,9 +185,8 @@ class CatalogProcessor:
             )
             for item, embedding in zip(items, embeddings, strict=True)
         ]
-        # The change log entry lets the serving item index read changes instead of scanning the catalog.
-        await self._catalog.write(records, stored_at_ms=int(time.time() * 1000))
-        return StoredCatalog(len(records), Counter(name for record in records for name in missing_catalog_fields(record)))
+        missing = Counter(name for record in records for name in missing_catalog_fields(record))
+        return _Prepared(records, StoredCatalog(len(records), missing))
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         backoff = 0.5

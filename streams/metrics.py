@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamrec import quality_metrics as q
+from streamrec.topics import INTERACTION_TOPICS, Topic
 from streams.catalog import StoredCatalog
 from streams.processor import BatchResult
 
@@ -55,6 +56,14 @@ class StreamsMetrics:
             "streamrec_streams_redis_seconds", "Redis time per batch (reads + transaction).", buckets=LATENCY_BUCKETS, registry=r
         )
         self.conflicts = Counter("streamrec_streams_watch_conflicts", "Batches recomputed after another writer.", registry=r)
+        self.reread = Counter(
+            "streamrec_streams_reread_records", "Records read again from Kafka because Redis lost their writes (watermark behind).",
+            ["topic"], registry=r,
+        )
+        self.unrecoverable = Counter(
+            "streamrec_streams_unrecoverable_records", "Records Redis lost that Kafka's retention had already deleted.",
+            ["topic"], registry=r,
+        )
         self.lag = Gauge("streamrec_streams_lag", "Messages behind the log end, per partition.", ["topic", "partition"], registry=r)
         for found in ("true", "false"):
             self.item_lookups.labels(found)
@@ -62,11 +71,19 @@ class StreamsMetrics:
             self.catalog_fields_missing.labels(name)
         for rule in q.Rule:
             self.rejections.labels(rule.value)
+        for topic in (*INTERACTION_TOPICS, Topic.CATALOG):
+            self.reread.labels(topic.value)
+            self.unrecoverable.labels(topic.value)
 
     def observe_batch(self, records: int, result: BatchResult, *, now_ms: float) -> None:
-        """Count one applied batch of ``records`` interaction records."""
-        self.batch_size.observe(records)
+        """Count one applied batch of ``records`` interaction records (0: records read again on their own)."""
+        if records:
+            self.batch_size.observe(records)
         self.redis_seconds.observe(result.redis_seconds)
+        for topic, count in result.reread.items():
+            self.reread.labels(topic).inc(count)
+        for topic, count in result.unrecoverable.items():
+            self.unrecoverable.labels(topic).inc(count)
         self.skipped.inc(result.skipped)
         if result.attempts > 1:
             self.conflicts.inc(result.attempts - 1)
@@ -86,5 +103,10 @@ class StreamsMetrics:
 
     def observe_catalog(self, stored: StoredCatalog) -> None:
         self.catalog_items.inc(stored.items)
+        self.skipped.inc(stored.skipped)
+        for topic, count in stored.reread.items():
+            self.reread.labels(topic).inc(count)
+        for topic, count in stored.unrecoverable.items():
+            self.unrecoverable.labels(topic).inc(count)
         for name, count in stored.missing_fields.items():
             self.catalog_fields_missing.labels(name).inc(count)

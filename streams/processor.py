@@ -10,6 +10,10 @@ not at all. WATCH on the watermarks and the touched profiles makes a second
 worker that still believes it owns a partition (during a rebalance) retry
 instead of overwriting.
 
+The watermark, not the committed offset, says where a partition stands: when Redis lost its
+last writes (a failover, an older snapshot restored), a batch starts past watermark + 1, and
+the records in between are read again from Kafka and applied first (``rewind.py``).
+
 Rejected events (to ``events.dlq`` or ``events.quarantine``) and applied ones (to
 ``events.accepted``, as applied: cleaned and filled) are published, and their
 delivery awaited, before the EXEC, so a crash can repeat such a message but
@@ -23,6 +27,7 @@ data-quality counts: a probe must not move what it measures.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -46,6 +51,9 @@ from streamrec.store.profile_store import ProfileStore
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
+from streams.rewind import KafkaOffsets, Reread, describe, first_offsets_beyond, missing_records
+
+log = logging.getLogger(__name__)
 
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
@@ -77,6 +85,14 @@ class QualityTally:
     delays_s: list[float] = field(default_factory=list)  # Kafka timestamp - event ts of each applied event
     canary: Counter[str] = field(default_factory=Counter)
 
+    def merge(self, other: "QualityTally") -> None:
+        self.applied += other.applied
+        self.rejected += other.rejected
+        self.items_found += other.items_found
+        self.items_missing += other.items_missing
+        self.delays_s += other.delays_s
+        self.canary += other.canary
+
     def reject(self, user_id: str | None, rule: Rule) -> None:
         (self.canary if user_id is not None and is_canary(user_id) else self.rejected)[rule.value] += 1
 
@@ -101,9 +117,26 @@ class BatchResult:
     accepted: list[AcceptedEvent] = field(default_factory=list)  # the events ``applied`` came from, as applied
     updated_users: dict[str, int] = field(default_factory=dict)  # user -> newest event ts
     skipped: int = 0  # already applied before (offset at or below the watermark)
-    attempts: int = 1  # > 1 when WATCH saw another writer and the batch was recomputed
+    reread: Counter[str] = field(default_factory=Counter)  # topic -> records read again because Redis lost them
+    unrecoverable: Counter[str] = field(default_factory=Counter)  # topic -> lost records retention had deleted
+    attempts: int = 1  # > 1 when WATCH saw another writer and the batch (or a part) was recomputed
     redis_seconds: float = 0.0
     quality: QualityTally = field(default_factory=QualityTally)
+
+    def merge(self, other: "BatchResult") -> None:
+        """Add ``other`` (records applied before this batch's own) into this result."""
+        self.applied += other.applied
+        self.rejected += other.rejected
+        self.quarantined += other.quarantined
+        self.accepted += other.accepted
+        for user, ts in other.updated_users.items():
+            self.updated_users[user] = max(self.updated_users.get(user, 0), ts)
+        self.skipped += other.skipped
+        self.attempts += other.attempts - 1
+        self.redis_seconds += other.redis_seconds
+        self.reread += other.reread
+        self.unrecoverable += other.unrecoverable
+        self.quality.merge(other.quality)
 
 
 def _parse(record: Record, validator: EventValidator) -> Interaction | Rejection:
@@ -126,9 +159,11 @@ class InteractionProcessor:
         settings: StreamsSettings,
         group: str,
         publish: PublishMany,
+        offsets: KafkaOffsets,
         dlq_raw_max_bytes: int = 262_144,
     ) -> None:
         self._redis = client
+        self._offsets = offsets
         self._settings = settings
         self._publish = publish
         self._dlq_raw_max_bytes = dlq_raw_max_bytes
@@ -145,6 +180,32 @@ class InteractionProcessor:
         return self._profiles.unreadable
 
     async def process(self, records: list[Record]) -> BatchResult:
+        """Apply the batch; records Redis lost before it (its watermark behind the batch) first."""
+        partitions = sorted({(record.topic, record.partition) for record in records})
+        applied_up_to = await self._watermarks.read(partitions)
+        result = await self.catch_up(first_offsets_beyond((((r.topic, r.partition), r.offset) for r in records), applied_up_to))
+        result.merge(await self._process_once(records))
+        return result
+
+    async def catch_up(self, until: dict[tuple[str, int], int]) -> BatchResult:
+        """Apply what Kafka holds between each partition's watermark and ``until`` (exclusive)."""
+        result = BatchResult()
+        logged: set[tuple[str, int]] = set()
+        while until:
+            applied_up_to = await self._watermarks.read(sorted(until))
+            missing = await missing_records(until, applied_up_to, self._offsets, limit=self._settings.batch_max)
+            if not missing:
+                break
+            for partition, reread in missing.items():
+                if partition not in logged:
+                    log.warning(describe(reread))
+                    logged.add(partition)
+                result.reread[partition[0]] += len(reread.records)
+                result.unrecoverable[partition[0]] += reread.unrecoverable
+            result.merge(await self._process_once(rereads_as_records(missing)))
+        return result
+
+    async def _process_once(self, records: list[Record]) -> BatchResult:
         parsed = [(record, _parse(record, self._validator)) for record in records]
         attempts = 0
         while True:
@@ -272,6 +333,14 @@ class InteractionProcessor:
         messages += [accepted.to_kafka() for accepted in result.accepted]
         if messages:
             await self._publish(messages)
+
+
+def rereads_as_records(rereads: dict[tuple[str, int], Reread]) -> list[Record]:
+    return [
+        Record(topic, partition, record.offset, record.timestamp_ms, record.key, record.value)
+        for (topic, partition), reread in rereads.items()
+        for record in reread.records
+    ]
 
 
 def _event_id(value: bytes) -> str | None:

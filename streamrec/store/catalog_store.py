@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 
 from streamrec.store import functions, layout
 from streamrec.store.catalog import CatalogRecord
@@ -27,10 +28,16 @@ class CatalogStore:
         if not records:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                pipe.hset(layout.item_key(record.item_id), mapping=layout.encode_catalog(record))
-            pipe.zadd(layout.CATALOG_CHANGES_KEY, {record.item_id: stored_at_ms for record in records})
+            self.queue_write(pipe, records, stored_at_ms=stored_at_ms)
             await pipe.execute()
+
+    @staticmethod
+    def queue_write(pipe: Pipeline, records: Sequence[CatalogRecord], *, stored_at_ms: int) -> None:
+        """Queue :meth:`write`'s commands onto ``pipe`` (a transaction that also moves a watermark)."""
+        for record in records:
+            pipe.hset(layout.item_key(record.item_id), mapping=layout.encode_catalog(record))
+        if records:
+            pipe.zadd(layout.CATALOG_CHANGES_KEY, {record.item_id: stored_at_ms for record in records})
 
     async def read(self, item_ids: Sequence[str]) -> dict[str, CatalogRecord]:
         """The stored records among ``item_ids`` (unknown items are left out), by pipelined HMGET."""

@@ -25,6 +25,7 @@ from streamrec.topics import Topic
 from streams.catalog import CatalogProcessor
 from streams.metrics import StreamsMetrics
 from streams.processor import InteractionProcessor, Record
+from streams.rewind import KafkaOffsets
 
 
 @pytest.fixture
@@ -33,6 +34,13 @@ async def client(settings):
     await load_functions(connection)
     yield connection
     await connection.aclose()
+
+
+@pytest.fixture
+def offsets(settings):
+    reader = KafkaOffsets({"bootstrap.servers": settings.bootstrap_servers}, group=f"g-{uuid.uuid4().hex}")
+    yield reader
+    reader.close()
 
 
 @pytest.fixture
@@ -55,8 +63,8 @@ def records(events, *, topic: str = Topic.CLICKS.value, partition: int = 0, firs
     ]
 
 
-async def test_a_replayed_batch_is_skipped_by_the_watermark(client, publish):
-    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish)
+async def test_a_replayed_batch_is_skipped_by_the_watermark(client, publish, offsets):
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish, offsets=offsets)
     user = f"u-{uuid.uuid4().hex}"
     batch = records([ClickEvent(user_id=user, item_id=f"t-{n}") for n in range(5)])
     first = await processor.process(batch)
@@ -70,9 +78,10 @@ async def test_a_replayed_batch_is_skipped_by_the_watermark(client, publish):
     assert layout.decode_profile(await client.get(layout.profile_key(user))).counts["click"] == 6
 
 
-async def test_profiles_expire_after_their_ttl(client, publish):
+async def test_profiles_expire_after_their_ttl(client, publish, offsets):
     processor = InteractionProcessor(
-        client=client, settings=StreamsSettings(profile_ttl_s=1), group=f"g-{uuid.uuid4().hex}", publish=publish
+        client=client, settings=StreamsSettings(profile_ttl_s=1), group=f"g-{uuid.uuid4().hex}", publish=publish,
+        offsets=offsets,
     )
     user = f"u-{uuid.uuid4().hex}"
     await processor.process(records([ClickEvent(user_id=user, item_id="t-1")]))
@@ -81,8 +90,8 @@ async def test_profiles_expire_after_their_ttl(client, publish):
     assert await client.get(layout.profile_key(user)) is None
 
 
-async def test_rejected_events_reach_their_topics_with_reasons(client, publish, kafka_reader):
-    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish)
+async def test_rejected_events_reach_their_topics_with_reasons(client, publish, kafka_reader, offsets):
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish, offsets=offsets)
     user = f"u-{uuid.uuid4().hex}"
     click = ClickEvent(user_id=user, item_id="t-1")
     batch = records([click, click])  # the same event twice
@@ -95,8 +104,8 @@ async def test_rejected_events_reach_their_topics_with_reasons(client, publish, 
     assert dead[0]["reason"].startswith("item_id") and dead[0]["source"] == "streams:events.clicks"
 
 
-async def test_an_unreadable_profile_is_counted_and_started_afresh(client, publish):
-    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish)
+async def test_an_unreadable_profile_is_counted_and_started_afresh(client, publish, offsets):
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish, offsets=offsets)
     user = f"u-{uuid.uuid4().hex}"
     await client.set(layout.profile_key(user), b"\x81\xa1f\x01")  # a profile of format 1: not readable here
     result = await processor.process(records([ClickEvent(user_id=user, item_id="t-1")]))
@@ -105,7 +114,7 @@ async def test_an_unreadable_profile_is_counted_and_started_afresh(client, publi
     assert rebuilt.counts["click"] == 1 and [i.item_id for i in rebuilt.recent] == ["t-1"]
 
 
-async def test_applied_events_reach_events_accepted_as_applied_before_the_redis_commit(client, settings, kafka_reader):
+async def test_applied_events_reach_events_accepted_as_applied_before_the_redis_commit(client, settings, kafka_reader, offsets):
     group = f"g-{uuid.uuid4().hex}"
     user, item = f"u-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex}"
     watermark = layout.watermark_key(group, Topic.PURCHASES.value, 0)
@@ -120,7 +129,7 @@ async def test_applied_events_reach_events_accepted_as_applied_before_the_redis_
             producer.produce(topic, value, key)
         assert await asyncio.to_thread(producer.flush, 30) == 0
 
-    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=group, publish=publish_many)
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=group, publish=publish_many, offsets=offsets)
     purchase = PurchaseEvent(user_id=user, item_id=item, order_id="o1")  # no price: the catalog's is filled in
     result = await processor.process(records([purchase], topic=Topic.PURCHASES.value))
     assert [message.event.event_id for message in result.accepted] == [purchase.event_id]
@@ -139,11 +148,11 @@ class UnitEncoder:
         return np.full((len(texts), 384), 1 / np.sqrt(384), dtype=np.float32)
 
 
-async def test_the_quality_counters_count_exactly_the_mix_sent_and_the_scorecard_reads_them(client, publish):
+async def test_the_quality_counters_count_exactly_the_mix_sent_and_the_scorecard_reads_them(client, publish, offsets):
     tag = uuid.uuid4().hex
     known, bare = f"known-{tag}", f"bare-{tag}"
     metrics = StreamsMetrics()
-    catalog = CatalogProcessor(client=client, encoder=UnitEncoder(), publish=publish)
+    catalog = CatalogProcessor(client=client, encoder=UnitEncoder(), publish=publish, group=f"g-{tag}", offsets=offsets)
     items = [CatalogItem(item_id=known, title="Pipette", category_path=["Lab"], brand="Eppendorf", price=4.5, currency="EUR"),
              CatalogItem(item_id=bare, title="Beaker")]  # no category, brand, price or currency
     metrics.observe_catalog(await catalog.process(
@@ -171,7 +180,7 @@ async def test_the_quality_counters_count_exactly_the_mix_sent_and_the_scorecard
         offsets[topic] = offsets.get(topic, -1) + 1
         value = event if isinstance(event, bytes) else encode(event)
         batch.append(Record(topic, 0, offsets[topic], kafka_ts, user.encode(), value))
-    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{tag}", publish=publish)
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{tag}", publish=publish, offsets=offsets)
     metrics.observe_batch(len(batch), await processor.process(batch), now_ms=time.time() * 1000)
 
     def value(name: str, **labels: str) -> float:
@@ -203,12 +212,12 @@ async def test_the_quality_counters_count_exactly_the_mix_sent_and_the_scorecard
     assert figures["event_delay_p99_seconds"] == pytest.approx(60 + 60 * (0.99 * 4 - 3))  # rank 3.96 in (60, 120]
 
 
-async def test_a_canary_click_makes_a_profile_but_moves_no_item_statistics(client, publish):
+async def test_a_canary_click_makes_a_profile_but_moves_no_item_statistics(client, publish, offsets):
     tag = uuid.uuid4().hex
     canary, shopper = f"{CANARY_USER_PREFIX}{tag}", f"u-{tag}"
     probed, also_probed = f"probed-{tag}", f"probed-2-{tag}"
     bought, also_bought = f"bought-{tag}", f"bought-2-{tag}"
-    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{tag}", publish=publish)
+    processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{tag}", publish=publish, offsets=offsets)
     now = int(time.time() * 1000)
     result = await processor.process(records([
         ClickEvent(user_id=canary, item_id=probed, ts=now), ClickEvent(user_id=canary, item_id=also_probed, ts=now + 1),  # co-visits

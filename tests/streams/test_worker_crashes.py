@@ -310,3 +310,101 @@ def test_two_workers_share_partitions_and_survive_one_being_killed(settings, rep
         first.stop()
         second.stop()
     assert_state_equals_recomputation(settings, client, replay_input["start"])
+
+
+class RedisProcess:
+    """A ``redis-server`` of the test's own, so it can be killed and restored from an older snapshot."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "no", "--save", "", "--logfile", str(self.folder / "redis.log")],
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise AssertionError("redis-server did not start")
+
+    def snapshot(self, name: str) -> None:
+        """A point-in-time copy of the data set (what a lagging replica or an older backup holds)."""
+        client = redis.Redis.from_url(self.url)
+        client.save()
+        client.close()
+        (self.folder / "dump.rdb").rename(self.folder / name)
+
+    def kill_and_restore(self, name: str) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        (self.folder / "dump.rdb").unlink(missing_ok=True)
+        (self.folder / "dump.rdb").write_bytes((self.folder / name).read_bytes())
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def wait_watermarks_at_end(settings: Settings, client: redis.Redis, group: str, timeout_s: float = 300) -> None:
+    """Until Redis's watermarks reach the log end of every interaction partition: once Redis lost
+    writes, committed offsets (and so lag) say nothing about what Redis holds."""
+    ends = end_offsets(settings.bootstrap_servers, [t.value for t in INTERACTION_TOPICS])
+    keys = {tp: layout.watermark_key(group, *tp) for tp, end in ends.items() if end > 0}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        values = dict(zip(keys, client.mget(list(keys.values())), strict=True))
+        behind = {tp: int(v) if v else -1 for tp, v in values.items() if (int(v) if v else -1) < ends[tp] - 1}
+        if not behind:
+            return
+        time.sleep(1)
+    raise AssertionError(f"watermarks still behind the log end: {behind}")
+
+
+def test_redis_restored_from_an_older_snapshot_is_repaired_by_reading_again(settings, replay_input, tmp_path):
+    """Redis loses its last writes twice: once together with the worker (a host crash: the restarted
+    worker finds its first batches past the watermarks), once under the running worker with no new
+    events arriving (the periodic check finds it). Both times the state ends equal to the recomputation."""
+    node = RedisProcess(tmp_path)
+    node.start()
+    client = redis.Redis.from_url(node.url)
+    group = f"crash-redis-{uuid.uuid4().hex[:8]}"
+    worker = Worker(settings, app_id=group, redis_url=node.url, name="w1")
+    try:
+        load_catalog(settings, node.url, client, replay_input)
+        commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
+        total = interaction_lag(settings, group)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while interaction_lag(settings, group) > total * 0.7 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        node.snapshot("older.rdb")
+        while interaction_lag(settings, group) > total * 0.3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert interaction_lag(settings, group) > 0, "the replay finished before the crash; make it longer"
+        worker.kill()  # the host goes: worker and Redis together, Redis comes back with the older data
+        node.kill_and_restore("older.rdb")
+        worker.start()
+        wait_watermarks_at_end(settings, client, group)
+        assert_state_equals_recomputation(settings, client, replay_input["start"])
+
+        node.kill_and_restore("older.rdb")  # again, under the running worker, with no new events at all
+        wait_watermarks_at_end(settings, client, group)
+        reread = sum(float(line.split()[-1]) for line in worker.metrics().splitlines()
+                     if line.startswith("streamrec_streams_reread_records_total{"))
+        assert reread >= 1, "the running worker did not report reading records again"
+    finally:
+        worker.stop()
+    assert_state_equals_recomputation(settings, client, replay_input["start"])
+    client.close()
+    node.stop()

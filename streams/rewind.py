@@ -1,0 +1,159 @@
+"""Redis is the source of truth for what was applied: writes Redis lost are read again from Kafka.
+
+Redis replication and ``appendfsync everysec`` are asynchronous: a failover to a lagging replica
+or a host crash loses the last writes, watermarks included, while Kafka already holds the
+offsets of those events as committed. Nothing would read them again, and they would be missing
+from every profile without a trace. So the watermark in Redis, not the committed offset, says
+where a partition stands. Two checks find a watermark behind Kafka:
+
+* **a batch that starts past its watermark + 1** (after a restart, Faust positions the consumer
+  at the committed offset; while running, Redis may lose writes between two batches);
+* **a periodic comparison** of each assigned partition's watermark with what this process knows
+  was applied (or, for a partition it has not processed yet, the group's committed offset), so
+  a quiet partition is repaired too, not only when its next event arrives.
+
+The missing records are then read straight from Kafka by :class:`KafkaOffsets` and applied
+before the batch, in chunks, through the same transaction as any batch. The worker's Faust
+consumer is not moved: seeking it back would race the records it has already fetched.
+
+A gap is not always lost writes: offsets are missing where a transactional producer left
+commit markers, or where retention deleted the start of the log; reading the range then finds
+no records, and the batch goes on. Records Redis lost that retention has already deleted cannot
+be recovered: they are counted and logged, never hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reread:
+    """Records of ``partition`` read again because Redis held it applied only up to ``applied_up_to``."""
+
+    partition: Partition
+    applied_up_to: int
+    records: tuple[KafkaRecord, ...]
+    unrecoverable: int = 0  # records after the watermark that retention already deleted
+
+
+class KafkaOffsets:
+    """Blocking Kafka reads the checks need, run in a thread: records of a range, committed offsets.
+
+    One consumer that never subscribes nor commits, created with the worker's group id only so
+    that :meth:`committed` can read the group's offsets. ``read_committed`` skips transaction
+    markers and aborted records, as the worker's own consumer does not deliver them either.
+    """
+
+    def __init__(self, config: Mapping[str, object], *, group: str, timeout_s: float = 10.0) -> None:
+        self._consumer = Consumer({
+            **config,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        })
+        self._timeout_s = timeout_s
+        self._lock = asyncio.Lock()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    async def read(self, partition: Partition, start: int, end: int, *, limit: int) -> tuple[list[KafkaRecord], int]:
+        """(up to ``limit`` readable records with ``start <= offset < end``, the partition's log start)."""
+        async with self._lock:
+            return await asyncio.to_thread(self._read, partition, start, end, limit)
+
+    async def committed(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """The group's committed offsets (partitions without one are left out)."""
+        wanted = [TopicPartition(topic, number) for topic, number in partitions]
+        if not wanted:
+            return {}
+        async with self._lock:
+            found = await asyncio.to_thread(self._consumer.committed, wanted, timeout=self._timeout_s)
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset != OFFSET_INVALID and tp.offset >= 0}
+
+    def _read(self, partition: Partition, start: int, end: int, limit: int) -> tuple[list[KafkaRecord], int]:
+        topic, number = partition
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=self._timeout_s)
+        position = max(start, low)
+        found: list[KafkaRecord] = []
+        if position >= min(end, high):
+            return found, low
+        self._consumer.assign([TopicPartition(topic, number, position)])
+        try:
+            while len(found) < limit:
+                messages = self._consumer.consume(min(limit - len(found), 5000), self._timeout_s)
+                if not messages:
+                    raise TimeoutError(f"no answer from Kafka reading {topic}[{number}] at {position}")
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            return found, low
+                        raise KafkaException(error)
+                    if message.offset() >= end:
+                        return found, low
+                    found.append(KafkaRecord(message.offset(), message.timestamp()[1], message.key(), message.value()))
+                    if len(found) >= limit:
+                        break
+        finally:
+            self._consumer.unassign()
+        return found, low
+
+
+def first_offsets_beyond(
+    offsets: Iterable[tuple[Partition, int]], applied_up_to: Mapping[Partition, int]
+) -> dict[Partition, int]:
+    """Per partition, the lowest of ``offsets`` that its watermark does not cover yet."""
+    first: dict[Partition, int] = {}
+    for partition, offset in offsets:
+        if offset > applied_up_to.get(partition, -1) and offset < first.get(partition, offset + 1):
+            first[partition] = offset
+    return first
+
+
+async def missing_records(
+    until: Mapping[Partition, int], applied_up_to: Mapping[Partition, int], offsets: KafkaOffsets, *, limit: int
+) -> dict[Partition, Reread]:
+    """Records Kafka holds between each partition's watermark + 1 and ``until`` (exclusive), at
+    most ``limit`` per partition (the caller applies them and asks again)."""
+    found: dict[Partition, Reread] = {}
+    for partition, end in until.items():
+        applied = applied_up_to.get(partition, -1)
+        if end <= applied + 1:
+            continue
+        records, log_start = await offsets.read(partition, applied + 1, end, limit=limit)
+        if records:
+            found[partition] = Reread(partition, applied, tuple(records), max(0, log_start - (applied + 1)))
+    return found
+
+
+def describe(reread: Reread) -> str:
+    topic, number = reread.partition
+    text = (
+        f"Redis holds {topic}[{number}] applied only up to offset {reread.applied_up_to}, but Kafka is further: "
+        f"Redis lost writes (a failover to a lagging replica, or a restore from an older snapshot); "
+        f"applying {len(reread.records)} records again from offset {reread.records[0].offset}"
+    )
+    if reread.unrecoverable:
+        text += f"; {reread.unrecoverable} records before it were already deleted by retention and cannot be re-applied"
+    return text
