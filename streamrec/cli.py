@@ -12,7 +12,7 @@ import json
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
@@ -30,6 +30,8 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 model_app = typer.Typer(help="Model versions in Triton's model repository.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+keys_app = typer.Typer(help="API keys of the collector, the API and the ops service (stored hashed in Redis).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -410,12 +412,9 @@ def model_init(
 
 
 def _registry(ctx: typer.Context, model: str | None):
-    from streamrec.model.registry import ModelRegistry
+    from streamrec.model.rollback import registry_for
 
-    settings = _settings(ctx)
-    return ModelRegistry(settings.model_repo, model or settings.trainer.model, settings.triton.grpc_url or "",
-                         load_timeout_s=settings.trainer.load_timeout_s,
-                         say=lambda message: console.print(f"[dim]·[/dim] {message}"))
+    return registry_for(_settings(ctx), model, say=lambda message: console.print(f"[dim]·[/dim] {message}"))
 
 
 @model_app.command("list")
@@ -458,22 +457,99 @@ def model_rollback(
     """Serve an earlier version without downtime (Triton keeps the current one until it is ready);
     newer versions are retired, so a restarted Triton serves the same one."""
     from streamrec.model.registry import VersionRejected
+    from streamrec.model.rollback import roll_back
 
-    registry = _registry(ctx, model)
     try:
-        version = registry.rollback(to)
+        done = roll_back(_settings(ctx), to=to, model=model, say=lambda message: console.print(f"[dim]·[/dim] {message}"))
     except (ValueError, VersionRejected) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
-    try:
-        from streamrec.messages import ModelUpdate
-        from streamrec.model.updates import announce
+    if done.announce_error:
+        console.print(f"[yellow]rolled back, but model.updates was not written: {done.announce_error}[/yellow]")
+    console.print(f"{done.model}: serving version {done.version}")
 
-        announce(_settings(ctx), ModelUpdate(event="rolled_back", model=registry.model, version=version,
-                                             metrics=registry.metadata(version).metrics), timeout_s=10)
-    except Exception as error:  # noqa: BLE001 - the rollback itself succeeded; the announcement is best effort
-        console.print(f"[yellow]rolled back, but model.updates was not written: {error}[/yellow]")
-    console.print(f"{registry.model}: serving version {version}")
+
+def _with_key_store(ctx: typer.Context, work):
+    """Run ``await work(store)`` against the configured Redis."""
+    import asyncio
+
+    import redis.asyncio as redis
+
+    from streamrec.auth.store import KeyStore
+
+    async def run():
+        client = redis.Redis.from_url(_settings(ctx).redis_url)
+        try:
+            return await work(KeyStore(client))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def _key_dict(record) -> dict:
+    return {"id": record.key_id, "name": record.name, "kind": record.kind, "scopes": sorted(record.scopes),
+            "origins": list(record.origins), "created_at": record.created_at, "revoked_at": record.revoked_at}
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    kind: Annotated[Literal["publishable", "secret"], typer.Option(
+        "--kind", help="publishable (web pages: events:write from its origins) or secret (backends).")],
+    name: Annotated[str, typer.Option("--name", help="Who or what uses the key (a shop, a service).")],
+    scopes: Annotated[list[str] | None, typer.Option("--scope", help="events:write, recs:read, ops:read or admin (repeat).")] = None,
+    origins: Annotated[list[str] | None, typer.Option("--origin", help="Web origin a publishable key works from, e.g. https://shop.example (repeat).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the key included).")] = False,
+) -> None:
+    """Create a key and print it: this is the only time it is shown (Redis keeps a hash of it)."""
+    from streamrec.auth.keys import InvalidKeySpec
+
+    try:
+        record, text = _with_key_store(ctx, lambda store: store.create(kind, name, set(scopes or ()), list(origins or ())))
+    except InvalidKeySpec as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps({**_key_dict(record), "key": text}, indent=2))
+        return
+    console.print(f"created {record.kind} key [bold]{record.key_id}[/bold] ({record.name}): "
+                  f"{', '.join(sorted(record.scopes))}" + (f" from {', '.join(record.origins)}" if record.origins else ""))
+    print(text)
+    console.print("[yellow]Store it now: it is not shown again and cannot be recovered.[/yellow]")
+
+
+@keys_app.command("list")
+def keys_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every key with its kind, scopes, origins and times (never the key itself)."""
+    import time as _time
+
+    records = _with_key_store(ctx, lambda store: store.list())
+    if as_json:
+        print(json.dumps([_key_dict(record) for record in records], indent=2))
+        return
+    table = Table(title="API keys")
+    for column in ("id", "name", "kind", "scopes", "origins", "created", "revoked"):
+        table.add_column(column, no_wrap=column == "id")  # ids are copied into `keys revoke`
+    stamp = lambda t: _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t))  # noqa: E731
+    for record in records:
+        table.add_row(record.key_id, record.name, record.kind, " ".join(sorted(record.scopes)), " ".join(record.origins),
+                      stamp(record.created_at), f"[red]{stamp(record.revoked_at)}[/red]" if record.revoked else "-")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The key's id (`streamrec keys list`).")]) -> None:
+    """Revoke a key: services refuse it once their cached copy is older than STREAMREC_AUTH__CACHE_S."""
+    record = _with_key_store(ctx, lambda store: store.revoke(key_id))
+    if record is None:
+        console.print(f"[red]error:[/red] no key with id {key_id!r}")
+        raise typer.Exit(1)
+    console.print(f"revoked {record.key_id} ({record.name}); services refuse it within "
+                  f"{_settings(ctx).auth.cache_s:g} s")
 
 
 def _add_component_commands() -> None:

@@ -14,11 +14,12 @@ cluster instead.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +96,59 @@ class DeadLetterSettings(_Section):
     )
 
 
+class AuthSettings(_Section):
+    """API keys and rate limits of the HTTP services (collector, API, operations service).
+
+    Off by default so the local demo and the test suite run open; a service that binds a
+    non-loopback address with keys off says so in its log at start. Rate limits work either way:
+    a limit of 0 is unlimited, and per-address limits start at 0 because every local client (and
+    the benchmarks' thousands of events a second) comes from 127.0.0.1.
+    """
+
+    enabled: bool = Field(
+        default=False, description="Require API keys (`streamrec keys create`) on the collector, the API and the ops service."
+    )
+    cache_s: float = Field(
+        default=5.0, ge=0, description="How long a service trusts a key it looked up: a revoked key stops working within this."
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None, description="A key of your choosing (32+ characters) accepted with every scope: for provisioning keys and for compose."
+    )
+    redis_timeout_s: float = Field(
+        default=0.5, gt=0, description="Longest wait for Redis per key look-up or rate-limit check (keys then fail closed, limits open)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='Proxies (CIDR list, e.g. ["10.0.0.0/8"]) whose X-Forwarded-For names the client; others are the client themselves.',
+    )
+    collector_key_rate: float = Field(default=1000.0, ge=0, description="Collector requests per second per key (0: unlimited).")
+    collector_key_burst: int = Field(default=2000, ge=1, description="Collector requests a key may send at once above its rate.")
+    collector_address_rate: float = Field(default=0.0, ge=0, description="Collector requests per second per client address (0: unlimited).")
+    collector_address_burst: int = Field(default=100, ge=1, description="Collector requests a client address may send at once above its rate.")
+    api_key_rate: float = Field(default=500.0, ge=0, description="API requests per second per key (0: unlimited).")
+    api_key_burst: int = Field(default=1000, ge=1, description="API requests a key may send at once above its rate.")
+    api_address_rate: float = Field(default=0.0, ge=0, description="API requests per second per client address (0: unlimited).")
+    api_address_burst: int = Field(default=100, ge=1, description="API requests a client address may send at once above its rate.")
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        """It opens every door: a short one could be guessed."""
+        if key is not None and len(key.get_secret_value()) < 32:
+            raise ValueError("bootstrap_admin_key must be at least 32 characters (e.g. `openssl rand -base64 32`)")
+        return key
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {network!r} is not an address or CIDR network") from None
+        return networks
+
+
 class CollectorSettings(_Section):
     """The HTTP collector that web and mobile frontends post events to."""
 
@@ -102,9 +156,6 @@ class CollectorSettings(_Section):
     port: int = Field(default=8080, ge=1, le=65535, description="Collector HTTP port.")
     max_batch_events: int = Field(default=500, ge=1, description="Most events in one POST; more is refused with 413.")
     max_body_bytes: int = Field(default=1_000_000, ge=1, description="Largest request body; larger is refused with 413.")
-    auth_token: SecretStr | None = Field(
-        default=None, description="When set, requests need `Authorization: Bearer <token>`."
-    )
     delivery_timeout_s: float = Field(default=10.0, gt=0, description="How long a request waits for Kafka acks.")
     cors_origins: list[str] = Field(
         default_factory=list,
@@ -261,6 +312,9 @@ class OpsSettings(_Section):
     canary_timeout_s: float = Field(default=30.0, gt=0, description="A canary list not seen on `recommendations` within this is a failure.")
     collector_url: str | None = Field(default=None, description="Base URL of the collector (canary events, /metrics); unset means the local one.")
     api_url: str | None = Field(default=None, description="Base URL of the recommendation API (/metrics); unset means the local one.")
+    canary_key: SecretStr | None = Field(
+        default=None, description="Key (events:write) the canary posts with when the collector requires keys; unset uses auth.bootstrap_admin_key."
+    )
     streams_metrics_url: str | None = Field(default=None, description="Streams worker /metrics URL; unset means the local one.")
     recs_metrics_url: str | None = Field(default=None, description="Recs worker /metrics URL; unset means the local one.")
     trainer_metrics_url: str | None = Field(default=None, description="Trainer /metrics URL; unset means the local one.")
@@ -329,6 +383,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     events: EventRules = EventRules()
     deadletters: DeadLetterSettings = DeadLetterSettings()
+    auth: AuthSettings = AuthSettings()
     collector: CollectorSettings = CollectorSettings()
     streams: StreamsSettings = StreamsSettings()
     trainer: TrainerSettings = TrainerSettings()

@@ -6,6 +6,8 @@ category filter; otherwise it computes one within ``compute_budget_ms`` of score
 (degraded to the signals' order past it). Unknown users get trending items.
 ``GET /v1/items/{item_id}/similar`` searches the item index by the item's text embedding, so
 an item is similar-searchable as soon as the streams worker has embedded it.
+Both need a key with the scope ``recs:read`` when ``auth.enabled`` (:mod:`serving.access`);
+``/healthz``, ``/metrics`` and the OpenAPI docs stay open.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from serving.access import Access, Limits
 from serving.engine.service import RecsService
+from streamrec.auth.ratelimit import Rate
 from streamrec.messages import Recommendations, UnreadableMessage
 from streamrec.settings import Settings
 
@@ -40,6 +44,13 @@ class RecsApi:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.service = RecsService(settings, scorer_timeout_s=max(0.2, settings.api.compute_budget_ms / 1000))
+        auth = settings.auth
+        self.access = Access(
+            settings,
+            service="api",
+            registry=self.service.metrics.registry,
+            limits=Limits(key=Rate(auth.api_key_rate, auth.api_key_burst), address=Rate(auth.api_address_rate, auth.api_address_burst)),
+        )
 
     async def recommendations(
         self,
@@ -108,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        api.access.announce(settings.api.host)
         await api.service.start()
         # The item index and the app are long-lived: move them out of the collector's reach so a
         # full collection never walks them (cheap; its effect on the p99 was within noise here).
@@ -117,18 +129,22 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await api.service.close()
+            await api.access.close()
 
     app = FastAPI(title="streamrec recommendations", lifespan=lifespan)
     app.state.api = api
+    api.access.install(app)
+    reader = [Depends(api.access.require("recs:read"))]
     app.add_api_route(
         "/v1/users/{user_id}/recommendations",
         api.recommendations,
         methods=["GET"],
         response_model=RecommendationsOut,
+        dependencies=reader,
         summary="A user's recommendations, with a reason per item.",
     )
     app.add_api_route(
-        "/v1/items/{item_id}/similar", api.similar, methods=["GET"], response_model=SimilarOut,
+        "/v1/items/{item_id}/similar", api.similar, methods=["GET"], response_model=SimilarOut, dependencies=reader,
         summary="Items whose text is closest to this item's.",
     )
     app.add_api_route("/healthz", api.healthz, methods=["GET"], summary="Redis reachable; item index size.")

@@ -12,6 +12,8 @@ The answer waits until Kafka has acknowledged every record of the request,
 dead letters included: a 202 means nothing sent can be lost any more, and a
 503 means "retry the whole batch" (consumers deduplicate by ``event_id``).
 
+Who may post, and how often, is :mod:`serving.access`'s job (scope ``events:write``;
+publishable keys may also come as ``X-Streamrec-Key`` or ``?key=``, for ``sendBeacon``).
 Settings come from :class:`streamrec.settings.CollectorSettings`; the app keeps
 no module-level state, so every :func:`create_app` is independent (tests run
 several side by side with their own Prometheus registries).
@@ -20,7 +22,6 @@ several side by side with their own Prometheus registries).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import threading
 import time
@@ -31,12 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from confluent_kafka.admin import AdminClient
 from starlette.requests import ClientDisconnect
 
+from serving.access import KEY_HEADER, Access, Limits
+from streamrec.auth.ratelimit import Rate
 from streamrec.deadletter import DeadLetter
 from streamrec.events import EVENT_TYPES, EventValidator, InvalidEvent, is_canary
 from streamrec.kafka_admin import admin_client
@@ -265,7 +268,15 @@ class Collector:
         self._raw_max_bytes = settings.deadletters.raw_max_bytes
         self.validator = EventValidator(max_future_skew_s=settings.events.max_future_skew_s)
         self.metrics = Metrics()
-        self._token = self.limits.auth_token.get_secret_value().encode() if self.limits.auth_token else None
+        auth = settings.auth
+        self.access = Access(
+            settings,
+            service="collector",
+            registry=self.metrics.registry,
+            limits=Limits(key=Rate(auth.collector_key_rate, auth.collector_key_burst),
+                          address=Rate(auth.collector_address_rate, auth.collector_address_burst)),
+            keys_in_url=True,
+        )
         self._producer: EventProducer | None = None
         self._admin: AdminClient | None = None  # for health checks
         # librdkafka reports a timed-out record (message.timeout.ms = delivery_timeout_s) a little
@@ -275,6 +286,7 @@ class Collector:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Own the producer for the app's lifetime; flush what is queued at shutdown."""
+        self.access.announce(self.limits.host)
         self._producer = EventProducer.from_settings(
             self.settings,
             poll_thread=True,
@@ -288,6 +300,7 @@ class Collector:
             yield
         finally:
             producer, self._producer, self._admin = self._producer, None, None
+            await self.access.close()
             try:
                 await asyncio.to_thread(producer.close, self.limits.delivery_timeout_s)
             except DeliveryError as error:  # already answered 503 for these; just leave a trace
@@ -329,12 +342,6 @@ class Collector:
     # -- ingest steps ----------------------------------------------------------------------
 
     async def _ingest(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return json_response(
-                401,
-                {"error": "missing or invalid bearer token: send `Authorization: Bearer <token>`"},
-                headers={"WWW-Authenticate": "Bearer"},
-            )
         try:
             items = parse_batch(await read_body(request, self.limits.max_body_bytes), self.limits)
         except BatchRefused as refused:
@@ -343,12 +350,6 @@ class Collector:
             return json_response(400, {"error": "client disconnected before sending the whole body"})
         batch = check_events(items, self.validator, self._raw_max_bytes)
         return await self._deliver(batch)
-
-    def _authorized(self, request: Request) -> bool:
-        if self._token is None:
-            return True
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token)
 
     async def _refuse(self, refused: BatchRefused) -> Response:
         """Dead-letter the whole body, then answer 400/413 (503 if Kafka did not take the record)."""
@@ -433,6 +434,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="streamrec collector", lifespan=lifespan)
     app.state.collector = collector
+    collector.access.install(app)
     if settings.collector.cors_origins:
         # Browsers may send events only from the shop's own pages: an exact allow-list, never "*",
         # and no cookies (events carry their ids; credentials would let other sites ride a session).
@@ -440,7 +442,8 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.collector.cors_origins),
             allow_methods=["POST"],
-            allow_headers=["Content-Type", "Authorization"],
+            allow_headers=["Content-Type", "Authorization", KEY_HEADER],
+            expose_headers=["Retry-After"],
             allow_credentials=False,
             max_age=settings.collector.cors_max_age_s,
         )
@@ -449,6 +452,7 @@ def create_app(settings: Settings) -> FastAPI:
         collector.ingest,
         methods=["POST"],
         status_code=202,
+        dependencies=[Depends(collector.access.require("events:write"))],
         summary="Send a JSON array of events (at most max_batch_events, max_body_bytes).",
     )
     app.add_api_route("/healthz", collector.healthz, methods=["GET"], summary="Producer running and Kafka reachable.")

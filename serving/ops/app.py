@@ -1,27 +1,46 @@
-"""The operations service's HTTP side: the live page, its JSON, /metrics and /healthz."""
+"""The operations service's HTTP side: the live page, its JSON, the admin actions, /metrics and /healthz.
+
+With ``auth.enabled`` the page and its JSON need a key with ``ops:read`` and the admin actions one
+with ``admin`` (:mod:`serving.access`); a browser opening the page is asked for the key as the
+password of an HTTP login (any user name). ``/healthz`` and ``/metrics`` stay open.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from importlib.resources import files
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamrec.settings import Settings
+from serving.access import Access, Limits
 from serving.ops.overview import build_overview
 from serving.ops.service import OpsService
+
+log = logging.getLogger(__name__)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: int | None = Field(default=None, ge=1, description="Version to serve (default: the one before the served one).")
 
 
 def create_app(settings: Settings) -> FastAPI:
     service = OpsService(settings)
+    access = Access(settings, service="ops", registry=service.metrics.registry, limits=Limits.none(), browser_login=True)
     page = files("serving.ops").joinpath("static/index.html").read_text()
+    rolling_back = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        access.announce(settings.ops.host)
         task = asyncio.create_task(service.run())
         try:
             yield
@@ -29,21 +48,50 @@ def create_app(settings: Settings) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await access.close()
 
     app = FastAPI(title="streamrec operations", lifespan=lifespan)
     app.state.service = service
+    access.install(app)
+    reader = [Depends(access.require("ops:read"))]
 
-    @app.get("/", response_class=HTMLResponse, summary="The live operations page.")
+    @app.get("/", response_class=HTMLResponse, dependencies=reader, summary="The live operations page.")
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.get("/api/overview", response_class=ORJSONResponse, summary="Every figure the page shows, as JSON.")
+    @app.get("/api/overview", response_class=ORJSONResponse, dependencies=reader, summary="Every figure the page shows, as JSON.")
     async def overview() -> ORJSONResponse:
         return ORJSONResponse(build_overview(service))
 
-    @app.get("/api/groups", response_class=ORJSONResponse, summary="Every consumer group with its partitions (as `streamrec lag --json`).")
+    @app.get("/api/groups", response_class=ORJSONResponse, dependencies=reader,
+             summary="Every consumer group with its partitions (as `streamrec lag --json`).")
     async def groups() -> ORJSONResponse:
         return ORJSONResponse([report.as_dict() for report in service.state.reports])
+
+    @app.post("/api/admin/model/rollback", response_class=ORJSONResponse, dependencies=[Depends(access.require("admin"))],
+              summary="Serve an earlier scorer version, as `streamrec model rollback` (newer versions are retired).")
+    async def rollback(request: Request, body: RollbackRequest | None = None) -> ORJSONResponse:
+        # Imported here: the model registry brings torch, which the service needs only for this.
+        from tritonclient.utils import InferenceServerException
+
+        from streamrec.model.registry import VersionRejected
+        from streamrec.model.rollback import roll_back
+
+        if rolling_back.locked():
+            return ORJSONResponse({"error": "a rollback is already running"}, status_code=409)
+        principal = getattr(request.state, "principal", None)
+        to = body.to if body else None
+        async with rolling_back:
+            log.warning("model rollback to %s asked by key %s", to or "the previous version",
+                        principal.key_id if principal else "(keys off)")
+            try:
+                done = await asyncio.to_thread(roll_back, settings, to=to, say=log.info)
+            except ValueError as error:  # no such version to go back to
+                return ORJSONResponse({"error": str(error)}, status_code=409)
+            except (VersionRejected, InferenceServerException) as error:
+                return ORJSONResponse({"error": f"Triton did not take the rollback: {error}"[:500]}, status_code=502)
+        return ORJSONResponse({"model": done.model, "version": done.version,
+                               "announced": done.announce_error is None, "announce_error": done.announce_error})
 
     @app.get("/metrics", summary="Prometheus metrics: lag, statuses, canary, data quality, Triton readiness.")
     async def metrics() -> Response:

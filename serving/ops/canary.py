@@ -5,8 +5,9 @@ prefix: the streams worker builds its profile but leaves item statistics alone, 
 never learns from it) and waits for a list on ``recommendations`` that reflects that click
 (``source_event_ts`` equal to the click's ``ts``). The time from the POST to that record's
 timestamp is the whole pipeline's freshness as a shop sees it; no list within the timeout is a
-failure. A background thread tails ``recommendations`` and looks only at records keyed by the
-canary user, so a busy topic costs a key comparison per record.
+failure. When the collector needs keys, the canary posts with ``ops.canary_key`` (or the
+bootstrap admin key). A background thread tails ``recommendations`` and looks only at records
+keyed by the canary user, so a busy topic costs a key comparison per record.
 """
 
 from __future__ import annotations
@@ -98,11 +99,13 @@ class RecommendationsTail:
 
 
 class Canary:
-    def __init__(self, bootstrap_servers: str, collector_url: str, timeout_s: float, item_id: str = "canary-item") -> None:
+    def __init__(self, bootstrap_servers: str, collector_url: str, timeout_s: float, item_id: str = "canary-item",
+                 *, key: str | None = None) -> None:
         self.user_id = f"{CANARY_USER_PREFIX}ops-{socket.gethostname()}"[:128]
         self.item_id = item_id
         self._collector_url = collector_url.rstrip("/")
         self._timeout_s = timeout_s
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._tail = RecommendationsTail(bootstrap_servers, self.user_id)
 
     def start(self) -> None:
@@ -120,7 +123,8 @@ class Canary:
         event = {"type": "click", "event_id": str(uuid.uuid4()), "user_id": self.user_id, "item_id": item_id, "ts": ts,
                  "context": {"page": "streamrec-ops-canary"}}
         try:
-            response = await client.post(f"{self._collector_url}/v1/events", json=[event], timeout=self._timeout_s)
+            response = await client.post(f"{self._collector_url}/v1/events", json=[event], headers=self._headers,
+                                         timeout=self._timeout_s)
         except httpx.HTTPError as error:
             return CanaryResult(sent_at, False, None, f"collector unreachable: {type(error).__name__}")
         if response.status_code != 202:

@@ -64,7 +64,9 @@ class OpsService:
         }
         self._reader: LagReader | None = None
         self._monitor: LagMonitor | None = None
-        self.canary = Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s) if ops.canary_interval_s > 0 else None
+        canary_key = ops.canary_key or settings.auth.bootstrap_admin_key
+        self.canary = Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s,
+                             key=canary_key.get_secret_value() if canary_key else None) if ops.canary_interval_s > 0 else None
         self.tail = TopicTail(settings.bootstrap_servers)
         self._client: httpx.AsyncClient | None = None
 

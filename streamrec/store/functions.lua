@@ -1,7 +1,7 @@
 #!lua name=streamrec
--- Server-side parts of a streams batch. The writing functions run inside the batch's
--- MULTI/EXEC, so they are applied together with the watermark or not at all; doing the
--- loops here costs one command per batch instead of one per key.
+-- Server-side parts of a streams batch, and the HTTP services' rate limit. The batch's writing
+-- functions run inside the batch's MULTI/EXEC, so they are applied together with the watermark
+-- or not at all; doing the loops here costs one command per batch instead of one per key.
 -- Every key comes in KEYS and every field name in the arguments (streamrec/store/layout.py
 -- owns the layout): nothing here builds a key, so each call names all the keys it touches.
 
@@ -77,6 +77,32 @@ local function hash_fields(keys, args)
   return rows
 end
 
+-- GCRA (the generic cell rate algorithm, a token bucket kept as one number): KEYS[1] holds the
+-- theoretical arrival time (TAT, microseconds of this server's clock) when the bucket would be
+-- full again. A request is allowed when, after adding one interval, the TAT is at most
+-- burst intervals ahead of now. One key per limit, read and written in one call, with Redis's
+-- own clock, so every replica of a service shares the limit and their clocks do not matter.
+-- ARGV[1]: interval in microseconds (1e6 / rate), ARGV[2]: burst (requests allowed at once).
+-- Returns {1, 0} when allowed, else {0, microseconds until one request would be}.
+local function rate_limit(keys, args)
+  local interval = tonumber(args[1])
+  local burst = tonumber(args[2])
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  local tat = tonumber(redis.call('GET', keys[1])) or now
+  if tat < now then
+    tat = now
+  end
+  local new_tat = tat + interval
+  local allowed_at = new_tat - interval * burst
+  if allowed_at > now then
+    return {0, allowed_at - now}
+  end
+  redis.call('SET', keys[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+  return {1, 0}
+end
+
 redis.register_function('streamrec_apply_statistics', apply_statistics)
 redis.register_function('streamrec_set_profiles', set_profiles)
 redis.register_function{function_name = 'streamrec_hash_fields', callback = hash_fields, flags = {'no-writes'}}
+redis.register_function('streamrec_rate_limit', rate_limit)

@@ -1,7 +1,9 @@
 """The Redis function library the stores call (``functions.lua``, library ``streamrec``).
 
 Redis keeps the library with its data; the streams worker (re)loads it when it starts, so a
-new version of the functions is in place before its first batch.
+new version of the functions is in place before its first batch. The HTTP services' rate
+limiter loads it when Redis answers that its function is missing (a Redis the streams worker
+has not started on yet).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import redis.asyncio as redis
 APPLY_STATISTICS = "streamrec_apply_statistics"
 SET_PROFILES = "streamrec_set_profiles"
 HASH_FIELDS = "streamrec_hash_fields"
+RATE_LIMIT = "streamrec_rate_limit"
 
 
 def library_source() -> str:

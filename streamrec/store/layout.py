@@ -10,6 +10,9 @@
 | ``z:catalog``                      | zset   | streams    | item -> time (ms) it was last stored; the item index reads changes from it |
 | ``wm:{group}:{topic}:{partition}`` | string | streams    | highest Kafka offset applied (exactly-once watermark) |
 | ``r:{user}``                       | string | serving    | the user's latest recommendation list (JSON bytes), with TTL |
+| ``ak:{key id}``                    | hash   | `keys` CLI | an API key: name, kind, scopes, origins, times, SHA-256 digest (:data:`API_KEY_FIELDS`) |
+| ``s:apikeys``                      | set    | `keys` CLI | every key id ever created (what `streamrec keys list` reads) |
+| ``rl:{limit}:{subject}``           | string | serving    | a rate limit's theoretical arrival time (µs, GCRA), expires when idle |
 
 Braces mark the placeholders; they are not Redis Cluster hash tags. Keys are built only here,
 and the Redis functions (``functions.lua``) receive every key they touch and every field name
@@ -36,11 +39,16 @@ WATERMARK_PREFIX = "wm:"
 RECOMMENDATIONS_PREFIX = "r:"
 POPULARITY_SHORT_KEY = "z:pop:short"
 CATALOG_CHANGES_KEY = "z:catalog"
+API_KEY_PREFIX = "ak:"
+API_KEYS_INDEX_KEY = "s:apikeys"
+RATE_LIMIT_PREFIX = "rl:"
 
 # Fields of ``i:{item}``; readers ask for them in this order (HMGET) and decode by position.
 CATALOG_FIELDS = ("title", "cat", "brand", "price", "cur", "avail", "ts", "emb")
 # Fields of ``is:{item}``: short-term and long-term decayed popularity, and the time (ms) they are as of.
 POPULARITY_FIELDS = ("s", "l", "t")
+# Fields of ``ak:{key id}`` (times in seconds since the epoch; ``revoked`` only once revoked).
+API_KEY_FIELDS = ("name", "kind", "scopes", "origins", "created", "revoked", "sha256")
 
 
 def profile_key(user_id: str) -> str:
@@ -65,6 +73,15 @@ def watermark_key(group: str, topic: str, partition: int) -> str:
 
 def recommendations_key(user_id: str) -> str:
     return f"{RECOMMENDATIONS_PREFIX}{user_id}"
+
+
+def api_key_key(key_id: str) -> str:
+    return f"{API_KEY_PREFIX}{key_id}"
+
+
+def rate_limit_key(limit: str, subject: str) -> str:
+    """One key per limit and subject (a key id, a client address): each check touches one key."""
+    return f"{RATE_LIMIT_PREFIX}{limit}:{subject}"
 
 
 # --- profiles -------------------------------------------------------------------------------

@@ -67,3 +67,17 @@ def test_cli_reports_invalid_settings_without_a_traceback(tmp_path: Path):
     assert result.returncode == 2
     assert "the settings are invalid" in result.stdout and "api.max_k (500) > recs.k (20)" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_auth_refuses_a_guessable_bootstrap_key_and_proxies_that_are_not_networks(monkeypatch):
+    _env(monkeypatch, AUTH__BOOTSTRAP_ADMIN_KEY="admin")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings()
+    key = "k" * 40
+    _env(monkeypatch, AUTH__BOOTSTRAP_ADMIN_KEY=key, AUTH__TRUSTED_PROXIES='["10.0.0.0/8", "proxy.internal"]')
+    with pytest.raises(ValidationError, match="'proxy.internal' is not an address or CIDR network"):
+        Settings()
+    _env(monkeypatch, AUTH__TRUSTED_PROXIES='["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]')
+    settings = Settings()
+    assert settings.auth.trusted_proxies == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
+    assert key not in repr(settings) and settings.auth.bootstrap_admin_key.get_secret_value() == key
