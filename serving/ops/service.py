@@ -64,9 +64,14 @@ class OpsService:
         }
         self._reader: LagReader | None = None
         self._monitor: LagMonitor | None = None
-        self.canary = Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s) if ops.canary_interval_s > 0 else None
-        self.tail = TopicTail(settings.bootstrap_servers)
+        self.canary = (Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s, on_unreadable=self._unreadable)
+                       if ops.canary_interval_s > 0 else None)
+        self.tail = TopicTail(settings.bootstrap_servers, on_unreadable=self._unreadable)
         self._client: httpx.AsyncClient | None = None
+
+    def _unreadable(self, topic: str, reason: str) -> None:
+        """Counts a record a tail could not read (the tail logs why)."""
+        self.metrics.unreadable.labels(topic).inc()
 
     async def run(self) -> None:
         """All loops until cancelled."""
