@@ -41,7 +41,7 @@ def assert_explained(error: InvalidEvent) -> None:
     assert all(isinstance(detail, dict) and all(isinstance(v, str) for v in detail.values()) for detail in error.errors)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(any_json)
 def test_any_json_value_is_an_event_or_refused_with_a_reason(raw):
     error = refused(raw)
@@ -49,7 +49,7 @@ def test_any_json_value_is_an_event_or_refused_with_a_reason(raw):
         assert_explained(error)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(near_events)
 def test_objects_made_of_the_contracts_fields_are_an_event_or_refused_with_a_reason(raw):
     error = refused(raw)
@@ -72,7 +72,7 @@ def test_any_bytes_decode_to_json_or_fail_as_json(body):
         assert_explained(error)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(valid_events)
 def test_valid_events_pass_and_round_trip(raw):
     event = validator.parse(raw)
