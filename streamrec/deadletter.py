@@ -4,7 +4,13 @@ Every component that refuses input (the collector, the SDK's callers, the
 streams workers) writes one of these to ``events.dlq`` so that nothing is lost
 silently. The raw payload is kept as text when it is valid UTF-8 and as base64
 otherwise; payloads longer than the configured cap are truncated and flagged,
-with their full size and SHA-256 kept for reconciliation.
+with their full size and SHA-256 kept for reconciliation. A record without a value (a Kafka
+tombstone) is kept as an empty payload; its reason says so.
+
+The reason and the field-level details are capped too (``MAX_REASON_CHARS``, ``MAX_ERRORS``,
+``MAX_ERROR_CHARS``): garbage with thousands of unknown fields, or one field name of a
+megabyte, would otherwise make a dead letter larger than Kafka takes, and a consumer that
+cannot deliver its dead letter cannot move past the record.
 """
 
 from __future__ import annotations
@@ -15,6 +21,16 @@ import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+MAX_REASON_CHARS = 1000
+MAX_ERRORS = 20
+"""Field-level details kept per dead letter; the reason already says how many more there were."""
+MAX_ERROR_CHARS = 300
+"""Characters kept of each detail's ``loc``, ``msg`` and ``type``."""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class DeadLetter(BaseModel):
@@ -36,7 +52,7 @@ class DeadLetter(BaseModel):
     @classmethod
     def wrap(
         cls,
-        raw: bytes,
+        raw: bytes | None,
         *,
         reason: str,
         source: str,
@@ -45,14 +61,17 @@ class DeadLetter(BaseModel):
         event_id: str | None = None,
         index: int | None = None,
     ) -> "DeadLetter":
+        raw = raw or b""  # a tombstone: nothing to keep but the reason
         kept = raw[:max_raw_bytes]
         try:
             text, encoding = kept.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+        details = [{key: _clip(str(value), MAX_ERROR_CHARS) for key, value in error.items()}
+                   for error in (errors or [])[:MAX_ERRORS]]
         return cls(
-            reason=reason,
-            errors=errors or [],
+            reason=_clip(reason, MAX_REASON_CHARS),
+            errors=details,
             source=source,
             event_id=event_id,
             index=index,

@@ -57,8 +57,12 @@ class _Message(_Part):
         return self.TOPIC.value, self.key(), self.encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> Self:
-        """The message in ``raw``; raises :class:`UnreadableMessage` (not JSON, or not this contract)."""
+    def decode(cls, raw: bytes | None) -> Self:
+        """The message in ``raw``; raises :class:`UnreadableMessage` (not JSON, not this contract,
+        or no value at all: these topics are not compacted, so a tombstone means nothing here)."""
+        if raw is None:
+            raise UnreadableMessage(f"breaks the {cls.TOPIC.value} contract: no value (a tombstone); this topic has no deletes",
+                                    [{"loc": "(message)", "msg": "the record has no value", "type": "tombstone"}])
         try:
             return cls.model_validate_json(raw)
         except ValidationError as error:

@@ -10,6 +10,12 @@ two writers of one partition never store an older version over a newer one). Wri
 idempotent (the last version of an item wins), so the watermark is not there against double
 counting but to find the writes Redis lost and read them again, as for interactions
 (``rewind.py``).
+
+A record the event contract cannot read as a catalog item (not JSON, an interaction or an
+unknown ``type``, a tombstone, anything) is dead-lettered to ``events.dlq`` with the reason,
+keyed by the record's key, and counted (``streamrec_streams_dead_letters{topic="catalog.items"}``);
+the batch's readable items are stored all the same. A tombstone is refused rather than read as
+a delete: the contract withdraws an item with ``available: false``, which keeps its history.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class StoredCatalog:
 
     items: int = 0
     missing_fields: Counter[str] = field(default_factory=Counter)
+    dead_letters: int = 0  # records of the batch that could not be read, written to ``events.dlq``
     skipped: int = 0  # at or below the watermark: stored before
     reread: Counter[str] = field(default_factory=Counter)  # topic -> records read again because Redis lost them
     unrecoverable: Counter[str] = field(default_factory=Counter)
@@ -58,6 +65,7 @@ class StoredCatalog:
     def merge(self, other: "StoredCatalog") -> None:
         self.items += other.items
         self.missing_fields += other.missing_fields
+        self.dead_letters += other.dead_letters
         self.skipped += other.skipped
         self.reread += other.reread
         self.unrecoverable += other.unrecoverable
@@ -154,13 +162,9 @@ class CatalogProcessor:
         latest: dict[str, CatalogItem] = {}
         dead: list[tuple[str, bytes | None, bytes]] = []
         for record in records:
-            try:
-                event = self._validator.parse(orjson.loads(record.value))
-                if not isinstance(event, CatalogItem):
-                    raise InvalidEvent(f"a {event.type} event on {record.topic}")
-            except (orjson.JSONDecodeError, InvalidEvent) as error:
-                reason = error.reason if isinstance(error, InvalidEvent) else f"not JSON: {error}"
-                letter = DeadLetter.wrap(record.value, reason=reason, source=f"streams:{record.topic}",
+            event = self._parse(record)
+            if isinstance(event, str):
+                letter = DeadLetter.wrap(record.value, reason=event, source=f"streams:{record.topic}",
                                          max_raw_bytes=self._dlq_raw_max_bytes)
                 dead.append((Topic.DLQ, record.key, letter.encode()))
                 continue
@@ -168,7 +172,7 @@ class CatalogProcessor:
         if dead:
             await self._publish(dead)
         if not latest:
-            return _Prepared([], StoredCatalog())
+            return _Prepared([], StoredCatalog(dead_letters=len(dead)))
         items = list(latest.values())
         embeddings = await self._embed([item_text(i.title, i.category_path, i.brand) for i in items])
         records = [
@@ -186,7 +190,23 @@ class CatalogProcessor:
             for item, embedding in zip(items, embeddings, strict=True)
         ]
         missing = Counter(name for record in records for name in missing_catalog_fields(record))
-        return _Prepared(records, StoredCatalog(len(records), missing))
+        return _Prepared(records, StoredCatalog(len(records), missing, dead_letters=len(dead)))
+
+    def _parse(self, record: Record) -> CatalogItem | str:
+        """The record's catalog item, or why it is not one (pure: nothing here is worth a retry)."""
+        if record.value is None:
+            return "no value (a tombstone): withdraw an item with available=false; the catalog has no deletes"
+        try:
+            event = self._validator.parse(orjson.loads(record.value))
+        except orjson.JSONDecodeError as error:
+            return f"not JSON: {error}"
+        except InvalidEvent as error:
+            return error.reason
+        except Exception as error:  # noqa: BLE001 - a record nothing can read is dead-lettered, never retried forever
+            return f"unreadable: {type(error).__name__}: {error}"
+        if not isinstance(event, CatalogItem):
+            return f"a {event.type} event on {record.topic}"
+        return event
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         backoff = 0.5

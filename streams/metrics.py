@@ -37,6 +37,10 @@ class StreamsMetrics:
             q.STREAMS_CANARY_EVENTS, "Canary users' interactions by outcome (applied or the rule), kept out of the other counts.",
             ["outcome"], registry=r,
         )
+        self.dead_letters = Counter(
+            "streamrec_streams_dead_letters", "Records the contract cannot read, written to events.dlq, by the topic they were read from.",
+            ["topic"], registry=r,
+        )
         self.skipped = Counter("streamrec_streams_replayed_skipped", "Records already applied (replay after a crash).", registry=r)
         self.catalog_items = Counter(q.STREAMS_CATALOG_ITEMS, "Catalog items stored with embeddings.", registry=r)
         self.catalog_fields_missing = Counter(
@@ -74,6 +78,7 @@ class StreamsMetrics:
         for topic in (*INTERACTION_TOPICS, Topic.CATALOG):
             self.reread.labels(topic.value)
             self.unrecoverable.labels(topic.value)
+            self.dead_letters.labels(topic.value)  # exported at 0 from the start
 
     def observe_batch(self, records: int, result: BatchResult, *, now_ms: float) -> None:
         """Count one applied batch of ``records`` interaction records (0: records read again on their own)."""
@@ -89,6 +94,9 @@ class StreamsMetrics:
             self.conflicts.inc(result.attempts - 1)
         for applied in result.applied:
             self.event_to_redis.observe(max(0.0, now_ms - applied.ts) / 1000)
+        for record, rejection in result.rejected:
+            if rejection.rule is q.Rule.MALFORMED:
+                self.dead_letters.labels(record.topic).inc()
         tally = result.quality
         for event_type, count in tally.applied.items():
             self.events.labels(event_type).inc(count)
@@ -108,5 +116,6 @@ class StreamsMetrics:
             self.reread.labels(topic).inc(count)
         for topic, count in stored.unrecoverable.items():
             self.unrecoverable.labels(topic).inc(count)
+        self.dead_letters.labels(Topic.CATALOG.value).inc(stored.dead_letters)
         for name, count in stored.missing_fields.items():
             self.catalog_fields_missing.labels(name).inc(count)

@@ -19,6 +19,13 @@ Rejected events (to ``events.dlq`` or ``events.quarantine``) and applied ones (t
 delivery awaited, before the EXEC, so a crash can repeat such a message but
 never lose one; consumers dedupe by ``event_id``.
 
+Records the event contract cannot read (not JSON, not an object, an unknown or wrong ``type``, a
+tombstone, anything) are dead-lettered to ``events.dlq`` with the reason, keyed by their
+``event_id`` when they have one and by their Kafka key otherwise, counted
+(``streamrec_streams_rejections{rule="malformed"}`` and ``streamrec_streams_dead_letters{topic}``)
+and move the watermark like any other record: garbage never blocks its partition. Parsing is
+pure, so whatever it raises is about the record, never a reason to retry the batch.
+
 Users whose id marks them as the end-to-end canary (:func:`streamrec.events.is_canary`) go
 through the same rules and get a profile, so the recommender computes their list, but their
 events add nothing to item statistics (popularity, co-visitation) and are tallied apart from the
@@ -68,7 +75,8 @@ class Record:
     offset: int
     timestamp_ms: int
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    """None for a tombstone."""
 
 
 @dataclass
@@ -139,13 +147,20 @@ class BatchResult:
         self.quality.merge(other.quality)
 
 
+TOMBSTONE_REASON = "no value (a tombstone): interaction topics carry events, never deletes"
+
+
 def _parse(record: Record, validator: EventValidator) -> Interaction | Rejection:
+    if record.value is None:
+        return Rejection(Rule.MALFORMED, TOMBSTONE_REASON)
     try:
         event = validator.parse(orjson.loads(record.value))
     except orjson.JSONDecodeError as error:
         return Rejection(Rule.MALFORMED, f"not JSON: {error}")
     except InvalidEvent as error:
         return Rejection(Rule.MALFORMED, error.reason)
+    except Exception as error:  # noqa: BLE001 - a record nothing can read is dead-lettered, never retried forever
+        return Rejection(Rule.MALFORMED, f"unreadable: {type(error).__name__}: {error}")
     if not isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
         return Rejection(Rule.MALFORMED, f"a {event.type} event on interaction topic {record.topic}")
     return event
@@ -328,7 +343,7 @@ class InteractionProcessor:
                     max_raw_bytes=self._dlq_raw_max_bytes,
                     event_id=event_id,
                 )
-                messages.append((Topic.DLQ, event_id.encode() if event_id else None, letter.encode()))
+                messages.append((Topic.DLQ, event_id.encode() if event_id else record.key, letter.encode()))
         messages += [quarantined.to_kafka() for quarantined in result.quarantined]
         messages += [accepted.to_kafka() for accepted in result.accepted]
         if messages:
@@ -343,7 +358,9 @@ def rereads_as_records(rereads: dict[tuple[str, int], Reread]) -> list[Record]:
     ]
 
 
-def _event_id(value: bytes) -> str | None:
+def _event_id(value: bytes | None) -> str | None:
+    if value is None:
+        return None
     try:
         raw = orjson.loads(value)
         return str(uuid.UUID(str(raw["event_id"]))) if isinstance(raw, dict) and "event_id" in raw else None

@@ -10,6 +10,7 @@ another test's messages from earlier, nor spends time reading past them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import uuid
@@ -20,6 +21,7 @@ import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from hypothesis import settings as hypothesis_settings
 
 from streamrec.kafka_admin import create_topics, end_offsets
 from streamrec.settings import REPO_ROOT, Settings, StackSettings
@@ -28,6 +30,12 @@ from streamrec.stack.isolated import isolated_stack_settings
 from streamrec.topics import TOPIC_SPECS
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+
+# Property tests: on CI (CI=true) the same examples every run and no example database written; on a
+# developer's machine new examples each run, with the failures found kept in .hypothesis/ (ignored).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev")
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def tiny_catalog(items: int = 60, users: int = 80, seed: int = 0) -> tuple[list[str], np.ndarray, list[list[str]]]:

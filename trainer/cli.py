@@ -98,7 +98,8 @@ def run(
         try:
             result = _cycle(settings)
             _print(result)
-            metrics.observe(result.status, result.champion, time.time())
+            metrics.observe(result.status, result.champion, time.time(), unreadable=result.unreadable,
+                            dead_lettered=result.dead_lettered)
         except Exception as error:  # noqa: BLE001 - a failed cycle must not end the service; the next one retries
             console.print(f"[red]cycle failed:[/red] {type(error).__name__}: {error}")
             metrics.observe("failed", None, time.time())

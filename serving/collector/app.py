@@ -157,7 +157,8 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) once it passes ``limit`` without reading the rest.
 
-    At most ``limit`` plus one chunk is ever held, whatever Content-Length says.
+    At most ``limit`` plus one chunk is ever held, whatever Content-Length says (a header that is
+    not a number, e.g. a superscript digit that ``str.isdigit`` takes, is named, never parsed).
     """
     chunks: list[bytes] = []
     size = 0
@@ -166,7 +167,12 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             declared = request.headers.get("content-length")
-            total = f"{int(declared):,} bytes" if declared and declared.isdigit() else "unknown size, chunked"
+            if declared is None:
+                total = "unknown size, chunked"
+            elif declared.isascii() and declared.isdigit():
+                total = f"{int(declared):,} bytes"
+            else:
+                total = f"Content-Length {declared[:40]!r} is not a number"
             raise BatchRefused(
                 413,
                 "body_too_large",

@@ -8,24 +8,34 @@ timestamp is the whole pipeline's freshness as a shop sees it; no list within th
 failure. When the collector needs keys, the canary posts with ``ops.canary_key`` (or the
 bootstrap admin key). A background thread tails ``recommendations`` and looks only at records
 keyed by the canary user, so a busy topic costs a key comparison per record.
+
+A canary-keyed record that breaks the ``recommendations`` contract is counted through
+``on_unreadable`` (``streamrec_ops_unreadable_records{topic}``), logged and skipped: the probe
+then fails for want of a list, which is what it should report. Not dead-lettered: the tail reads
+only the probe's own lists, so other users' records are not its to judge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-import orjson
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from streamrec.events import CANARY_USER_PREFIX
-from streamrec.messages import Recommendations
+from streamrec.messages import Recommendations, UnreadableMessage
 from streamrec.topics import Topic
+
+log = logging.getLogger(__name__)
+OnUnreadable = Callable[[str, str], None]
+"""``(topic, reason)`` for each record that could not be read."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +50,9 @@ class CanaryResult:
 class RecommendationsTail:
     """Follows ``recommendations`` from its end; remembers the canary user's lists by source event ts."""
 
-    def __init__(self, bootstrap_servers: str, user_id: str) -> None:
+    def __init__(self, bootstrap_servers: str, user_id: str, on_unreadable: OnUnreadable | None = None) -> None:
         self._key = user_id.encode()
+        self._on_unreadable = on_unreadable or (lambda topic, reason: None)
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap_servers, "group.id": f"streamrec-lag-canary-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 50,
@@ -76,8 +87,11 @@ class RecommendationsTail:
                 if message.error() or message.key() != self._key:
                     continue
                 try:
-                    listing = Recommendations.model_validate(orjson.loads(message.value()))
-                except ValueError:
+                    listing = Recommendations.decode(message.value())
+                except UnreadableMessage as error:
+                    self._on_unreadable(message.topic(), error.reason)
+                    log.warning("unreadable canary list at %s:%d@%d: %s", message.topic(), message.partition(),
+                                message.offset(), error.reason)
                     continue
                 if listing.items:
                     self.last_item = listing.items[0].item_id
@@ -100,13 +114,13 @@ class RecommendationsTail:
 
 class Canary:
     def __init__(self, bootstrap_servers: str, collector_url: str, timeout_s: float, item_id: str = "canary-item",
-                 *, key: str | None = None) -> None:
+                 on_unreadable: OnUnreadable | None = None, *, key: str | None = None) -> None:
         self.user_id = f"{CANARY_USER_PREFIX}ops-{socket.gethostname()}"[:128]
         self.item_id = item_id
         self._collector_url = collector_url.rstrip("/")
         self._timeout_s = timeout_s
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._tail = RecommendationsTail(bootstrap_servers, self.user_id)
+        self._tail = RecommendationsTail(bootstrap_servers, self.user_id, on_unreadable)
 
     def start(self) -> None:
         self._tail.start()

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamrec.lag import GroupReport, Status
+from streamrec.topics import Topic
 
 CANARY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
@@ -52,6 +53,12 @@ class OpsMetrics:
         )
         self.triton_ready = Gauge("streamrec_triton_model_ready", "1 when Triton says the model is ready.", ["model"], registry=r)
         self.triton_version = Gauge("streamrec_triton_model_version", "Newest version Triton serves.", ["model"], registry=r)
+        self.unreadable = Counter(
+            "streamrec_ops_unreadable_records", "Records the service's tails could not read (shown as unreadable, skipped), by topic.",
+            ["topic"], registry=r,
+        )
+        for topic in (Topic.DLQ, Topic.QUARANTINE, Topic.MODEL_UPDATES, Topic.RECOMMENDATIONS):
+            self.unreadable.labels(topic.value)  # exported at 0 from the start
         self.target_up = Gauge("streamrec_ops_target_up", "1 when the last scrape of the process succeeded.", ["job"], registry=r)
         self.sample_seconds = Histogram(
             "streamrec_ops_lag_sample_seconds", "Time to read and judge every group once.",

@@ -156,7 +156,7 @@ def _decision(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dead_letters(service: OpsService) -> dict[str, Any]:
-    collector, streams, recs = (service.targets[j].latest for j in ("collector", "streams", "recs"))
+    collector, streams, recs, trainer = (service.targets[j].latest for j in ("collector", "streams", "recs", "trainer"))
     counts: list[dict[str, Any]] = []
     if collector is not None and collector.up:
         for kind, value in collector.samples.by_label("streamrec_collector_events_total", "kind", outcome="rejected").items():
@@ -165,9 +165,17 @@ def _dead_letters(service: OpsService) -> dict[str, Any]:
         for rule, value in streams.samples.by_label("streamrec_streams_rejections_total", "rule").items():
             topic = Topic.DLQ.value if rule == "malformed" else Topic.QUARANTINE.value
             counts.append({"source": "streams", "reason": rule, "count": int(value), "topic": topic})
+        # Interactions' unreadable records are the "malformed" rule above; the catalog's have no rule.
+        catalog = streams.samples.by_label("streamrec_streams_dead_letters_total", "topic").get(Topic.CATALOG.value)
+        if catalog is not None:
+            counts.append({"source": "streams", "reason": f"unreadable on {Topic.CATALOG.value}", "count": int(catalog),
+                           "topic": Topic.DLQ.value})
     if recs is not None and recs.up:
         for topic, value in recs.samples.by_label("streamrec_recs_dead_letters_total", "topic").items():
             counts.append({"source": "recs", "reason": f"unreadable on {topic}", "count": int(value), "topic": Topic.DLQ.value})
+    if trainer is not None and trainer.up:
+        for topic, value in trainer.samples.by_label("streamrec_trainer_dead_letters_total", "topic").items():
+            counts.append({"source": "trainer", "reason": f"unreadable on {topic}", "count": int(value), "topic": Topic.DLQ.value})
     examples = []
     for record in service.tail.newest(Topic.DLQ, 5):
         value = record["value"]

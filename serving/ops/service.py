@@ -65,10 +65,15 @@ class OpsService:
         self._reader: LagReader | None = None
         self._monitor: LagMonitor | None = None
         canary_key = ops.canary_key or settings.auth.bootstrap_admin_key
-        self.canary = Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s,
-                             key=canary_key.get_secret_value() if canary_key else None) if ops.canary_interval_s > 0 else None
-        self.tail = TopicTail(settings.bootstrap_servers)
+        self.canary = (Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s, on_unreadable=self._unreadable,
+                              key=canary_key.get_secret_value() if canary_key else None)
+                       if ops.canary_interval_s > 0 else None)
+        self.tail = TopicTail(settings.bootstrap_servers, on_unreadable=self._unreadable)
         self._client: httpx.AsyncClient | None = None
+
+    def _unreadable(self, topic: str, reason: str) -> None:
+        """Counts a record a tail could not read (the tail logs why)."""
+        self.metrics.unreadable.labels(topic).inc()
 
     async def run(self) -> None:
         """All loops until cancelled."""

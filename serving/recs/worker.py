@@ -5,8 +5,13 @@ order), takes them in batches of up to ``batch_max_users`` within ``debounce_s``
 each user's updates into one list (the debounce), computes the batch's lists concurrently —
 the sequence scorer's client sends the batch's users to Triton as one request — and then, per list, publishes a :class:`streamrec.messages.Recommendations` to ``recommendations`` (keyed by
 user) and caches the same JSON in Redis (``r:{user}``) with a TTL. Offsets are committed after the
-batch's lists are delivered, so a crash recomputes lists rather than losing them. An update that
-breaks its contract is written to ``events.dlq`` (counted per topic) and the batch goes on.
+batch's lists are delivered, so a crash recomputes lists rather than losing them.
+
+An update that breaks its contract (not JSON, another shape, a wrong type, no value at all) is
+written to ``events.dlq`` with the reason, counted (``streamrec_recs_dead_letters{topic}``) and
+logged, and the batch goes on. Dead-lettered rather than only counted, although the topic is
+internal: an unreadable update means a user whose list was not recomputed, and the letter keeps
+the user id (when there is one) for a replay.
 """
 
 from __future__ import annotations
@@ -34,11 +39,11 @@ DEAD_LETTER_SOURCE = f"recs:{Topic.PROFILES_UPDATED.value}"
 class UpdateBatch:
     latest: dict[str, int] = field(default_factory=dict)
     """user -> newest event ts over the batch (a user's updates collapse into one list)."""
-    unreadable: list[tuple[bytes, UnreadableMessage]] = field(default_factory=list)
+    unreadable: list[tuple[bytes | None, UnreadableMessage]] = field(default_factory=list)
     """Messages that break the ``profiles.updated`` contract, with why."""
 
 
-def read_updates(values: list[bytes]) -> UpdateBatch:
+def read_updates(values: list[bytes | None]) -> UpdateBatch:
     """A batch of ``profiles.updated`` values, read through their contract; broken ones are kept for the DLQ."""
     batch = UpdateBatch()
     for value in values:
@@ -64,7 +69,7 @@ class RecsRuntime:
             self.service = service
         return self.service
 
-    async def handle(self, values: list[bytes]) -> list[Recommendations]:
+    async def handle(self, values: list[bytes | None]) -> list[Recommendations]:
         service = await self.ready()
         updates = read_updates(values)
         if updates.unreadable:
@@ -91,7 +96,7 @@ class RecsRuntime:
         )
         await self.send(messages)
 
-    async def dead_letter(self, service: RecsService, unreadable: list[tuple[bytes, UnreadableMessage]]) -> None:
+    async def dead_letter(self, service: RecsService, unreadable: list[tuple[bytes | None, UnreadableMessage]]) -> None:
         """Each unreadable update to ``events.dlq`` (delivered before the batch is committed), counted."""
         letters = [
             DeadLetter.wrap(raw, reason=error.reason, errors=error.errors, source=DEAD_LETTER_SOURCE,
@@ -106,7 +111,7 @@ class RecsRuntime:
         """Send ``(topic, key, value)`` messages and wait until Kafka acknowledged them all."""
         await send_all(self.app, messages)
 
-    async def until_done(self, values: list[bytes]) -> None:
+    async def until_done(self, values: list[bytes | None]) -> None:
         """Retry a batch until it is delivered: its offsets are committed only after that."""
         backoff = 0.2
         while True:

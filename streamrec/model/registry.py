@@ -18,6 +18,13 @@ picks exactly that on a restart). So
   against version N by number;
 * a version that fails any of this is moved out of ``<model>/`` into ``<model>/.retired/`` and
   the previous version is loaded again, so the rule holds again;
+* a version the registry did not stage itself (a folder dropped into ``<model>/`` by hand, found by
+  :meth:`reconcile`) gets the same in-process check before Triton is asked to load it: wrong
+  tensor shapes, non-finite weights or a missing file are refused with the check's own reason
+  (Triton's refusal carries only the first line of the backend's error) and Triton is never
+  asked. Triton alone still refuses such a folder when something else loads it (an operator's
+  ``load`` of the model, whose config picks the newest folder): the load fails and the old
+  version keeps serving, which only the version's own readiness shows;
 * a rollback to N loads N the same way and retires the newer versions (version numbers are
   never reused, retired ones included).
 
@@ -74,6 +81,11 @@ class VersionRejected(RuntimeError):
     """A version failed validation or Triton's load, readiness or probe; the previous one serves."""
 
 
+def _one_line(error: BaseException, limit: int = 500) -> str:
+    """``error``'s message on one line (torch's and Triton's span several, the reason in a later one)."""
+    return " ".join(str(error).split())[:limit]
+
+
 @dataclass
 class VersionInfo:
     version: int
@@ -106,7 +118,7 @@ def _folder_kind(folder: Path) -> str:
     try:
         return read_metadata(folder).kind
     except (OSError, ValueError, TypeError) as error:
-        raise VersionRejected(f"{folder.name}: unreadable metadata: {error}") from error
+        raise VersionRejected(f"{folder.name}: unreadable metadata: {_one_line(error)}") from error
 
 
 def sequence_probe(item_ids: list[str]) -> tuple[list[list[str]], list[list[str]]]:
@@ -131,7 +143,7 @@ def validate_sequence_folder(folder: Path) -> None:
     try:
         served = load_version(folder)
     except Exception as error:  # any load failure means the version is not publishable
-        raise VersionRejected(f"{folder.name}: cannot be loaded: {error}") from error
+        raise VersionRejected(f"{folder.name}: cannot be loaded: {_one_line(error)}") from error
     histories, candidates = sequence_probe(served.item_ids)
     ranked = served.rank(histories, k=5, candidates=candidates)
     probe_ranked(ranked.top_scores, len(histories))
@@ -145,7 +157,7 @@ def validate_folder(folder: Path) -> None:
     try:
         module, tokenizer, metadata = load_folder(folder)
     except Exception as error:  # any load failure means the version is not publishable
-        raise VersionRejected(f"{folder.name}: cannot be loaded: {error}") from error
+        raise VersionRejected(f"{folder.name}: cannot be loaded: {_one_line(error)}") from error
     if metadata.kind != "scorer":
         raise VersionRejected(f"{folder.name}: holds a {metadata.kind}, not a scorer")
     scorer = InProcessScorer(module, tokenizer, max_length=metadata.max_length, precision="fp32")
@@ -308,14 +320,25 @@ class ModelRegistry:
             time.sleep(0.2)
         self._probe_triton(client, version)
 
-    def activate(self, version: int, *, previous: int | None = None) -> None:
-        """Make ``version`` the served one; on any failure put ``previous`` back and retire ``version``."""
+    def activate(self, version: int, *, previous: int | None = None, validated: bool = False) -> None:
+        """Make ``version`` the served one; on any failure put ``previous`` back and retire ``version``.
+
+        Unless ``validated`` (it was just staged), the folder is checked in-process first; a folder
+        that fails is retired without Triton being asked, so ``previous`` is never touched.
+        """
         started = time.monotonic()
+        if not validated:
+            try:
+                validate_folder(self.model_dir / str(version))
+            except VersionRejected as error:
+                self.say(f"{self.model} {version} refused before loading: {error}")
+                self.retire(version)
+                raise VersionRejected(f"{self.model} {version}: {error}") from error
         with self._client() as client:
             try:
                 self._load(client, version)
             except (InferenceServerException, VersionRejected) as error:
-                self.say(f"{self.model} {version} refused by Triton: {str(error).splitlines()[0][:300]}")
+                self.say(f"{self.model} {version} refused by Triton: {_one_line(error)}")
                 self.retire(version)
                 if previous is not None and previous != version:
                     try:
@@ -323,7 +346,7 @@ class ModelRegistry:
                             self._load(client, previous)
                     except (InferenceServerException, VersionRejected):
                         self._load(client, previous)
-                raise VersionRejected(f"{self.model} {version}: {str(error).splitlines()[0][:300]}") from error
+                raise VersionRejected(f"{self.model} {version}: {_one_line(error)}") from error
         self.say(f"{self.model} {version} serving (loaded, warmed up and probed in {time.monotonic() - started:.1f} s)")
 
     def publish(self, module, tokenizer, metadata: VersionMetadata) -> int:
@@ -335,7 +358,7 @@ class ModelRegistry:
         previous = self.served_version()
         version = self.next_version()
         self.stage(write, version)
-        self.activate(version, previous=previous)
+        self.activate(version, previous=previous, validated=True)
         return version
 
     def retire(self, version: int) -> None:

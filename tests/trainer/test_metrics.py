@@ -25,3 +25,14 @@ def test_rejections_in_a_row_count_up_and_a_publish_resets_them():
     assert after[("streamrec_trainer_consecutive_rejections", ())] == 0
     assert after[("streamrec_trainer_cycles_total", (("status", "rejected"),))] == 2
     assert after[("streamrec_trainer_last_cycle_timestamp_seconds", ())] == 200.0
+
+
+def test_unreadable_messages_show_at_once_and_count_once_dead_lettered():
+    metrics = TrainerMetrics()
+    assert values(metrics)[("streamrec_trainer_dead_letters_total", (("topic", "events.accepted"),))] == 0
+    metrics.observe("skipped", champion=3, ended_at=100.0, unreadable=4)  # read, not yet written out
+    metrics.observe("published", champion=3, ended_at=200.0, unreadable=5, dead_lettered=5)  # the same four and a new one
+    metrics.observe("skipped", champion=4, ended_at=300.0)
+    after = values(metrics)
+    assert after[("streamrec_trainer_dead_letters_total", (("topic", "events.accepted"),))] == 5
+    assert after[("streamrec_trainer_unreadable_messages", ())] == 0

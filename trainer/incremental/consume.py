@@ -10,8 +10,10 @@ group's offsets are committed after a publish too, so ``streamrec lag`` shows ho
 the trainer is; the version's metadata stays the source of truth.
 
 A streams worker that crashed after publishing a batch publishes it again, so events are
-deduplicated by ``event_id``. A message that breaks the ``events.accepted`` contract is kept,
-with why, for the cycle to dead-letter: it is never dropped with only a log line.
+deduplicated by ``event_id``. A message that breaks the ``events.accepted`` contract (not JSON,
+another shape, an event of an unknown type, no value at all) is kept, with why, for the cycle to
+dead-letter: it is never dropped with only a log line. Dead-lettered rather than only counted,
+although the topic is internal: the event it stood for is one the model will never learn from.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def watermarks(consumer: Consumer, partition: TopicPartition, timeout_s: float =
 
 def _decode(message) -> AcceptedInteraction | Unreadable:
     try:
-        event = AcceptedEvent.decode(message.value() or b"").event
+        event = AcceptedEvent.decode(message.value()).event
     except UnreadableMessage as error:
         return Unreadable(message.value() or b"", error, message.topic(), message.partition(), message.offset())
     return AcceptedInteraction(

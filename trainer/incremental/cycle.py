@@ -66,6 +66,8 @@ class CycleResult:
     events_used: int = 0
     unreadable: int = 0
     """Messages on events.accepted that break its contract; dead-lettered when the cycle publishes."""
+    dead_lettered: int = 0
+    """Of those, the ones this cycle wrote to events.dlq (all of them once it got as far as publishing)."""
     duplicates: int = 0
     """Repeated event ids left out (in the new events, or already among the context's)."""
     counts: dict[str, int] = field(default_factory=dict)
@@ -244,6 +246,7 @@ def run_cycle(
                  "group_id": t.group_id, "items": challenger.n_items},
     )
     dead_letter(settings, batch.unreadable)
+    result.dead_lettered = len(batch.unreadable)
     try:
         version = registry.publish_folder(lambda folder: write_sequence_folder(folder, challenger, metadata))
     except VersionRejected as error:

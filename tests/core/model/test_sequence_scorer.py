@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 import redis.asyncio as redis
 import tritonclient.grpc as grpcclient
 from safetensors.torch import load_file, save_file
+from tritonclient.utils import InferenceServerException
 
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, versions, write_sequence_folder
@@ -153,21 +155,75 @@ def own_model(stack_settings, settings):
         shutil.rmtree(repo / name, ignore_errors=True)
 
 
-@pytest.mark.parametrize("damage", [_non_finite, _misshapen, _items_disagree, _missing_member])
-def test_a_broken_version_is_refused_and_the_previous_keeps_serving(own_model, triton, damage):
+DAMAGES = {  # what is wrong -> (the damage, what the refusal says)
+    "NaN weights": (_non_finite, "member 0 weight signal_weight has non-finite values"),
+    "wrong tensor shape": (_misshapen, "size mismatch for items.item_bias"),
+    "items disagree with the weights": (_items_disagree, "item ids for models of"),
+    "missing file": (_missing_member, "missing member-0.safetensors"),
+}
+CASES = list(DAMAGES)
+PUBLISHED = ["NaN weights", "wrong tensor shape", "missing file"]
+
+
+def answers_as_before(triton, registry, before, ids) -> None:
+    """Version 1 ready on its own and answering as it did (the model's readiness says nothing per version)."""
+    assert triton.is_model_ready(registry.model, "1") and not triton.is_model_ready(registry.model, "2")
+    for version in ("1", ""):  # by number, and as clients ask (the served version)
+        again = ask(triton, [ids[:3]], model=registry.model, version=version)
+        assert again[0] == before[0]
+        np.testing.assert_allclose(again[1], before[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("case", PUBLISHED)
+def test_a_broken_version_is_refused_at_publish_before_triton_sees_it(own_model, triton, case):
+    """The trainer's path: written into staging, checked there, never renamed into the repository."""
     registry = own_model
+    damage, reason = DAMAGES[case]
     ids, _, _ = tiny_catalog()
-    expected = ask(triton, [ids[:3]], model=registry.model)
+    before = ask(triton, [ids[:3]], model=registry.model)
+    served = load_version(registry.model_dir / "1")
+    metadata = VersionMetadata(kind="sequence", base="test", max_length=served.max_history)
+
+    def write_broken(folder: Path) -> None:
+        write_sequence_folder(folder, served, metadata)
+        damage(folder)
+
+    with pytest.raises(VersionRejected, match=re.escape(reason)):
+        registry.publish_folder(write_broken)
+    assert registry.versions() == [1] and not (registry.model_dir / "2").exists() and registry.retired() == []
+    assert not list((registry.repo / ".staging").glob(f"{registry.model}-*"))
+    assert registry.served_version() == 1
+    answers_as_before(triton, registry, before, ids)
+    assert registry.next_version() == 2  # nothing was used up
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_broken_version_dropped_in_by_hand_is_refused_and_the_previous_keeps_serving(own_model, triton, settings, case):
+    registry = own_model
+    damage, reason = DAMAGES[case]
+    ids, _, _ = tiny_catalog()
+    before = ask(triton, [ids[:3]], model=registry.model)
     broken = registry.model_dir / "2"
     shutil.copytree(registry.model_dir / "1", broken)
     damage(broken)
-    with pytest.raises(VersionRejected):
-        registry.activate(2, previous=1)
+
+    # Something else asks Triton to load the model: its config's policy picks the newest folder, the load fails.
+    with pytest.raises(InferenceServerException):
+        triton.load_model(registry.model)
+    assert triton.is_model_ready(registry.model)
+    answers_as_before(triton, registry, before, ids)
+
+    # The trainer's start (reconcile) refuses it with the check's own reason, never asking Triton.
+    said: list[str] = []
+    registry.say = said.append
+    assert registry.reconcile() == 1
+    if case == "missing file":  # not a complete version: the registry leaves it alone, Triton never serves it
+        assert broken.exists() and said == []
+    else:
+        assert not broken.exists() and registry.retired() == [2]
+        assert any("refused before loading" in line and reason in line for line in said), said
     assert registry.served_version() == 1
-    assert not broken.exists() and (registry.retired_dir / "2").exists()
-    again = ask(triton, [ids[:3]], model=registry.model)
-    assert again[0] == expected[0]
-    np.testing.assert_allclose(again[1], expected[1], atol=1e-5)
+    answers_as_before(triton, registry, before, ids)
 
 
 def test_a_new_version_is_published_under_load_with_no_failed_request(own_model, settings):

@@ -1,6 +1,7 @@
 """The trainer on the real stack (Kafka, Redis, Triton): cycles publish sequence versions that Triton
 serves while a client asks, new items appended, a worse challenger refused while the old version
-keeps serving, versions Triton cannot load refused, rollback, resuming from the recorded offsets."""
+keeps serving, versions Triton cannot load refused, rollback, resuming from the recorded offsets, garbage on
+events.accepted dead-lettered with why."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import shutil
 import uuid
 
 import numpy as np
+import orjson
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
-from confluent_kafka import Producer
 
+from streamrec.events import ClickEvent
 from streamrec.model import contract
 from streamrec.model.registry import VersionRejected
 from streamrec.model.sequence_request import sequence_inputs
 from streamrec.model.served_sequence import load_version
 from streamrec.topics import Topic
+from tests import garbage
 from tests.trainer.incremental.conftest import KNOWN_ITEMS, make_trainer_model, trainer_settings
 from trainer.incremental.cycle import run_cycle, state_dir
 from trainer.incremental.replay_buffer import ReplayBuffer
@@ -192,21 +195,26 @@ def test_a_version_triton_cannot_load_is_refused_while_the_old_one_serves(settin
     assert registry.reconcile() == 1
 
 
-def test_an_unreadable_accepted_message_is_dead_lettered_and_the_cycle_goes_on(settings, amazon_text, send_sequences,
-                                                                            kafka_reader):
+def test_garbage_on_events_accepted_is_dead_lettered_with_why_and_the_cycle_learns_from_the_rest(
+        settings, amazon_text, send_sequences, kafka_reader):
     name = f"trainer_dlq_{uuid.uuid4().hex[:6]}"
     registry = make_trainer_model(settings, name, amazon_text)
     marker = uuid.uuid4().hex
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
-    producer.produce(Topic.ACCEPTED.value, b'{"event": {"type": "click", "user_id": "' + marker.encode() + b'"', b"someone")
-    assert producer.flush(30) == 0
+    event = ClickEvent(user_id=marker, item_id="x").model_dump(mode="json")
+    wrong = orjson.dumps({"event": {**event, "type": "refund"}, "topic": Topic.CLICKS.value, "partition": 0, "offset": 1})
+    values = garbage.kinds(marker, wrong)
+    since = garbage.produce(settings, Topic.ACCEPTED.value, [(b"someone", value) for value in values.values()])
     sent = send_sequences(620, 40)
     result = run_cycle(trainer_settings(settings, name), train=lambda *args: None, say=print)
     assert result.status == "published" and result.version == 2, result.reason
-    assert result.unreadable == 1 and result.events_used == sent  # counted, and the readable events all used
-    letters = kafka_reader.read(
-        Topic.DLQ, match=lambda v: v.get("source") == f"trainer:{Topic.ACCEPTED.value}" and marker in v.get("raw", ""), expected=1
-    )
-    assert len(letters) == 1
-    assert letters[0]["reason"].startswith("breaks the events.accepted contract") and letters[0]["raw_bytes"] > 0
-    assert registry.metadata(2).lineage["offsets"] == result.offsets  # the version moved past it
+    assert result.unreadable == result.dead_lettered == len(values)  # counted, and written out once published
+    assert result.events_used == sent  # the readable events all used
+    letters = garbage.read_letters(kafka_reader, f"trainer:{Topic.ACCEPTED.value}", since, expected=len(values))
+    for kind, value in values.items():
+        letter = garbage.letter_for(letters, value)
+        assert letter is not None, f"no dead letter for {kind!r}"
+        assert letter["reason"].startswith("breaks the events.accepted contract: "), letter["reason"]
+    assert "tombstone" in garbage.letter_for(letters, None)["reason"]
+    assert "event: Input tag 'refund' found using 'type' does not match" in garbage.letter_for(letters, wrong)["reason"]
+    assert len(garbage.letter_for(letters, values["many unknown fields"])["errors"]) <= 20
+    assert registry.metadata(2).lineage["offsets"] == result.offsets  # the version moved past them
