@@ -24,6 +24,7 @@ from streamrec.faust_app import send_all, worker_app
 from streamrec.messages import ProfileUpdated
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
+from streamrec.store.connection import connect
 from streamrec.store.functions import load_functions
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streams.catalog import CatalogProcessor
@@ -59,7 +60,7 @@ class StreamsRuntime:
 
     async def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url)
+            self._redis = connect(self.settings.redis)
             await load_functions(self._redis)
         return self._redis
 

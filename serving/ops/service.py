@@ -64,8 +64,8 @@ class OpsService:
         }
         self._reader: LagReader | None = None
         self._monitor: LagMonitor | None = None
-        self.canary = Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s) if ops.canary_interval_s > 0 else None
-        self.tail = TopicTail(settings.bootstrap_servers)
+        self.canary = Canary(settings.kafka, ops.collector_url, ops.canary_timeout_s) if ops.canary_interval_s > 0 else None
+        self.tail = TopicTail(settings.kafka)
         self._client: httpx.AsyncClient | None = None
 
     async def run(self) -> None:
@@ -105,7 +105,7 @@ class OpsService:
         started = time.monotonic()
         try:
             if self._monitor is None:
-                self._reader = LagReader(self.settings.bootstrap_servers, timeout_s=min(10.0, self.settings.ops.interval_s * 2))
+                self._reader = LagReader(self.settings.kafka, timeout_s=min(10.0, self.settings.ops.interval_s * 2))
                 self._monitor = monitor_for(self._reader, self.settings.ops)
             reports = await asyncio.to_thread(self._monitor.sample)
         except Exception as error:  # noqa: BLE001 - Kafka away: say so on the page, keep the last figures

@@ -16,15 +16,17 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from streamrec.kafka_client import client_config
+from streamrec.settings import KafkaSettings
 from streamrec.topics import Topic
 
 TAILED = (Topic.DLQ, Topic.QUARANTINE, Topic.MODEL_UPDATES)
 
 
 class TopicTail:
-    def __init__(self, bootstrap_servers: str, keep: int = 200) -> None:
+    def __init__(self, kafka: KafkaSettings, keep: int = 200) -> None:
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers, "group.id": f"streamrec-lag-tail-{uuid.uuid4().hex[:8]}",
+            **client_config(kafka, client="ops-tail"), "group.id": f"streamrec-lag-tail-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 200,
         })
         self._keep = keep

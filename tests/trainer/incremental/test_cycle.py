@@ -15,6 +15,7 @@ import torch
 import tritonclient.grpc as grpcclient
 from confluent_kafka import Producer
 
+from streamrec.kafka_client import client_config
 from streamrec.model import contract
 from streamrec.model.registry import VersionRejected
 from streamrec.model.sequence_request import sequence_inputs
@@ -197,7 +198,7 @@ def test_an_unreadable_accepted_message_is_dead_lettered_and_the_cycle_goes_on(s
     name = f"trainer_dlq_{uuid.uuid4().hex[:6]}"
     registry = make_trainer_model(settings, name, amazon_text)
     marker = uuid.uuid4().hex
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer = Producer({**client_config(settings.kafka, client="test"), "acks": "all"})
     producer.produce(Topic.ACCEPTED.value, b'{"event": {"type": "click", "user_id": "' + marker.encode() + b'"', b"someone")
     assert producer.flush(30) == 0
     sent = send_sequences(620, 40)
