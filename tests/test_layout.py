@@ -81,8 +81,8 @@ def test_checker_sees_a_cross_import(tmp_path):
         REPO_ROOT = saved
 
 
-# Where a Kafka or Redis client may be configured from an address: the two factories only.
-CLIENT_FACTORIES = {"streamrec/kafka_client.py", "streamrec/store/connection.py"}
+# Where a Kafka or Redis client may be configured from an address: the factories only.
+CLIENT_FACTORIES = {"streamrec/kafka_client.py", "streamrec/faust_app.py", "streamrec/store/connection.py"}
 CLIENT_FOLDERS = ("streamrec", *COMPONENTS, "benchmarks", "tests")
 
 
@@ -92,6 +92,7 @@ def bare_clients(root: Path) -> dict[str, list[str]]:
         "a librdkafka config with its own bootstrap.servers": lambda text: re.search(r"[\"']bootstrap\.servers[\"']\s*:", text),
         "Redis.from_url": lambda text: re.search(r"\bRedis\.from_url\(", text),
         "an aiokafka client without aiokafka_auth": lambda text: re.search(r"\bAIOKafka\w+\(", text) and "aiokafka_auth(" not in text,
+        "a Faust app not made by worker_app": lambda text: re.search(r"\bfaust\.App\(", text),
     }
     found: dict[str, list[str]] = {}
     for folder in CLIENT_FOLDERS:
