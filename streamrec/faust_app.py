@@ -1,9 +1,10 @@
 """The Faust app both workers (streams, recs) are built on: one copy of the broker settings.
 
 The brokers are reached with the same security as every other client (``broker_credentials``
-from ``KafkaSettings``: SASL user and mechanism, TLS context). Raw bytes in and out (the event contract parses them), topics owned by `streamrec topics create`
-(never declared by a worker), ``acks=all``, offsets committed every second, and a heartbeat at a
-quarter of the session timeout so that a killed worker's partitions move within that timeout.
+from ``KafkaSettings``: SASL user and mechanism, TLS context). Raw bytes in and out (the event
+contract parses them), topics owned by `streamrec topics create` (never declared by a worker),
+``acks=all``, offsets committed every second, and a heartbeat at a quarter of the session
+timeout so that a killed worker's partitions move within that timeout.
 """
 
 from __future__ import annotations
