@@ -48,7 +48,6 @@ from pathlib import Path
 import aiohttp
 import httpx
 import orjson
-import redis
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -60,6 +59,7 @@ from streamrec.datasets.loaders import load  # noqa: E402
 from streamrec.datasets.replay import catalog_event  # noqa: E402
 from streamrec.events import ClickEvent  # noqa: E402
 from streamrec.kafka_admin import commit_groups_at_end  # noqa: E402
+from streamrec.kafka_client import client_config  # noqa: E402
 from streamrec.lag import LagReader  # noqa: E402
 from streamrec.model import contract  # noqa: E402
 from streamrec.model.artifacts import versions  # noqa: E402
@@ -69,6 +69,7 @@ from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
 from streamrec.stack.isolated import stack_environment  # noqa: E402
 from streamrec.stack.process import free_port  # noqa: E402
 from streamrec.store import layout  # noqa: E402
+from streamrec.store.connection import connect_blocking  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
 REPEATS = 3  # runs at the target rate; the reported freshness figures are their medians
@@ -119,7 +120,7 @@ class Listener:
         self.profile_latencies: dict[tuple[str, int], float] = {}
         self.degraded = 0
         self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"fresh-{uuid.uuid4()}",
+        self._consumer = Consumer({**client_config(settings.kafka, client="bench-freshness"), "group.id": f"fresh-{uuid.uuid4()}",
                                    "enable.auto.commit": False})  # a fetch returns as soon as data arrives
         partitions = []
         for topic in (Topic.RECOMMENDATIONS.value, Topic.PROFILES_UPDATED.value):
@@ -153,7 +154,7 @@ class Listener:
 def wait_idle(settings: Settings, timeout_s: float = 600) -> None:
     """Until the streams and recs groups have no lag (and have joined: committed offsets exist)."""
     groups = workers_groups(settings)
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     deadline = time.monotonic() + timeout_s
     lagging: list = []
     try:
@@ -358,11 +359,11 @@ def main() -> None:
             logs = Path(folder) / "logs"
             # Both groups start at the (empty) log ends with committed offsets, so "idle" below is
             # "lag 0 on every partition", with no wait for a group's first commit.
-            commit_groups_at_end(settings.bootstrap_servers, workers_groups(settings))
+            commit_groups_at_end(settings.kafka, workers_groups(settings))
             components = [ComponentProcess(args_, logs / f"{args_[0]}.log", env).start()
                           for args_ in (["streams", "worker"], ["recs", "worker"], ["api", "serve"])]
-            client = redis.Redis.from_url(settings.redis_url)
-            producer = EventProducer.from_settings(settings, client_id="bench-freshness")
+            client = connect_blocking(settings.redis)
+            producer = EventProducer.from_settings(settings, client="bench-freshness")
             recs_metrics = f"http://127.0.0.1:{recs_port}/metrics"
             try:
                 print(f"loading {len(dataset.catalog):,} catalog items (embedded on Triton) …")

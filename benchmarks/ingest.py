@@ -125,7 +125,7 @@ def click_events(count: int) -> list[ClickEvent]:
 
 def sdk_run(settings: Settings, events: list[ClickEvent], total: int) -> float:
     """Events per second from the first produce until every event is acknowledged (acks=all)."""
-    producer = EventProducer.from_settings(settings, client_id="bench-sdk")
+    producer = EventProducer.from_settings(settings, client="bench-sdk")
     producer.produce(events[0])
     producer.flush()  # connected and topic metadata known before the clock starts
     started = time.perf_counter()

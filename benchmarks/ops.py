@@ -43,7 +43,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import redis
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
@@ -57,6 +56,7 @@ from streamrec.components import ComponentProcess  # noqa: E402
 from streamrec.datasets.loaders import load  # noqa: E402
 from streamrec.datasets.replay import catalog_event  # noqa: E402
 from streamrec.kafka_admin import commit_groups_at_end  # noqa: E402
+from streamrec.kafka_client import client_config  # noqa: E402
 from streamrec.lag import LagReader, Status, monitor_for  # noqa: E402
 from streamrec.model import contract  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
@@ -65,6 +65,7 @@ from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
 from streamrec.stack.isolated import stack_environment  # noqa: E402
 from streamrec.stack.process import free_port  # noqa: E402
 from streamrec.store import layout  # noqa: E402
+from streamrec.store.connection import connect_blocking  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
 TARGETS = {"lag_seconds_error_ms": 1000.0, "status_detect_s": 60.0, "stop_detect_s": 60.0, "ops_cpu_core_share": 0.05}
@@ -75,13 +76,13 @@ console = Console(highlight=False)
 def make_topic(settings: Settings, partitions: int = 6) -> str:
     """A new topic, returned once every partition has a leader (reads before that fail)."""
     name = f"ops.bench.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka, client="bench-ops"))
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         topic = admin.list_topics(name, timeout=10).topics.get(name)
         if topic is not None and len(topic.partitions) == partitions and all(p.leader >= 0 for p in topic.partitions.values()):
-            consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "ops-bench-probe"})
+            consumer = Consumer({**client_config(settings.kafka, client="bench-ops"), "group.id": "ops-bench-probe"})
             try:
                 for p in range(partitions):
                     consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
@@ -97,7 +98,7 @@ def make_topic(settings: Settings, partitions: int = 6) -> str:
 def lag_seconds_error(settings: Settings, readings: int) -> tuple[float, dict]:
     topic, partitions, per_partition = make_topic(settings), 6, 6000
     base_ms = int(time.time() * 1000) - 600_000
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20})
+    producer = Producer({**client_config(settings.kafka, client="bench-ops"), "linger.ms": 20})
     stamps = {p: [base_ms + n * 100 for n in range(per_partition)] for p in range(partitions)}
     for p, series in stamps.items():
         for n, stamp in enumerate(series):
@@ -106,13 +107,13 @@ def lag_seconds_error(settings: Settings, readings: int) -> tuple[float, dict]:
                 producer.poll(0)
     assert producer.flush(60) == 0
     rng = random.Random(7)
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka, client="bench-ops"))
     groups = [f"ops-bench-lag-{n}-{uuid.uuid4().hex[:6]}" for n in range(12)]
     committed = {group: {p: rng.randrange(per_partition) for p in range(partitions)} for group in groups}
     for group in groups:
         offsets = [TopicPartition(topic, p, offset) for p, offset in committed[group].items()]
         admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)])[group].result(30)
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     errors, at_read = [], []
     try:
         for _ in range(readings):
@@ -137,7 +138,7 @@ class Feeder:
     """Writes ``rate`` records/s to a topic, stamped now, until stopped."""
 
     def __init__(self, settings: Settings, topic: str, rate: float) -> None:
-        self._producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 5})
+        self._producer = Producer({**client_config(settings.kafka, client="bench-ops"), "linger.ms": 5})
         self._topic, self._rate = topic, rate
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -163,10 +164,10 @@ def detect_once(settings: Settings, close_consumer: bool) -> float:
     defaults = Settings().ops
     topic, group = make_topic(settings), f"ops-bench-stall-{uuid.uuid4().hex[:6]}"
     feeder = Feeder(settings, topic, 50.0)
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False,
+    consumer = Consumer({**client_config(settings.kafka, client="bench-ops"), "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     monitor = monitor_for(reader, defaults, groups=[group])
     try:
         healthy_until = time.monotonic() + defaults.interval_s * (defaults.window + 1)
@@ -212,14 +213,14 @@ def cpu_seconds(pid: int) -> float:
 def ops_cost(settings: Settings, folder: Path, window_s: float, windows: int) -> tuple[float, dict]:
     topic, partitions = make_topic(settings), 6
     groups = [f"ops-bench-cost-{n:03d}" for n in range(100)]
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka, client="bench-ops"))
     feeder = Feeder(settings, topic, 100.0)
     rounds: list[float] = []
     failure: list[Exception] = []
     stop = threading.Event()
 
     def advance() -> None:  # every group's offsets move every 5 s (the service sees commits, not consumers)
-        consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "ops-bench-probe"})
+        consumer = Consumer({**client_config(settings.kafka, client="bench-ops"), "group.id": "ops-bench-probe"})
         try:
             while not stop.is_set():
                 ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
@@ -272,7 +273,7 @@ def canary(settings: Settings, folder: Path, probes: int, data_dir: Path) -> tup
     suffix = uuid.uuid4().hex[:6]
     groups = {f"ops-bench-streams-{suffix}": [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
               f"ops-bench-recs-{suffix}": [Topic.PROFILES_UPDATED.value]}
-    commit_groups_at_end(settings.bootstrap_servers, groups)
+    commit_groups_at_end(settings.kafka, groups)
     streams_group, recs_group = groups
     ports = {name: free_port() for name in ("collector", "streams", "recs", "ops")}
     env = {**stack_environment(settings.stack), "STREAMREC_STREAMS__APP_ID": streams_group, "STREAMREC_RECS__APP_ID": recs_group,
@@ -281,8 +282,8 @@ def canary(settings: Settings, folder: Path, probes: int, data_dir: Path) -> tup
            "STREAMREC_OPS__CANARY_INTERVAL_S": "2", "STREAMREC_OPS__CANARY_TIMEOUT_S": "20", "STREAMREC_OPS__INTERVAL_S": "5"}
     components = [ComponentProcess([*args], folder / f"{args[0]}-canary.log", env).start()
                   for args in (["collector", "serve"], ["streams", "worker"], ["recs", "worker"])]
-    client = redis.Redis.from_url(settings.redis_url)
-    producer = EventProducer.from_settings(settings, client_id="bench-ops")
+    client = connect_blocking(settings.redis)
+    producer = EventProducer.from_settings(settings, client="bench-ops")
     try:
         catalog = dataset.catalog[:2000]
         now = int(time.time() * 1000)

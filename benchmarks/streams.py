@@ -44,12 +44,15 @@ from benchmarks.common import isolated_stack, machine, median, quantile, write_j
 from streamrec.stack.isolated import stack_environment  # noqa: E402
 from streamrec.datasets.loaders import DatasetEvent, load  # noqa: E402
 from streamrec.datasets.replay import catalog_event, interaction_event  # noqa: E402
+from streamrec.faust_app import aiokafka_auth  # noqa: E402
+from streamrec.kafka_client import client_config  # noqa: E402
 from streamrec.lag import LagReader  # noqa: E402
 from streamrec.model.bootstrap import init_item_encoder  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
 from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
 from streamrec.stack.process import free_port  # noqa: E402
 from streamrec.store import layout  # noqa: E402
+from streamrec.store.connection import connect_blocking  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
 console = Console()
@@ -116,7 +119,7 @@ class Worker:
 def consumed(settings: Settings, group: str) -> tuple[int, int]:
     """(committed, log end) summed over the interaction topics."""
     topics = [t.value for t in INTERACTION_TOPICS]
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     try:
         rows = [row for row in reader.read([group], sample_s=0, topics=topics) if row.topic in topics]
     finally:
@@ -126,7 +129,7 @@ def consumed(settings: Settings, group: str) -> tuple[int, int]:
 
 def start_at_log_end(settings: Settings, group: str) -> None:
     """Commit the log-end offsets for a new group, so its worker starts with no backlog."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({**client_config(settings.kafka, client="bench-streams"), "group.id": group, "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(timeout=10).topics
         offsets = []
@@ -179,7 +182,7 @@ async def latency_run(settings: Settings, events: list[DatasetEvent], rate: floa
     """Produce at ``rate`` events/s and time each profiles.updated signal against its event ts."""
     consumer = AIOKafkaConsumer(
         Topic.PROFILES_UPDATED.value, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest",
-        group_id=f"bench-latency-{uuid.uuid4().hex[:6]}",
+        group_id=f"bench-latency-{uuid.uuid4().hex[:6]}", **aiokafka_auth(settings.kafka),
     )
     await consumer.start()
     await asyncio.sleep(2)  # let the assignment settle so no signal is missed
@@ -246,7 +249,7 @@ def main() -> None:
     runs: dict[str, list[float]] = {"worker_events_per_s": [], "two_workers_events_per_s": [], "p50": [], "p99": []}
     with isolated_stack(model_repo=model_repo, triton_load_models=["item_encoder"]) as settings:
         redis_url = settings.redis_url
-        client = redis.Redis.from_url(redis_url)
+        client = connect_blocking(settings.redis)
         console.print("producing catalog and events…")
         produce(settings, events, catalog)
         console.print(f"embedding {len(catalog):,} catalog items with MiniLM on Triton…")

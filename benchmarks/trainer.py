@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import redis.asyncio as redis
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,11 +49,12 @@ from streamrec.model.artifacts import VersionMetadata, publish_sequence  # noqa:
 from streamrec.model.bootstrap import first_sequence_model  # noqa: E402
 from streamrec.model.served_sequence import ServedSequence, load_version  # noqa: E402
 from streamrec.producer import EventProducer  # noqa: E402
-from streamrec.settings import REPO_ROOT, Settings, TrainerSettings  # noqa: E402
+from streamrec.settings import REPO_ROOT, RedisSettings, Settings, TrainerSettings  # noqa: E402
 from streamrec.stack.isolated import stack_environment  # noqa: E402
 from streamrec.stack.process import free_port  # noqa: E402
 from streamrec.store.catalog import CatalogRecord  # noqa: E402
 from streamrec.store.catalog_store import CatalogStore  # noqa: E402
+from streamrec.store.connection import connect  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS  # noqa: E402
 from trainer.incremental.cycle import registry_for, run_cycle  # noqa: E402
 from trainer.incremental.gate import row_figures  # noqa: E402
@@ -78,7 +78,7 @@ def initial_model(repo: Path, item_ids: list[str], text: np.ndarray) -> str:
     return f"untrained first_sequence_model over {len(item_ids):,} items"
 
 
-def load_catalog_into_redis(redis_url: str, catalog, item_ids: list[str], text: np.ndarray) -> None:
+def load_catalog_into_redis(redis_settings: RedisSettings, catalog, item_ids: list[str], text: np.ndarray) -> None:
     """Every item with its text embedding (float16 unit vector), as the streams worker stores it."""
     now = int(time.time() * 1000)
     vectors = {item_id: row for item_id, row in zip(item_ids, text, strict=True)}
@@ -87,7 +87,7 @@ def load_catalog_into_redis(redis_url: str, catalog, item_ids: list[str], text: 
                for item in catalog if item.item_id in vectors]
 
     async def write() -> None:
-        client = redis.Redis.from_url(redis_url)
+        client = connect(redis_settings)
         try:
             await CatalogStore(client).write(records, stored_at_ms=now)
         finally:
@@ -98,7 +98,7 @@ def load_catalog_into_redis(redis_url: str, catalog, item_ids: list[str], text: 
 
 def streams_worker(settings: Settings, log_path: Path, max_late_s: float) -> ComponentProcess:
     """A streams worker (interactions only) that accepts the replay onto events.accepted."""
-    commit_groups_at_end(settings.bootstrap_servers, {settings.streams.app_id: [t.value for t in INTERACTION_TOPICS]})
+    commit_groups_at_end(settings.kafka, {settings.streams.app_id: [t.value for t in INTERACTION_TOPICS]})
     env = {**stack_environment(settings.stack), "STREAMREC_STREAMS__AGENTS": '["interactions"]',
            "STREAMREC_STREAMS__WEB_PORT": str(free_port()), "STREAMREC_STREAMS__MAX_LATE_S": str(max_late_s)}
     return ComponentProcess(["streams", "worker"], log_path, env).start()
@@ -108,7 +108,7 @@ def wait_accepted(settings: Settings, worker: ComponentProcess, timeout_s: float
     """Seconds until the streams worker committed past every raw event (so all are on events.accepted)."""
     began = time.monotonic()
     topics = [t.value for t in INTERACTION_TOPICS]
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     try:
         while sum(row.lag for row in reader.read([settings.streams.app_id], sample_s=0, topics=topics) if row.topic in topics):
             if not worker.alive() or time.monotonic() - began > timeout_s:
@@ -170,7 +170,7 @@ def main() -> None:
         print(f"initial model: {initial}; {len(events):,} events in slices {bounds}")
         with isolated_stack(model_repo=repo, triton_load_models=[contract.BERT_SCORER]) as stack:
             settings = stack.model_copy(update={"trainer": TrainerSettings(**trainer_options)})
-            load_catalog_into_redis(settings.redis_url, dataset.catalog, item_ids, text)
+            load_catalog_into_redis(settings.redis, dataset.catalog, item_ids, text)
             registry = registry_for(settings, say=print)
             frozen = load_version(repo / contract.BERT_SCORER / "1")
             worker = streams_worker(settings, Path(folder) / "streams.log", max_late_s)

@@ -1,10 +1,16 @@
-"""``streamrec collector|recs|api ...`` commands, plugged into the core CLI by entry point."""
+"""``streamrec collector|recs|api|ops ...`` commands, plugged into the core CLI by entry point.
+
+Each service first checks the Kafka and Redis it needs (``streamrec.preflight``): a refused
+login or an unreachable address ends it at start with the setting to fix.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+
+from streamrec.preflight import check
 
 
 def _single_threaded_blas() -> None:
@@ -32,6 +38,7 @@ def serve(ctx: typer.Context) -> None:
     from serving.collector.app import create_app
 
     settings = ctx.obj
+    check(settings, kafka=True)
     uvicorn.run(create_app(settings), host=settings.collector.host, port=settings.collector.port, log_level="info")
 
 
@@ -45,6 +52,7 @@ def recs_worker(
 
     from serving.recs.worker import create_app
 
+    check(ctx.obj, kafka=True, redis=True)
     _single_threaded_blas()
     app = create_app(ctx.obj)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
@@ -57,8 +65,9 @@ def api_serve(ctx: typer.Context) -> None:
 
     from serving.api.app import create_app
 
-    _single_threaded_blas()
     settings = ctx.obj
+    check(settings, redis=True)
+    _single_threaded_blas()
     uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="warning")
 
 
@@ -70,4 +79,5 @@ def ops_serve(ctx: typer.Context) -> None:
     from serving.ops.app import create_app
 
     settings = ctx.obj
+    check(settings, kafka=True)
     uvicorn.run(create_app(settings), host=settings.ops.host, port=settings.ops.port, log_level="warning")

@@ -3,7 +3,9 @@
 Core commands (stack, topics, replay, quick-start, schemas) live here;
 components add theirs through the ``streamrec.cli`` entry-point group (see
 pyproject.toml), so this package never imports ``serving``, ``streams`` or
-``trainer``. Settings are read once here and passed down.
+``trainer``. Settings are read once here and passed down. Commands that talk to Kafka (and
+every component's service) first check that they can, with :mod:`streamrec.preflight`, so a
+wrong address or password ends them with a message naming the setting instead of a hang.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from streamrec.preflight import PreflightError, check
 from streamrec.settings import REPO_ROOT, Settings
 from streamrec.stack import LocalStack, StackError
 
@@ -102,6 +106,7 @@ def topics_create(ctx: typer.Context) -> None:
     """Create streamrec's topics with the configured partitions (idempotent)."""
     from streamrec.kafka_admin import create_topics
 
+    check(_settings(ctx), kafka=True)
     table = Table(title="topics")
     for column in ("topic", "partitions", "action"):
         table.add_column(column)
@@ -116,6 +121,7 @@ def topics_counts(ctx: typer.Context) -> None:
     from streamrec.kafka_admin import message_counts
     from streamrec.topics import TOPIC_SPECS
 
+    check(_settings(ctx), kafka=True)
     _print_counts(message_counts(_settings(ctx), [spec.name.value for spec in TOPIC_SPECS]))
 
 
@@ -142,6 +148,7 @@ def replay(
     from streamrec.datasets.replay import replay_dataset
 
     settings = _settings(ctx)
+    check(settings, kafka=True)
     result = replay_dataset(settings, dataset, data_dir=data_dir, speed=speed, limit=limit, console=console)
     console.print(
         f"replayed {result.catalog_items:,} catalog items and {result.events:,} events "
@@ -228,9 +235,10 @@ def lag(
 
     from streamrec.lag import LagReader, Status, monitor_for, thresholds_for
 
+    check(_settings(ctx), kafka=True)
     settings = _settings(ctx).ops
     thresholds = thresholds_for(settings)
-    reader = LagReader(_settings(ctx).bootstrap_servers)
+    reader = LagReader(_settings(ctx).kafka)
     monitor = monitor_for(reader, settings, groups=group)
     try:
         if watch:
@@ -563,6 +571,6 @@ def main() -> None:
     _add_component_commands()
     try:
         app()
-    except (StackError, DatasetMissing) as error:  # pragma: no cover - printed for people, exit code for scripts
-        console.print(f"[red]error:[/red] {error}")
+    except (StackError, DatasetMissing, PreflightError) as error:  # pragma: no cover - printed for people, exit code for scripts
+        console.print(f"[red]error:[/red] {escape(str(error))}")
         sys.exit(1)

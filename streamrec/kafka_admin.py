@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamrec.settings import Settings
+from streamrec.kafka_client import client_config
+from streamrec.settings import KafkaSettings, Settings
 from streamrec.topics import TOPIC_SPECS, TopicSpec
 
 
@@ -24,14 +25,14 @@ class TopicState:
     created: bool
 
 
-def admin_client(bootstrap_servers: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap_servers})
+def admin_client(kafka: KafkaSettings, *, client: str = "admin") -> AdminClient:
+    return AdminClient(client_config(kafka, client=client))
 
 
 def create_topics(
     settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC_SPECS, timeout_s: float = 30.0
 ) -> list[TopicState]:
-    admin = admin_client(settings.bootstrap_servers)
+    admin = admin_client(settings.kafka)
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = [
         NewTopic(
@@ -76,7 +77,7 @@ def _wait_listed(admin: AdminClient, names: list[str], timeout_s: float) -> dict
 def message_counts(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[str, int]:
     """Messages currently retained per topic (sum of high minus low watermarks)."""
     consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": "streamrec-watermarks", "enable.auto.commit": False}
+        {**client_config(settings.kafka, client="watermarks"), "group.id": "streamrec-watermarks", "enable.auto.commit": False}
     )
     try:
         metadata = consumer.list_topics(timeout=timeout_s).topics
@@ -95,9 +96,9 @@ def message_counts(settings: Settings, topics: list[str], timeout_s: float = 10.
         consumer.close()
 
 
-def end_offsets(bootstrap_servers: str, topics: list[str]) -> dict[tuple[str, int], int]:
+def end_offsets(kafka: KafkaSettings, topics: list[str]) -> dict[tuple[str, int], int]:
     """(topic, partition) -> current log-end offset: "now" on those topics, to start a group from."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "offsets-probe", "enable.auto.commit": False})
+    consumer = Consumer({**client_config(kafka, client="offsets"), "group.id": "offsets-probe", "enable.auto.commit": False})
     try:
         ends = {}
         for topic in topics:
@@ -109,22 +110,22 @@ def end_offsets(bootstrap_servers: str, topics: list[str]) -> dict[tuple[str, in
         consumer.close()
 
 
-def commit_group_offsets(bootstrap_servers: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+def commit_group_offsets(kafka: KafkaSettings, group: str, offsets: dict[tuple[str, int], int]) -> None:
     """Set where ``group`` starts reading (it must have no active members)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = admin_client(kafka)
     partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in sorted(offsets.items())]
     for future in admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, partitions)]).values():
         future.result(timeout=30)
 
 
-def commit_groups_at_end(bootstrap_servers: str, groups: dict[str, list[str]]) -> None:
+def commit_groups_at_end(kafka: KafkaSettings, groups: dict[str, list[str]]) -> None:
     """Commit each group's offsets at the current end of its topics.
 
     A component started under such a group reads only what is produced from now on, with no
     race against its group join (tests and benchmarks share topics with earlier runs).
     """
     for group, topics in groups.items():
-        commit_group_offsets(bootstrap_servers, group, end_offsets(bootstrap_servers, topics))
+        commit_group_offsets(kafka, group, end_offsets(kafka, topics))
 
 
 def _watermark(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30) -> tuple[int, int]:

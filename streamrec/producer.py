@@ -35,7 +35,8 @@ from streamrec.events import (
     key_for,
     topic_for,
 )
-from streamrec.settings import Settings
+from streamrec.kafka_client import client_config
+from streamrec.settings import KafkaSettings, Settings
 from streamrec.topics import Topic
 
 Event = ClickEvent | CartEvent | PurchaseEvent | CatalogItem
@@ -83,9 +84,9 @@ class EventProducer:
     def __init__(
         self,
         *,
-        bootstrap_servers: str,
+        kafka: KafkaSettings,
         validator: EventValidator,
-        client_id: str = "streamrec-sdk",
+        client: str = "sdk",
         linger_ms: float = 5.0,
         compression: str = "lz4",
         poll_thread: bool = False,
@@ -93,8 +94,7 @@ class EventProducer:
     ) -> None:
         self._validator = validator
         config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
-            "client.id": client_id,
+            **client_config(kafka, client=client),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": linger_ms,
@@ -118,8 +118,7 @@ class EventProducer:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> "EventProducer":
         validator = EventValidator(max_future_skew_s=settings.events.max_future_skew_s)
-        kwargs.setdefault("client_id", f"{settings.kafka.client_id}-sdk")
-        return cls(bootstrap_servers=settings.bootstrap_servers, validator=validator, **kwargs)
+        return cls(kafka=settings.kafka, validator=validator, **kwargs)
 
     # -- producing -------------------------------------------------------------------------
 
@@ -235,8 +234,7 @@ def deliver(
     """
     if not messages:
         return
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "client.id": f"{settings.kafka.client_id}-{client}",
-                         "enable.idempotence": True, "acks": "all"})
+    producer = Producer({**client_config(settings.kafka, client=client), "enable.idempotence": True, "acks": "all"})
     failures: list[str] = []
     for topic, key, value in messages:
         producer.produce(topic, key=key, value=value, on_delivery=lambda err, msg: failures.append(str(err)) if err else None)

@@ -22,7 +22,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import redis.asyncio as redis
 import tritonclient.http as httpclient
 from rich.console import Console
 from rich.table import Table
@@ -33,10 +32,12 @@ from streamrec.datasets.replay import replay_dataset
 from streamrec.kafka_admin import commit_groups_at_end, create_topics
 from streamrec.lag import LagReader
 from streamrec.model import contract
-from streamrec.settings import Settings
+from streamrec.preflight import check
+from streamrec.settings import RedisSettings, Settings
 from streamrec.stack import LocalStack
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.connection import connect
 from streamrec.store.recommendation_cache import RecommendationCache
 from streamrec.topics import INTERACTION_TOPICS, Topic
 
@@ -65,7 +66,7 @@ def _wait_caught_up(settings: Settings, console: Console, workers: list[Componen
         settings.streams.app_id: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
         settings.recs.app_id: [Topic.PROFILES_UPDATED.value],
     }
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     deadline = time.monotonic() + timeout_s
     try:
         with console.status("waiting for the workers to catch up") as status:
@@ -89,7 +90,7 @@ SHOWN_ITEMS = 5
 
 
 def _show_recommendations(settings: Settings, console: Console, users: list[str]) -> int:
-    lists, records = asyncio.run(_read_lists(settings.redis_url, users))
+    lists, records = asyncio.run(_read_lists(settings.redis, users))
     for user_id, recs in lists.items():
         table = Table(
             title=f"user {user_id} · {recs['model_version']} · {'DEGRADED · ' if recs['degraded'] else ''}rec {recs['rec_id'][:8]}"
@@ -103,9 +104,9 @@ def _show_recommendations(settings: Settings, console: Console, users: list[str]
     return len(lists)
 
 
-async def _read_lists(redis_url: str, users: list[str]) -> tuple[dict[str, dict], dict[str, CatalogRecord]]:
+async def _read_lists(redis_settings: RedisSettings, users: list[str]) -> tuple[dict[str, dict], dict[str, CatalogRecord]]:
     """The cached lists of those users that have one, and the catalog records of their shown items."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_settings)
     try:
         cache = RecommendationCache(client)
         lists = {user_id: json.loads(raw) for user_id in users if (raw := await cache.read(user_id)) is not None}
@@ -158,11 +159,12 @@ def run_quickstart(
         console.print(f"[dim]·[/dim] wrote first model version {folder}")
     train_scorer(settings, dataset, data_dir, limit, console)
     LocalStack(settings.stack, say=lambda message: console.print(f"[dim]·[/dim] {message}")).up()
+    check(settings, kafka=True, redis=True)  # the stack is up: now the clients' settings must reach it
     load_models(settings, [contract.ITEM_ENCODER, settings.recs.scorer_model])
     create_topics(settings)
     log_dir = settings.stack.state_dir / "logs"
     # Lists for this run's users only: the recs group skips updates left from earlier runs.
-    commit_groups_at_end(settings.bootstrap_servers, {settings.recs.app_id: [Topic.PROFILES_UPDATED.value]})
+    commit_groups_at_end(settings.kafka, {settings.recs.app_id: [Topic.PROFILES_UPDATED.value]})
     workers = [
         ComponentProcess([component, "worker"], log_dir / f"quickstart-{component}.log").start()
         for component in ("streams", "recs")
@@ -207,7 +209,7 @@ def _show_quality(settings: Settings, console: Console) -> None:
 
 
 def _show_lag(settings: Settings, console: Console) -> None:
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     try:
         rows = reader.read([settings.streams.app_id, settings.recs.app_id], sample_s=0)
     finally:

@@ -58,21 +58,123 @@ class StackSettings(_Section):
         default_factory=lambda: ["kafka", "redis", "triton"],
         description="Services that `streamrec up` starts.",
     )
+    kafka_sasl_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="When set, the local broker also listens here with SASL_PLAINTEXT (SCRAM-SHA-512) for kafka_sasl_username.",
+    )
+    kafka_sasl_username: str = Field(
+        default="streamrec", description="SCRAM-SHA-512 user the local broker knows (created when its storage is formatted)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="Password of that user; required with kafka_sasl_port.")
+    redis_acl_username: str | None = Field(
+        default=None, description="When set, the local Redis admits only this ACL user (its `default` user is off)."
+    )
+    redis_acl_password: SecretStr | None = Field(default=None, description="Password of that ACL user; required with redis_acl_username.")
     start_timeout_s: float = Field(default=90.0, gt=0, description="Health-check deadline per service.")
     stop_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM grace period before SIGKILL.")
 
+    @model_validator(mode="after")
+    def _local_users_have_passwords(self) -> "StackSettings":
+        if self.kafka_sasl_port is not None and self.kafka_sasl_password is None:
+            raise ValueError("STREAMREC_STACK__KAFKA_SASL_PORT needs STREAMREC_STACK__KAFKA_SASL_PASSWORD")
+        if self.redis_acl_username is not None and self.redis_acl_password is None:
+            raise ValueError("STREAMREC_STACK__REDIS_ACL_USERNAME needs STREAMREC_STACK__REDIS_ACL_PASSWORD")
+        return self
+
 
 class KafkaSettings(_Section):
+    """How every Kafka client of the project connects: brokers, and the listener's security.
+
+    ``streamrec.kafka_client`` turns these into librdkafka's settings and Faust's credentials, so a
+    producer, a consumer, an admin client and a Faust worker all reach the same listener the same way.
+    """
+
     bootstrap_servers: str | None = Field(
         default=None, description="Broker list; unset means the local stack's broker."
     )
     partitions: int = Field(default=6, ge=1, description="Partitions of each topic created by `streamrec topics create`.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics (3 in production).")
     client_id: str = Field(default="streamrec", description="Prefix of Kafka client ids, visible in broker logs and metrics.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="What the brokers' listener speaks: SASL_* log in with a user, *SSL encrypt (TLS)."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism of the SASL_* protocols (the listener's sasl.enabled.mechanisms)."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user; required with SASL_PLAINTEXT and SASL_SSL.")
+    sasl_password: SecretStr | None = Field(default=None, description="Password of the SASL user.")
+    ssl_ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); unset uses the default CA store."
+    )
+    ssl_cert_file: Path | None = Field(default=None, description="PEM client certificate, for brokers that require mutual TLS.")
+    ssl_key_file: Path | None = Field(default=None, description="PEM private key of the client certificate.")
+    ssl_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted private key.")
+    preflight_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="How long a process waits at start for the brokers to answer before it exits naming the setting to fix "
+        "(refused credentials end it at once).",
+    )
+
+    @model_validator(mode="after")
+    def _security_settings_complete(self) -> "KafkaSettings":
+        """A half-configured listener would only show up as a client retrying forever: refuse it here."""
+        problems = []
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if sasl and (self.sasl_username is None or self.sasl_password is None):
+            problems.append(f"{self.security_protocol} needs STREAMREC_KAFKA__SASL_USERNAME and STREAMREC_KAFKA__SASL_PASSWORD")
+        if not sasl and (self.sasl_username is not None or self.sasl_password is not None):
+            problems.append(
+                f"a SASL user is set but STREAMREC_KAFKA__SECURITY_PROTOCOL is {self.security_protocol}: "
+                "use SASL_PLAINTEXT or SASL_SSL, or unset the user"
+            )
+        tls_files = {"SSL_CA_FILE": self.ssl_ca_file, "SSL_CERT_FILE": self.ssl_cert_file,
+                     "SSL_KEY_FILE": self.ssl_key_file, "SSL_KEY_PASSWORD": self.ssl_key_password}
+        if not tls and any(value is not None for value in tls_files.values()):
+            named = ", ".join(f"STREAMREC_KAFKA__{name}" for name, value in tls_files.items() if value is not None)
+            problems.append(f"{named} set but STREAMREC_KAFKA__SECURITY_PROTOCOL is {self.security_protocol}: use SSL or SASL_SSL")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            problems.append("a client certificate needs its key: set both STREAMREC_KAFKA__SSL_CERT_FILE and STREAMREC_KAFKA__SSL_KEY_FILE")
+        if self.ssl_key_password is not None and self.ssl_key_file is None:
+            problems.append("STREAMREC_KAFKA__SSL_KEY_PASSWORD is set without STREAMREC_KAFKA__SSL_KEY_FILE")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class RedisSettings(_Section):
-    url: str | None = Field(default=None, description="redis:// URL; unset means the local stack's Redis.")
+    """How every Redis client connects (``streamrec.store.connection``): the URL, and what overrides it."""
+
+    url: str | None = Field(default=None, description="redis:// or rediss:// URL; unset means the local stack's Redis.")
+    username: str | None = Field(default=None, description="ACL user (overrides one in the URL); unset: the URL's user, else `default`.")
+    password: SecretStr | None = Field(default=None, description="Password of the ACL user or requirepass (overrides one in the URL).")
+    tls: bool = Field(default=False, description="Connect with TLS even if the URL says redis:// (a rediss:// URL always does).")
+    ca_file: Path | None = Field(default=None, description="PEM file of the CA that signed Redis's certificate; unset uses the default CA store.")
+    cert_file: Path | None = Field(default=None, description="PEM client certificate, for a Redis that requires mutual TLS (tls-auth-clients).")
+    key_file: Path | None = Field(default=None, description="PEM private key of the client certificate.")
+    preflight_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="How long a process waits at start for Redis to answer before it exits naming the setting to fix.",
+    )
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or (self.url or "").startswith("rediss://")
+
+    @model_validator(mode="after")
+    def _security_settings_complete(self) -> "RedisSettings":
+        problems = []
+        if self.username is not None and self.password is None:
+            problems.append("STREAMREC_REDIS__USERNAME needs STREAMREC_REDIS__PASSWORD (Redis's AUTH takes both)")
+        files = {"CA_FILE": self.ca_file, "CERT_FILE": self.cert_file, "KEY_FILE": self.key_file}
+        if not self.uses_tls and any(value is not None for value in files.values()):
+            named = ", ".join(f"STREAMREC_REDIS__{name}" for name, value in files.items() if value is not None)
+            problems.append(f"{named} set without TLS: set STREAMREC_REDIS__TLS=true or use a rediss:// URL")
+        if (self.cert_file is None) != (self.key_file is None):
+            problems.append("a client certificate needs its key: set both STREAMREC_REDIS__CERT_FILE and STREAMREC_REDIS__KEY_FILE")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class TritonSettings(_Section):
@@ -397,9 +499,10 @@ class Settings(BaseSettings):
         """Point unset client addresses at the local stack so one port setting moves both."""
         host = self.stack.host
         if self.kafka.bootstrap_servers is None:
-            object.__setattr__(
-                self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": f"{host}:{self.stack.kafka_port}"})
-            )
+            # A SASL client meets the local broker on its SASL listener, when the stack runs one.
+            sasl = self.kafka.security_protocol == "SASL_PLAINTEXT" and self.stack.kafka_sasl_port is not None
+            port = self.stack.kafka_sasl_port if sasl else self.stack.kafka_port
+            object.__setattr__(self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": f"{host}:{port}"}))
         if self.redis.url is None:
             object.__setattr__(
                 self, "redis", self.redis.model_copy(update={"url": f"redis://{host}:{self.stack.redis_port}/0"})

@@ -23,10 +23,12 @@ import faust
 import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streamrec.kafka_client import client_config
 from streamrec.faust_app import send_all, worker_app
 from streamrec.messages import ProfileUpdated
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
+from streamrec.store.connection import connect
 from streamrec.store.functions import load_functions
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import INTERACTION_TOPICS, Topic
@@ -58,14 +60,14 @@ class StreamsRuntime:
         self.settings = settings
         self.metrics = StreamsMetrics()
         self.positions: dict[tuple[str, int], int] = {}  # next offset after the last one applied, per partition
-        self.offsets = KafkaOffsets({"bootstrap.servers": settings.bootstrap_servers}, group=settings.streams.app_id)
+        self.offsets = KafkaOffsets(client_config(settings.kafka, client="streams-offsets"), group=settings.streams.app_id)
         self._redis: redis.Redis | None = None
         self._interactions: InteractionProcessor | None = None
         self._catalog: CatalogProcessor | None = None
 
     async def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.redis_url)
+            self._redis = connect(self.settings.redis)
             await load_functions(self._redis)
         return self._redis
 

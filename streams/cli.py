@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from streamrec.preflight import check
+
 streams_app = typer.Typer(help="The Faust streams worker: events into profiles in Redis.", no_args_is_help=True)
 
 
@@ -19,5 +21,6 @@ def worker(
 
     from streams.app import create_app
 
+    check(ctx.obj, kafka=True, redis=True)
     app = create_app(ctx.obj)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -24,7 +24,8 @@ from confluent_kafka import Consumer, TopicPartition
 from hypothesis import settings as hypothesis_settings
 
 from streamrec.kafka_admin import create_topics, end_offsets
-from streamrec.settings import REPO_ROOT, Settings, StackSettings
+from streamrec.kafka_client import client_config
+from streamrec.settings import REPO_ROOT, KafkaSettings, Settings, StackSettings
 from streamrec.stack import LocalStack
 from streamrec.stack.isolated import isolated_stack_settings
 from streamrec.topics import TOPIC_SPECS
@@ -105,8 +106,8 @@ def data_dir() -> Path:
 class KafkaReader:
     """Reads topics from given start offsets with a consumer group of its own and keeps what matches."""
 
-    def __init__(self, bootstrap_servers: str, start: dict[tuple[str, int], int]) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, kafka: KafkaSettings, start: dict[tuple[str, int], int]) -> None:
+        self._kafka = kafka
         self._start = start
         self.group = f"test-reader-{uuid.uuid4()}"
 
@@ -126,7 +127,7 @@ class KafkaReader:
         """
         consumer = Consumer(
             {
-                "bootstrap.servers": self._bootstrap,
+                **client_config(self._kafka, client="test-reader"),
                 "group.id": self.group,
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
@@ -163,5 +164,5 @@ class KafkaReader:
 @pytest.fixture
 def kafka_reader(settings: Settings) -> KafkaReader:
     """A reader of every topic from where it ended when the test started."""
-    return KafkaReader(settings.bootstrap_servers, end_offsets(settings.bootstrap_servers, [spec.name.value for spec in TOPIC_SPECS]))
+    return KafkaReader(settings.kafka, end_offsets(settings.kafka, [spec.name.value for spec in TOPIC_SPECS]))
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import orjson
 from confluent_kafka import Producer
 
+from streamrec.kafka_client import client_config
 from streamrec.settings import Settings
 
 HUGE_BYTES = 700_000
@@ -42,7 +43,7 @@ def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None
     """Send ``(key, value)`` records to one partition (so that what follows them is behind them); returns
     the epoch ms just before sending."""
     started_ms = int(time.time() * 1000)
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all", "message.max.bytes": 2_000_000})
+    producer = Producer({**client_config(settings.kafka, client="test-garbage"), "acks": "all", "message.max.bytes": 2_000_000})
     for key, value in records:
         producer.produce(topic, value, key, partition=partition)
     assert producer.flush(30) == 0

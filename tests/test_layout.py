@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 from pathlib import Path
 
@@ -78,3 +79,50 @@ def test_checker_sees_a_cross_import(tmp_path):
         assert "serving" in imported_packages(tmp_path)
     finally:
         REPO_ROOT = saved
+
+
+# Where a Kafka or Redis client may be configured from an address: the factories only.
+CLIENT_FACTORIES = {"streamrec/kafka_client.py", "streamrec/faust_app.py", "streamrec/store/connection.py"}
+CLIENT_FOLDERS = ("streamrec", *COMPONENTS, "benchmarks", "tests")
+
+
+def bare_clients(root: Path) -> dict[str, list[str]]:
+    """Files that build a Kafka or Redis client from an address instead of through the factories."""
+    checks = {
+        "a librdkafka config with its own bootstrap.servers": lambda text: re.search(r"[\"']bootstrap\.servers[\"']\s*:", text),
+        "Redis.from_url": lambda text: re.search(r"\bRedis\.from_url\(", text),
+        "an aiokafka client without aiokafka_auth": lambda text: re.search(r"\bAIOKafka\w+\(", text) and "aiokafka_auth(" not in text,
+        "a Faust app not made by worker_app": lambda text: re.search(r"\bfaust\.App\(", text),
+    }
+    found: dict[str, list[str]] = {}
+    for folder in CLIENT_FOLDERS:
+        for path in (root / folder).rglob("*.py"):
+            name = str(path.relative_to(root))
+            if name in CLIENT_FACTORIES or path == Path(__file__).resolve():
+                continue
+            text = path.read_text()
+            for what, check in checks.items():
+                if check(text):
+                    found.setdefault(name, []).append(what)
+    return found
+
+
+def test_every_client_is_built_from_the_settings():
+    """A client given only an address would skip the listener's security (SASL user, TLS), so it
+    would fail against a secured cluster while every other one works: all go through the factories."""
+    offenders = bare_clients(REPO_ROOT)
+    assert not offenders, (
+        f"build Kafka clients with streamrec.kafka_client.client_config and Redis clients with "
+        f"streamrec.store.connection.connect: {offenders}"
+    )
+
+
+def test_bare_client_checker_sees_one(tmp_path):
+    (tmp_path / "streamrec").mkdir()
+    (tmp_path / "streamrec" / "bad.py").write_text(
+        'from confluent_kafka import Producer\nProducer({"bootstrap.servers": "kafka:9092"})\n'
+        "import redis\nredis.Redis.from_url('redis://x')\n"
+    )
+    assert bare_clients(tmp_path) == {
+        "streamrec/bad.py": ["a librdkafka config with its own bootstrap.servers", "Redis.from_url"]
+    }

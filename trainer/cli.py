@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamrec.preflight import check
 from streamrec.settings import REPO_ROOT, Settings
 
 console = Console(highlight=False)
@@ -67,6 +68,7 @@ def once(
     as_json: Annotated[bool, typer.Option("--json", help="Print the cycle's result as JSON.")] = False,
 ) -> None:
     """Run one cycle; exit 0 when it published or had nothing to do, 3 when the gate or Triton rejected it."""
+    check(_settings(ctx), kafka=True, redis=True)
     result = _cycle(_settings(ctx))
     if as_json:
         print(json.dumps(result.to_dict(), default=str))
@@ -83,6 +85,7 @@ def run(
 ) -> None:
     """Run cycles forever; SIGTERM lets the current cycle finish (publishes are never cut short)."""
     settings = _settings(ctx)
+    check(settings, kafka=True, redis=True)
     seconds = parse_interval(interval) if interval else settings.trainer.interval_s
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

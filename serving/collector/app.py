@@ -296,12 +296,12 @@ class Collector:
         self._producer = EventProducer.from_settings(
             self.settings,
             poll_thread=True,
-            client_id=f"{self.settings.kafka.client_id}-collector",
+            client="collector",
             # librdkafka gives up on a record when the request does, so a 503 means "not written"
             # rather than "maybe written later" (and nothing lingers in the queue after shutdown).
             extra_config={"message.timeout.ms": int(self.limits.delivery_timeout_s * 1000)},
         )
-        self._admin = admin_client(self.settings.bootstrap_servers)
+        self._admin = admin_client(self.settings.kafka, client="collector-health")
         try:
             yield
         finally:

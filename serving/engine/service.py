@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import logging
 
-import redis.asyncio as redis
-
 from streamrec.ranking.blender import Blender
 from streamrec.ranking.candidates import CandidateGenerator
 from streamrec.ranking.item_index import ItemIndex
@@ -20,6 +18,7 @@ from streamrec.ranking.recommender import Recommender
 from serving.engine.sequence_client import TritonSequenceClient
 from streamrec.settings import Settings
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.connection import connect
 from streamrec.store.item_statistics import ItemStatistics
 from streamrec.store.profile_store import ProfileStore
 from streamrec.store.recommendation_cache import RecommendationCache
@@ -31,7 +30,7 @@ class RecsService:
     def __init__(self, settings: Settings, *, scorer_timeout_s: float | None = None) -> None:
         self.settings = settings
         recs = settings.recs
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = connect(settings.redis)
         self.profiles = ProfileStore(self.redis)
         self.cache = RecommendationCache(self.redis)
         self.index = ItemIndex(CatalogStore(self.redis))

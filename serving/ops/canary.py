@@ -30,7 +30,9 @@ import httpx
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from streamrec.events import CANARY_USER_PREFIX
+from streamrec.kafka_client import client_config
 from streamrec.messages import Recommendations, UnreadableMessage
+from streamrec.settings import KafkaSettings
 from streamrec.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,11 @@ class CanaryResult:
 class RecommendationsTail:
     """Follows ``recommendations`` from its end; remembers the canary user's lists by source event ts."""
 
-    def __init__(self, bootstrap_servers: str, user_id: str, on_unreadable: OnUnreadable | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, user_id: str, on_unreadable: OnUnreadable | None = None) -> None:
         self._key = user_id.encode()
         self._on_unreadable = on_unreadable or (lambda topic, reason: None)
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers, "group.id": f"streamrec-lag-canary-{uuid.uuid4().hex[:8]}",
+            **client_config(kafka, client="ops-canary"), "group.id": f"streamrec-lag-canary-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 50,
         })
         self._seen: dict[int, tuple[float, bool]] = {}  # source_event_ts -> (record ts s, degraded)
@@ -113,14 +115,14 @@ class RecommendationsTail:
 
 
 class Canary:
-    def __init__(self, bootstrap_servers: str, collector_url: str, timeout_s: float, item_id: str = "canary-item",
+    def __init__(self, kafka: KafkaSettings, collector_url: str, timeout_s: float, item_id: str = "canary-item",
                  on_unreadable: OnUnreadable | None = None, *, key: str | None = None) -> None:
         self.user_id = f"{CANARY_USER_PREFIX}ops-{socket.gethostname()}"[:128]
         self.item_id = item_id
         self._collector_url = collector_url.rstrip("/")
         self._timeout_s = timeout_s
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._tail = RecommendationsTail(bootstrap_servers, self.user_id, on_unreadable)
+        self._tail = RecommendationsTail(kafka, self.user_id, on_unreadable)
 
     def start(self) -> None:
         self._tail.start()

@@ -65,10 +65,10 @@ class OpsService:
         self._reader: LagReader | None = None
         self._monitor: LagMonitor | None = None
         canary_key = ops.canary_key or settings.auth.bootstrap_admin_key
-        self.canary = (Canary(settings.bootstrap_servers, ops.collector_url, ops.canary_timeout_s, on_unreadable=self._unreadable,
+        self.canary = (Canary(settings.kafka, ops.collector_url, ops.canary_timeout_s, on_unreadable=self._unreadable,
                               key=canary_key.get_secret_value() if canary_key else None)
                        if ops.canary_interval_s > 0 else None)
-        self.tail = TopicTail(settings.bootstrap_servers, on_unreadable=self._unreadable)
+        self.tail = TopicTail(settings.kafka, on_unreadable=self._unreadable)
         self._client: httpx.AsyncClient | None = None
 
     def _unreadable(self, topic: str, reason: str) -> None:
@@ -112,7 +112,7 @@ class OpsService:
         started = time.monotonic()
         try:
             if self._monitor is None:
-                self._reader = LagReader(self.settings.bootstrap_servers, timeout_s=min(10.0, self.settings.ops.interval_s * 2))
+                self._reader = LagReader(self.settings.kafka, timeout_s=min(10.0, self.settings.ops.interval_s * 2))
                 self._monitor = monitor_for(self._reader, self.settings.ops)
             reports = await asyncio.to_thread(self._monitor.sample)
         except Exception as error:  # noqa: BLE001 - Kafka away: say so on the page, keep the last figures

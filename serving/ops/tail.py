@@ -28,6 +28,8 @@ from pydantic import BaseModel, ValidationError
 from streamrec.deadletter import DeadLetter
 from streamrec.events import describe
 from streamrec.messages import ModelUpdate, QuarantinedEvent
+from streamrec.kafka_client import client_config
+from streamrec.settings import KafkaSettings
 from streamrec.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,9 @@ def read_record(topic: str, value: bytes | None) -> tuple[dict[str, Any], str | 
 
 
 class TopicTail:
-    def __init__(self, bootstrap_servers: str, keep: int = 200, on_unreadable: OnUnreadable | None = None) -> None:
+    def __init__(self, kafka: KafkaSettings, keep: int = 200, on_unreadable: OnUnreadable | None = None) -> None:
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers, "group.id": f"streamrec-lag-tail-{uuid.uuid4().hex[:8]}",
+            **client_config(kafka, client="ops-tail"), "group.id": f"streamrec-lag-tail-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False, "fetch.wait.max.ms": 200,
         })
         self._keep = keep

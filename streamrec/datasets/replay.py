@@ -82,7 +82,7 @@ def replay_dataset(
         for note in dataset.notes:
             console.print(f"[dim]{dataset.name}: {note}[/dim]")
     started = time.monotonic()
-    with EventProducer.from_settings(settings, client_id="streamrec-replay") as producer, _progress(console) as bar:
+    with EventProducer.from_settings(settings, client="replay") as producer, _progress(console) as bar:
         now_ms = int(time.time() * 1000)
         catalog_task = bar.add_task(f"catalog  {dataset.name}", total=len(dataset.catalog), rate="")
         for count, item in enumerate(dataset.catalog, 1):

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from streamrec.kafka_client import client_config
 from streamrec.lag.timestamps import RecordTimestamps
+from streamrec.settings import KafkaSettings
 
 ACTIVE_STATES = {ConsumerGroupState.STABLE, ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING}
 
@@ -70,9 +72,9 @@ class PartitionLag:
 
 
 class LagReader:
-    def __init__(self, bootstrap_servers: str, timeout_s: float = 10.0) -> None:
-        self._admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-        self._timestamps = RecordTimestamps(bootstrap_servers, timeout_s=min(timeout_s, 5.0))
+    def __init__(self, kafka: KafkaSettings, timeout_s: float = 10.0) -> None:
+        self._admin = AdminClient(client_config(kafka, client="lag"))
+        self._timestamps = RecordTimestamps(kafka, timeout_s=min(timeout_s, 5.0))
         self._timeout_s = timeout_s
 
     @property

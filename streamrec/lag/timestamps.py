@@ -17,13 +17,16 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from streamrec.kafka_client import client_config
+from streamrec.settings import KafkaSettings
+
 Wanted = tuple[str, int, int]  # topic, partition, offset
 
 
 class RecordTimestamps:
-    def __init__(self, bootstrap_servers: str, *, cache_size: int = 50_000, timeout_s: float = 5.0) -> None:
+    def __init__(self, kafka: KafkaSettings, *, cache_size: int = 50_000, timeout_s: float = 5.0) -> None:
         self._consumer = Consumer({
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(kafka, client="lag-timestamps"),
             "group.id": "streamrec-lag-timestamps",  # never joins: assign() only, no commits
             "enable.auto.commit": False,
             "enable.partition.eof": True,

@@ -310,13 +310,12 @@ async def _follow_catalog(backend: SequenceBackend, refresh_s: float, log) -> No
     """
     import asyncio
 
-    import redis.asyncio as redis
-
     from streamrec.ranking.item_index import REFRESH_OVERLAP_MS
     from streamrec.settings import Settings
     from streamrec.store.catalog_store import CatalogStore
+    from streamrec.store.connection import connect
 
-    client = redis.Redis.from_url(Settings().redis_url)
+    client = connect(Settings().redis)
     catalog = CatalogStore(client)
     since_ms = 0.0
     dim = backend.model.ensemble.members[0].items.text.shape[1]

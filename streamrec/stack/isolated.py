@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from streamrec.settings import StackSettings
 from streamrec.stack.process import free_port
 
@@ -16,6 +18,7 @@ PORT_FIELDS = (
     "triton_grpc_port",
     "triton_metrics_port",
 )
+OPT_IN_FIELDS = ("kafka_sasl_port", "kafka_sasl_username", "kafka_sasl_password", "redis_acl_username", "redis_acl_password")
 
 
 def isolated_stack_settings(state_dir: Path, **overrides) -> StackSettings:
@@ -29,4 +32,8 @@ def stack_environment(stack: StackSettings) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("STREAMREC_")}
     for name in ("state_dir", "model_repo", *PORT_FIELDS):
         env[f"STREAMREC_STACK__{name.upper()}"] = str(getattr(stack, name))
+    for name in OPT_IN_FIELDS:  # the SASL listener and the ACL user, where this stack has them
+        value = getattr(stack, name)
+        if value is not None:
+            env[f"STREAMREC_STACK__{name.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env

@@ -4,6 +4,12 @@ The jars of ``org.apache.kafka:kafka_2.13`` and its runtime dependencies are
 resolved once with ``mvn dependency:copy-dependencies`` into the cache folder
 (shared by every stack on the machine); the storage folder is formatted once
 per state folder, so a restart keeps the topics and their data.
+
+With ``kafka_sasl_port`` set the broker also has a ``SASL_PLAINTEXT`` listener for clients that
+accepts SCRAM-SHA-512 only, as a production listener would; its user is written into the
+cluster metadata when the storage is formatted (``--add-scram``), the way KRaft creates SCRAM
+credentials before any broker runs. The PLAINTEXT listener stays: the broker talks to itself
+and the stack's health probe on it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from streamrec.kafka_client import client_config
+from streamrec.settings import KafkaSettings
 from streamrec.stack.base import Say, Service
 from streamrec.stack.process import StackError, require_binary
 from streamrec.stack.system import SystemPackage
@@ -65,7 +73,10 @@ class KafkaService(Service):
         return [SystemPackage("java", "openjdk-17-jre-headless"), SystemPackage("mvn", "maven")]
 
     def ports(self) -> dict[str, int]:
-        return {"kafka_port": self.settings.kafka_port, "kafka_controller_port": self.settings.kafka_controller_port}
+        ports = {"kafka_port": self.settings.kafka_port, "kafka_controller_port": self.settings.kafka_controller_port}
+        if self.settings.kafka_sasl_port is not None:
+            ports["kafka_sasl_port"] = self.settings.kafka_sasl_port
+        return ports
 
     def address(self) -> str:
         return f"{self.settings.host}:{self.settings.kafka_port}"
@@ -111,11 +122,9 @@ class KafkaService(Service):
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers={host}:{controller}",
-                    f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
-                    f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                    *self._listeners(),
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     f"log.dirs={self.log_dir}",
                     # Topics are created explicitly (with their compaction settings), never by a typo.
                     "auto.create.topics.enable=false",
@@ -139,12 +148,40 @@ class KafkaService(Service):
             result = subprocess.run(
                 # One token: an id may start with "-", which the tool's parser takes for an option.
                 [*self._java(), "kafka.tools.StorageTool", "format", "--standalone",
-                 f"--cluster-id={_cluster_id()}", "-c", str(self.config_path)],
+                 f"--cluster-id={_cluster_id()}", "-c", str(self.config_path), *self._scram_users()],
                 capture_output=True,
                 text=True,
             )
             if result.returncode != 0:
                 raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def _listeners(self) -> list[str]:
+        """Listener lines of server.properties: PLAINTEXT and CONTROLLER, plus CLIENTS (SASL) when wanted."""
+        host, port, controller = self.settings.host, self.settings.kafka_port, self.settings.kafka_controller_port
+        sasl = self.settings.kafka_sasl_port
+        if sasl is None:
+            return [
+                f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}",
+                f"advertised.listeners=PLAINTEXT://{host}:{port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        return [
+            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller},CLIENTS://{host}:{sasl}",
+            f"advertised.listeners=PLAINTEXT://{host}:{port},CLIENTS://{host}:{sasl}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,CLIENTS:SASL_PLAINTEXT",
+            "listener.name.clients.sasl.enabled.mechanisms=SCRAM-SHA-512",
+            # The broker's side of SCRAM needs a login module; the users live in the cluster metadata.
+            "listener.name.clients.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        ]
+
+    def _scram_users(self) -> list[str]:
+        """``--add-scram`` for the format step: the SASL listener's user, stored in the metadata log."""
+        if self.settings.kafka_sasl_port is None:
+            return []
+        assert self.settings.kafka_sasl_password is not None  # the settings' validator
+        name, password = self.settings.kafka_sasl_username, self.settings.kafka_sasl_password.get_secret_value()
+        return ["--add-scram", f'SCRAM-SHA-512=[name={name},password="{password}"]']
 
     def _java(self, heap: str = "256m") -> list[str]:
         return [
@@ -167,8 +204,23 @@ class KafkaService(Service):
         return argv, {}
 
     def probe(self, timeout_s: float) -> str | None:
+        problem = self._probe(KafkaSettings(bootstrap_servers=self.address()), timeout_s)
+        if problem is None and self.settings.kafka_sasl_port is not None:
+            # Healthy means the SASL listener admits its user too (a state folder formatted without it would not).
+            assert self.settings.kafka_sasl_password is not None
+            sasl = KafkaSettings(
+                bootstrap_servers=f"{self.settings.host}:{self.settings.kafka_sasl_port}", security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="SCRAM-SHA-512", sasl_username=self.settings.kafka_sasl_username,
+                sasl_password=self.settings.kafka_sasl_password,
+            )
+            problem = self._probe(sasl, timeout_s)
+            return None if problem is None else f"SASL listener: {problem}"
+        return problem
+
+    @staticmethod
+    def _probe(kafka: KafkaSettings, timeout_s: float) -> str | None:
         admin = AdminClient(
-            {"bootstrap.servers": self.address(), "socket.timeout.ms": int(timeout_s * 1000), "logger": _QUIET}
+            {**client_config(kafka, client="stack-probe"), "socket.timeout.ms": int(timeout_s * 1000), "logger": _QUIET}
         )
         try:
             metadata = admin.list_topics(timeout=timeout_s)

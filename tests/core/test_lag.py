@@ -18,8 +18,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamrec.kafka_client import client_config
 from streamrec.lag import LagMonitor, LagReader, Status, Thresholds
 from streamrec.lag.status import Sample, judge_partition
+from streamrec.settings import KafkaSettings
 from streamrec.stack.isolated import stack_environment
 
 LOOSE = Thresholds(warn_lag_s=1e9, err_lag_s=1e9, window=3)
@@ -28,13 +30,12 @@ LOOSE = Thresholds(warn_lag_s=1e9, err_lag_s=1e9, window=3)
 class Topic:
     """A fresh topic with records stamped ``stamps[i]`` (epoch ms) on partition ``i % partitions``."""
 
-    def __init__(self, bootstrap: str, partitions: int = 1) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaSettings, partitions: int = 1) -> None:
         self.name = f"lag.check.{uuid.uuid4().hex[:8]}"
         self.partitions = partitions
-        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the topic exists
+        admin = AdminClient(client_config(kafka, client="test"))  # kept alive until the topic exists
         admin.create_topics([NewTopic(self.name, partitions, 1)])[self.name].result(30)
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+        self._producer = Producer({**client_config(kafka, client="test"), "acks": "all", "linger.ms": 0})
 
     def write(self, stamps_ms: list[int], partition: int = 0) -> None:
         for n, stamp in enumerate(stamps_ms):
@@ -42,8 +43,8 @@ class Topic:
         assert self._producer.flush(30) == 0
 
 
-def commit(bootstrap: str, group: str, topic: str, offset: int, partition: int = 0) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+def commit(kafka: KafkaSettings, group: str, topic: str, offset: int, partition: int = 0) -> None:
+    consumer = Consumer({**client_config(kafka, client="test"), "group.id": group, "enable.auto.commit": False})
     consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
     consumer.close()
 
@@ -54,18 +55,18 @@ def group_name() -> str:
 
 @pytest.fixture
 def reader(settings):
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     yield reader
     reader.close()
 
 
 def test_lag_seconds_is_the_age_of_the_record_at_the_committed_offset(settings, reader):
-    topic, group = Topic(settings.bootstrap_servers, partitions=2), group_name()
+    topic, group = Topic(settings.kafka, partitions=2), group_name()
     now_ms = int(time.time() * 1000)
     stamps = [now_ms - (100 - n) * 1000 for n in range(10)]  # 100 s old down to 91 s old
     topic.write(stamps, partition=0)
     topic.write(stamps[:5], partition=1)
-    commit(settings.bootstrap_servers, group, topic.name, 4)
+    commit(settings.kafka, group, topic.name, 4)
 
     [snapshot] = reader.snapshot([group], topics=[topic.name])
     rows = {p.partition: p for p in snapshot.partitions}
@@ -76,27 +77,27 @@ def test_lag_seconds_is_the_age_of_the_record_at_the_committed_offset(settings, 
     assert abs(rows[1].lag_seconds - (snapshot.at * 1000 - stamps[0]) / 1000) < 1.0
     assert snapshot.state == "EMPTY" and not snapshot.active
 
-    commit(settings.bootstrap_servers, group, topic.name, 10)
+    commit(settings.kafka, group, topic.name, 10)
     [caught_up] = reader.snapshot([group])  # every partition of a topic it consumes, committed or not
     assert [(p.partition, p.lag, p.lag_seconds == 0.0) for p in caught_up.partitions] == [(0, 0, True), (1, 5, False)]
 
 
 def test_a_group_that_stops_is_STOP_and_recovers_to_OK(settings, reader):
-    topic, group = Topic(settings.bootstrap_servers), group_name()
+    topic, group = Topic(settings.kafka), group_name()
     topic.write([int(time.time() * 1000)] * 10)
-    commit(settings.bootstrap_servers, group, topic.name, 3)
+    commit(settings.kafka, group, topic.name, 3)
     monitor = LagMonitor(reader, LOOSE, groups=[group])
     statuses = [monitor.sample()[0].status for _ in range(3)]
     assert statuses == [Status.OK, Status.OK, Status.STOP]  # the window must fill before the movement rules judge
-    commit(settings.bootstrap_servers, group, topic.name, 10)
+    commit(settings.kafka, group, topic.name, 10)
     recovered = monitor.sample()[0]
     assert recovered.status is Status.OK and recovered.lag == 0
 
 
 def test_a_live_member_that_does_not_move_is_STALL(settings, reader):
-    topic, group = Topic(settings.bootstrap_servers), group_name()
+    topic, group = Topic(settings.kafka), group_name()
     topic.write([int(time.time() * 1000)] * 10)
-    member = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False,
+    member = Consumer({**client_config(settings.kafka, client="test"), "group.id": group, "enable.auto.commit": False,
                        "auto.offset.reset": "earliest"})
     member.subscribe([topic.name])
     try:
@@ -113,31 +114,31 @@ def test_a_live_member_that_does_not_move_is_STALL(settings, reader):
 
 
 def test_an_offset_that_goes_back_is_REWIND(settings, reader):
-    topic, group = Topic(settings.bootstrap_servers), group_name()
+    topic, group = Topic(settings.kafka), group_name()
     topic.write([int(time.time() * 1000)] * 10)
-    commit(settings.bootstrap_servers, group, topic.name, 8)
+    commit(settings.kafka, group, topic.name, 8)
     monitor = LagMonitor(reader, LOOSE, groups=[group])
     assert monitor.sample()[0].status is Status.OK
-    commit(settings.bootstrap_servers, group, topic.name, 3)
+    commit(settings.kafka, group, topic.name, 3)
     assert monitor.sample()[0].status is Status.REWIND  # at once: no full window needed
 
 
 def test_a_consumer_falling_behind_is_WARN_and_an_old_backlog_is_ERR(settings, reader):
-    topic, group = Topic(settings.bootstrap_servers), group_name()
+    topic, group = Topic(settings.kafka), group_name()
     topic.write([int(time.time() * 1000)] * 5)
     monitor = LagMonitor(reader, LOOSE, groups=[group])
     offset = 1
     for _ in range(3):  # moves one record per sample while three arrive
-        commit(settings.bootstrap_servers, group, topic.name, offset)
+        commit(settings.kafka, group, topic.name, offset)
         topic.write([int(time.time() * 1000)] * 3)
         report = monitor.sample()[0]
         offset += 1
     assert report.status is Status.WARN and "never falls" in report.rule
     assert report.partitions[0].lag_trend > 0 and math.isinf(report.catch_up_s)
 
-    old, fresh_group = Topic(settings.bootstrap_servers), group_name()
+    old, fresh_group = Topic(settings.kafka), group_name()
     old.write([int(time.time() * 1000) - 120_000] * 5)  # two minutes old
-    commit(settings.bootstrap_servers, fresh_group, old.name, 1)
+    commit(settings.kafka, fresh_group, old.name, 1)
     strict = LagMonitor(reader, Thresholds(warn_lag_s=30, err_lag_s=90, window=3), groups=[fresh_group])
     judged = strict.sample()[0]
     assert judged.status is Status.ERR and "90 s" in judged.rule
@@ -160,10 +161,10 @@ def test_the_movement_rules_follow_burrow():
 
 
 def test_cli_json_and_exit_codes(settings):
-    topic, group = Topic(settings.bootstrap_servers), group_name()
+    topic, group = Topic(settings.kafka), group_name()
     stamp_ms = int(time.time() * 1000) - 50_000
     topic.write([stamp_ms] * 10)
-    commit(settings.bootstrap_servers, group, topic.name, 4)
+    commit(settings.kafka, group, topic.name, 4)
     # The records keep ageing while each command starts (seconds on a loaded CI machine), so the
     # seconds thresholds are set far away except where a test is about them.
     far = {"STREAMREC_OPS__WARN_LAG_S": "100000", "STREAMREC_OPS__ERR_LAG_S": "200000"}
@@ -202,7 +203,7 @@ def test_an_external_consumer_of_recommendations_is_judged_too(settings, reader)
     from streamrec.stack.system import SystemPackage, ensure_installed
 
     ensure_installed([SystemPackage("kcat", "kcat")], say=print)
-    topic, group = Topic(settings.bootstrap_servers), f"shop-service-{uuid.uuid4().hex[:6]}"
+    topic, group = Topic(settings.kafka), f"shop-service-{uuid.uuid4().hex[:6]}"
     now_ms = int(time.time() * 1000)
     topic.write([now_ms] * 8)
     # A balanced consumer (-G) that reads to the end, commits and exits.

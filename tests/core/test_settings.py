@@ -81,3 +81,41 @@ def test_auth_refuses_a_guessable_bootstrap_key_and_proxies_that_are_not_network
     settings = Settings()
     assert settings.auth.trusted_proxies == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
     assert key not in repr(settings) and settings.auth.bootstrap_admin_key.get_secret_value() == key
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "KAFKA__SASL_USERNAME": "svc"},
+         "SASL_SSL needs STREAMREC_KAFKA__SASL_USERNAME and STREAMREC_KAFKA__SASL_PASSWORD"),
+        ({"KAFKA__SASL_USERNAME": "svc", "KAFKA__SASL_PASSWORD": "pw"}, "a SASL user is set but STREAMREC_KAFKA__SECURITY_PROTOCOL is PLAINTEXT"),
+        ({"KAFKA__SSL_CA_FILE": "/etc/ca.pem"}, "STREAMREC_KAFKA__SSL_CA_FILE set but STREAMREC_KAFKA__SECURITY_PROTOCOL is PLAINTEXT"),
+        ({"KAFKA__SECURITY_PROTOCOL": "SSL", "KAFKA__SSL_CERT_FILE": "/etc/c.pem"}, "a client certificate needs its key"),
+        ({"KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA__SASL_MECHANISM": "GSSAPI"}, "sasl_mechanism"),
+        ({"REDIS__USERNAME": "svc"}, "STREAMREC_REDIS__USERNAME needs STREAMREC_REDIS__PASSWORD"),
+        ({"REDIS__CA_FILE": "/etc/ca.pem"}, "set without TLS: set STREAMREC_REDIS__TLS=true or use a rediss:// URL"),
+        ({"REDIS__TLS": "true", "REDIS__KEY_FILE": "/etc/k.pem"}, "a client certificate needs its key"),
+        ({"STACK__KAFKA_SASL_PORT": "9094"}, "STREAMREC_STACK__KAFKA_SASL_PORT needs STREAMREC_STACK__KAFKA_SASL_PASSWORD"),
+    ],
+)
+def test_half_configured_transport_security_is_refused_naming_the_settings(monkeypatch, values, message):
+    _env(monkeypatch, **values)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_transport_security_settings_read_from_the_environment(monkeypatch):
+    _env(monkeypatch, KAFKA__SECURITY_PROTOCOL="SASL_SSL", KAFKA__SASL_MECHANISM="SCRAM-SHA-256", KAFKA__SASL_USERNAME="svc",
+         KAFKA__SASL_PASSWORD="pw", KAFKA__SSL_CA_FILE="/etc/ca.pem", REDIS__URL="rediss://cache:6380/0",
+         REDIS__USERNAME="app", REDIS__PASSWORD="rpw", REDIS__CA_FILE="/etc/ca.pem")
+    settings = Settings()
+    assert settings.kafka.sasl_password is not None and settings.kafka.sasl_password.get_secret_value() == "pw"
+    assert "pw" not in repr(settings.kafka) and "rpw" not in repr(settings.redis)  # secrets stay out of logs
+    assert settings.redis.uses_tls and settings.redis.ca_file == Path("/etc/ca.pem")
+
+
+def test_a_sasl_client_defaults_to_the_local_stacks_sasl_listener(monkeypatch):
+    _env(monkeypatch, STACK__KAFKA_PORT="19092", STACK__KAFKA_SASL_PORT="19094", STACK__KAFKA_SASL_PASSWORD="local")
+    assert Settings().bootstrap_servers == "127.0.0.1:19092"  # PLAINTEXT clients keep the PLAINTEXT listener
+    _env(monkeypatch, KAFKA__SECURITY_PROTOCOL="SASL_PLAINTEXT", KAFKA__SASL_USERNAME="streamrec", KAFKA__SASL_PASSWORD="local")
+    assert Settings().bootstrap_servers == "127.0.0.1:19094"

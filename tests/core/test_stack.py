@@ -12,12 +12,14 @@ import time
 import uuid
 
 import pytest
-import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streamrec.kafka_client import client_config
+from streamrec.settings import Settings
 from streamrec.stack import LocalStack, StackError
 from streamrec.stack.process import ManagedProcess
 from streamrec.stack.isolated import isolated_stack_settings, stack_environment
+from streamrec.store.connection import connect_blocking
 
 STREAMREC = [sys.executable, "-m", "streamrec"]
 
@@ -58,17 +60,17 @@ def test_taken_port_is_a_clear_error(tmp_path):
 
 def test_down_then_up_keeps_topics_and_redis_data(tmp_path):
     stack = LocalStack(isolated_stack_settings(tmp_path / "persist", services=["kafka", "redis"]))
-    bootstrap = stack.service("kafka").address()
+    settings = Settings(stack=stack.settings)
     try:
         stack.up()
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient(client_config(settings.kafka, client="test"))
         admin.create_topics([NewTopic("persist.check", 1, 1)])["persist.check"].result(30)
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        producer = Producer({**client_config(settings.kafka, client="test"), "acks": "all"})
         producer.produce("persist.check", b"survives restarts")
         assert producer.flush(30) == 0
-        store = redis.Redis.from_url(stack.service("redis").address())
+        store = connect_blocking(settings.redis)
         store.set("persist:key", "kept")
         store.close()
 
@@ -77,7 +79,7 @@ def test_down_then_up_keeps_topics_and_redis_data(tmp_path):
         assert not stack.healthy()
 
         stack.up()
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "persist", "auto.offset.reset": "earliest"})
+        consumer = Consumer({**client_config(settings.kafka, client="test"), "group.id": "persist", "auto.offset.reset": "earliest"})
         consumer.assign([TopicPartition("persist.check", 0, 0)])
         message = None
         deadline = time.monotonic() + 30
@@ -85,7 +87,7 @@ def test_down_then_up_keeps_topics_and_redis_data(tmp_path):
             message = consumer.poll(0.5)
         consumer.close()
         assert message is not None and message.value() == b"survives restarts"
-        assert redis.Redis.from_url(stack.service("redis").address()).get("persist:key") == b"kept"
+        assert connect_blocking(settings.redis).get("persist:key") == b"kept"
     finally:
         stack.down()
 

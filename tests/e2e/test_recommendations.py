@@ -25,7 +25,9 @@ from confluent_kafka import Producer
 
 from serving.collector.app import create_app as create_collector
 from streamrec.deadletter import DeadLetter
+from streamrec.kafka_client import client_config
 from streamrec.messages import Recommendations
+from streamrec.store.connection import connect_blocking
 
 from streamrec.datasets.loaders import load
 from streamrec.datasets.replay import catalog_event
@@ -55,12 +57,12 @@ def loop(settings, amazon, tmp_path_factory):
     root = tmp_path_factory.mktemp("loop")
     db = random.Random().randint(2, 15)
     redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
-    client = redis.Redis.from_url(redis_url)
+    client = connect_blocking(settings.redis.model_copy(update={"url": redis_url}))
     client.flushdb()
     suffix = uuid.uuid4().hex[:8]
     streams_group, recs_group = f"e2e-streams-{suffix}", f"e2e-recs-{suffix}"
     commit_groups_at_end(
-        settings.bootstrap_servers,
+        settings.kafka,
         {
             streams_group: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
             recs_group: [Topic.PROFILES_UPDATED.value],
@@ -239,7 +241,7 @@ def test_recommendations_degrade_while_triton_is_down_and_recover_without_restar
     triton.up()
     variant = f"degradation-{uuid.uuid4().hex[:6]}"
     group = f"e2e-recs-{variant}"
-    commit_groups_at_end(settings.bootstrap_servers, {group: [Topic.PROFILES_UPDATED.value]})
+    commit_groups_at_end(settings.kafka, {group: [Topic.PROFILES_UPDATED.value]})
     env = {
         **loop["components"][1].env,
         "STREAMREC_RECS__APP_ID": group,
@@ -384,7 +386,7 @@ def test_a_malformed_profile_update_is_dead_lettered_and_the_recs_worker_goes_on
         orjson.dumps({"user_id": f"no-ts-{marker}"}),
         marker.encode() + b"\xff" * (cap + 1000),  # not UTF-8, and over the dead letters' cap
     ]
-    raw = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    raw = Producer({**client_config(settings.kafka, client="test"), "acks": "all"})
     for value in broken:
         raw.produce(Topic.PROFILES_UPDATED.value, value, b"faulty-producer")
     assert raw.flush(30) == 0

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.components import ComponentProcess
@@ -33,6 +32,7 @@ from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
 from streamrec.stack.system import SystemPackage, ensure_installed
 from streamrec.store import layout
+from streamrec.store.connection import connect_blocking
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from tests.ops.monitoring import monitoring_metric_names
 
@@ -60,11 +60,11 @@ def ops_stack(settings, data_dir, tmp_path_factory):
     amazon = load("amazon_scientific", data_dir)
     db = random.Random().randint(2, 15)
     redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
-    client = redis.Redis.from_url(redis_url)
+    client = connect_blocking(settings.redis.model_copy(update={"url": redis_url}))
     client.flushdb()
     suffix = uuid.uuid4().hex[:8]
     streams_group, recs_group, trainer_group = f"ops-streams-{suffix}", f"ops-recs-{suffix}", f"ops-trainer-{suffix}"
-    commit_groups_at_end(settings.bootstrap_servers, {
+    commit_groups_at_end(settings.kafka, {
         streams_group: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
         recs_group: [Topic.PROFILES_UPDATED.value],
         trainer_group: [Topic.ACCEPTED.value],

@@ -78,7 +78,7 @@ def test_the_page_tails_show_garbage_as_unreadable_count_it_and_read_on(settings
 def test_the_canary_tail_counts_a_broken_list_of_its_user_and_still_finds_the_next(settings):
     user = f"canary:test-{uuid.uuid4().hex[:8]}"
     counted: list[tuple[str, str]] = []
-    tail = RecommendationsTail(settings.bootstrap_servers, user, on_unreadable=lambda topic, reason: counted.append((topic, reason)))
+    tail = RecommendationsTail(settings.kafka, user, on_unreadable=lambda topic, reason: counted.append((topic, reason)))
     tail.start()
     try:
         assert tail.ready.wait(30)

@@ -15,7 +15,8 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from streamrec.events import CartEvent, ClickEvent, EventValidator, InvalidEvent, PurchaseEvent, is_canary
-from streamrec.settings import StreamsSettings
+from streamrec.kafka_client import client_config
+from streamrec.settings import KafkaSettings, StreamsSettings
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.profile import UserProfile
 from streamrec.topics import INTERACTION_TOPICS
@@ -38,9 +39,9 @@ class Expected:
         return sum(w * math.exp(-(newest - ts) / tau_ms) for ts, w in events), newest
 
 
-def read_interactions(bootstrap: str, start: dict[tuple[str, int], int] | None = None) -> list[tuple[str, int, int, int, bytes]]:
+def read_interactions(kafka: KafkaSettings, start: dict[tuple[str, int], int] | None = None) -> list[tuple[str, int, int, int, bytes]]:
     """Interaction records from ``start`` (default: the log start): (topic, partition, offset, kafka ts ms, value)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "recompute", "enable.auto.commit": False})
+    consumer = Consumer({**client_config(kafka, client="test"), "group.id": "recompute", "enable.auto.commit": False})
     records = []
     try:
         metadata = consumer.list_topics(timeout=10).topics

@@ -47,7 +47,7 @@ def test_parse_turns_any_record_into_an_interaction_or_a_rejection_with_a_reason
 def worker(settings, tmp_path_factory) -> Iterator[dict]:
     """A real `streamrec streams worker` (both agents), a group of its own at today's log ends, its own Redis database."""
     group = f"garbage-streams-{uuid.uuid4().hex[:8]}"
-    commit_groups_at_end(settings.bootstrap_servers, {group: [t.value for t in WORKER_TOPICS]})
+    commit_groups_at_end(settings.kafka, {group: [t.value for t in WORKER_TOPICS]})
     redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{random.Random().randint(2, 15)}"
     port = free_port()
     env = {**stack_environment(settings.stack), "STREAMREC_REDIS__URL": redis_url, "STREAMREC_STREAMS__APP_ID": group,

@@ -9,17 +9,18 @@ import uuid
 import numpy as np
 import orjson
 import pytest
-import redis.asyncio as redis
 from confluent_kafka import Producer
 from prometheus_client import generate_latest
 
 from streamrec.data_quality import scorecard_from_metrics
 from streamrec.events import CANARY_USER_PREFIX, CatalogItem, ClickEvent, PurchaseEvent, encode
+from streamrec.kafka_client import client_config
 from streamrec.messages import AcceptedEvent
 from streamrec.quality_metrics import CATALOG_FIELDS
 from streamrec.settings import StreamsSettings
 from streamrec.store import layout
 from streamrec.store.catalog import CatalogRecord
+from streamrec.store.connection import connect
 from streamrec.store.functions import load_functions
 from streamrec.topics import Topic
 from streams.catalog import CatalogProcessor
@@ -30,7 +31,7 @@ from streams.rewind import KafkaOffsets
 
 @pytest.fixture
 async def client(settings):
-    connection = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/1")
+    connection = connect(settings.redis.model_copy(update={"url": settings.redis_url.rsplit("/", 1)[0] + "/1"}))
     await load_functions(connection)
     yield connection
     await connection.aclose()
@@ -38,14 +39,14 @@ async def client(settings):
 
 @pytest.fixture
 def offsets(settings):
-    reader = KafkaOffsets({"bootstrap.servers": settings.bootstrap_servers}, group=f"g-{uuid.uuid4().hex}")
+    reader = KafkaOffsets(client_config(settings.kafka, client="test"), group=f"g-{uuid.uuid4().hex}")
     yield reader
     reader.close()
 
 
 @pytest.fixture
 def publish(settings):
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer = Producer({**client_config(settings.kafka, client="test"), "acks": "all"})
 
     async def publish_many(messages):
         for topic, key, value in messages:
@@ -120,7 +121,7 @@ async def test_applied_events_reach_events_accepted_as_applied_before_the_redis_
     watermark = layout.watermark_key(group, Topic.PURCHASES.value, 0)
     record = CatalogRecord(item, "Pipette", ("Lab",), None, 4.5, "EUR", True, int(time.time() * 1000))
     await client.hset(layout.item_key(item), mapping=layout.encode_catalog(record))
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer = Producer({**client_config(settings.kafka, client="test"), "acks": "all"})
     committed_while_publishing = []
 
     async def publish_many(messages):

@@ -13,6 +13,7 @@ import redis.asyncio as redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamrec.kafka_client import client_config
 from streamrec.events import ClickEvent, encode
 from streamrec.settings import StreamsSettings
 from streamrec.store import layout
@@ -33,7 +34,7 @@ async def client(settings):
 def topic(settings):
     """A one-partition topic of the test's own (deleted afterwards)."""
     name = f"rewind-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka, client="test"))
     admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name].result(30)
     yield name
     admin.delete_topics([name])[name].result(30)
@@ -46,14 +47,14 @@ def group():
 
 @pytest.fixture
 def offsets(settings, group):
-    reader = KafkaOffsets({"bootstrap.servers": settings.bootstrap_servers}, group=group)
+    reader = KafkaOffsets(client_config(settings.kafka, client="test"), group=group)
     yield reader
     reader.close()
 
 
 def produce(settings, topic: str, count: int, user: str, *, transactional: bool = False) -> None:
     """``count`` clicks of ``user``; with ``transactional``, one transaction per 3 records (each leaves a marker)."""
-    config = {"bootstrap.servers": settings.bootstrap_servers, "acks": "all"}
+    config = {**client_config(settings.kafka, client="test"), "acks": "all"}
     if transactional:
         config["transactional.id"] = f"tx-{uuid.uuid4().hex}"
     producer = Producer(config)
@@ -72,7 +73,7 @@ def produce(settings, topic: str, count: int, user: str, *, transactional: bool 
 
 def consume(settings, topic: str) -> list[Record]:
     """Every readable record of the topic, as the worker receives them (markers are not delivered)."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"read-{uuid.uuid4().hex}",
+    consumer = Consumer({**client_config(settings.kafka, client="test"), "group.id": f"read-{uuid.uuid4().hex}",
                          "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": True})
     consumer.assign([TopicPartition(topic, 0, 0)])
     found: list[Record] = []
@@ -132,7 +133,7 @@ async def test_gaps_left_by_transaction_markers_or_retention_are_not_lost_writes
         assert not result.reread and len(result.applied) == 3
     assert await profile_counts(client, user) == 9
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka, client="test"))
     for future in admin.delete_records([TopicPartition(topic, 0, 4)]).values():
         future.result(30)
     await client.delete(layout.profile_key(user))
@@ -157,7 +158,7 @@ async def test_writes_lost_on_a_quiet_partition_are_applied_again_by_the_check(s
     assert result.reread == {topic: 3} and await profile_counts(client, user) == 8
     assert not (await worker.catch_up({(topic, 0): 8})).reread
     # The group's committed offset stands for progress in a process that has applied nothing yet.
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({**client_config(settings.kafka, client="test"), "group.id": group, "enable.auto.commit": False})
     consumer.commit(offsets=[TopicPartition(topic, 0, 8)], asynchronous=False)
     consumer.close()
     assert await offsets.committed([(topic, 0)]) == {(topic, 0): 8}

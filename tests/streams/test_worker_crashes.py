@@ -26,12 +26,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamrec.datasets.loaders import load
 from streamrec.datasets.replay import catalog_event, interaction_event
 from streamrec.kafka_admin import commit_group_offsets, end_offsets
+from streamrec.kafka_client import client_config
 from streamrec.lag import LagReader
 from streamrec.messages import AcceptedEvent
 from streamrec.producer import EventProducer
 from streamrec.settings import Settings, StreamsSettings
 from streamrec.stack.process import free_port
 from streamrec.store import layout
+from streamrec.store.connection import connect_blocking
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streamrec.stack.isolated import stack_environment
 from tests.streams.recompute import read_interactions, recompute
@@ -86,7 +88,7 @@ class Worker:
 
 def interaction_lag(settings: Settings, group: str) -> int:
     topics = [t.value for t in INTERACTION_TOPICS]
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     try:
         return sum(row.lag for row in reader.read([group], sample_s=0, topics=topics) if row.topic in topics)
     finally:
@@ -110,7 +112,7 @@ def replay_input(settings: Settings, data_dir) -> dict:
     rows = (diginetica.events + yoochoose.events)[:REPLAY_EVENTS]
     # Where this module's input starts: other tests share the session's topics, and the workers
     # and the recomputation must see exactly this input, not what earlier tests produced.
-    start = end_offsets(settings.bootstrap_servers, [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)])
+    start = end_offsets(settings.kafka, [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)])
     now = int(time.time() * 1000)
     with EventProducer.from_settings(settings) as producer:
         for item in diginetica.catalog:
@@ -122,7 +124,7 @@ def replay_input(settings: Settings, data_dir) -> dict:
         duplicates = random.Random(3).sample(events, 300)  # a client retrying: same event_id again
         for event in duplicates:
             producer.produce(event)
-    raw = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    raw = Producer({**client_config(settings.kafka, client="test"), "acks": "all"})
     malformed = [b"{not json", b'{"type": "click", "user_id": "dg-x"}', b"\xff\xfe", b"[]", b'{"type":"click","user_id":"u","item_id":"i","ts":"x"}']
     for value in malformed:
         raw.produce(Topic.CLICKS.value, value, b"faulty-producer")
@@ -142,7 +144,7 @@ def load_catalog(settings: Settings, url: str, client: redis.Redis, replay_input
     """Store the catalog first with a catalog-only worker, so every event finds its item (deterministic state)."""
     expected = replay_input["catalog"]
     group = f"catalog-{uuid.uuid4().hex[:8]}"
-    commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
+    commit_group_offsets(settings.kafka, group, replay_input["start"])
     loader = Worker(settings, app_id=group, redis_url=url, name="catalog", agents='["catalog"]')
     loader.start()
     try:
@@ -158,8 +160,8 @@ def load_catalog(settings: Settings, url: str, client: redis.Redis, replay_input
 
 def read_accepted(settings: Settings, start: dict[tuple[str, int], int]) -> list[tuple[bytes, AcceptedEvent]]:
     """(key, message) of every ``events.accepted`` message after ``start``, up to today's log end."""
-    ends = end_offsets(settings.bootstrap_servers, [Topic.ACCEPTED.value])
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"accepted-{uuid.uuid4()}",
+    ends = end_offsets(settings.kafka, [Topic.ACCEPTED.value])
+    consumer = Consumer({**client_config(settings.kafka, client="test"), "group.id": f"accepted-{uuid.uuid4()}",
                          "enable.auto.commit": False})
     found = []
     try:
@@ -184,7 +186,7 @@ def assert_state_equals_recomputation(settings: Settings, client: redis.Redis, s
                                       accepted_start: dict[tuple[str, int], int] | None = None) -> None:
     """Redis equals the recomputation; with ``accepted_start``, so does what reached ``events.accepted``
     after it: every applied event at least once (a kill may repeat one, never lose one), nothing else."""
-    records = read_interactions(settings.bootstrap_servers, start)
+    records = read_interactions(settings.kafka, start)
     assert len(records) >= REPLAY_EVENTS + 300 + 10
     catalog = {}
     for key in client.scan_iter(layout.item_key("*"), count=5000):
@@ -251,7 +253,7 @@ def redis_db(settings: Settings):
     """A Redis database of its own for each crash scenario (the functions library is server-wide)."""
     db = random.Random().randint(2, 15)
     url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
-    client = redis.Redis.from_url(url)
+    client = connect_blocking(settings.redis.model_copy(update={"url": url}))
     client.flushdb()
     yield url, client
     client.flushdb()
@@ -266,8 +268,8 @@ def test_killed_worker_restarts_without_losing_or_double_counting(settings, repl
     kills = 0
     try:
         load_catalog(settings, url, client, replay_input)
-        commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
-        accepted_start = end_offsets(settings.bootstrap_servers, [Topic.ACCEPTED.value])
+        commit_group_offsets(settings.kafka, group, replay_input["start"])
+        accepted_start = end_offsets(settings.kafka, [Topic.ACCEPTED.value])
         worker.start()
         while kills < 3:
             time.sleep(rng.uniform(1.5, 5.0))
@@ -299,7 +301,7 @@ def test_two_workers_share_partitions_and_survive_one_being_killed(settings, rep
     second = Worker(settings, app_id=group, redis_url=url, name="w2")
     try:
         load_catalog(settings, url, client, replay_input)
-        commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
+        commit_group_offsets(settings.kafka, group, replay_input["start"])
         first.start()
         second.start()
         time.sleep(random.Random().uniform(2.0, 5.0))
@@ -359,7 +361,7 @@ class RedisProcess:
 def wait_watermarks_at_end(settings: Settings, client: redis.Redis, group: str, timeout_s: float = 300) -> None:
     """Until Redis's watermarks reach the log end of every interaction partition: once Redis lost
     writes, committed offsets (and so lag) say nothing about what Redis holds."""
-    ends = end_offsets(settings.bootstrap_servers, [t.value for t in INTERACTION_TOPICS])
+    ends = end_offsets(settings.kafka, [t.value for t in INTERACTION_TOPICS])
     keys = {tp: layout.watermark_key(group, *tp) for tp, end in ends.items() if end > 0}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -382,7 +384,7 @@ def test_redis_restored_from_an_older_snapshot_is_repaired_by_reading_again(sett
     worker = Worker(settings, app_id=group, redis_url=node.url, name="w1")
     try:
         load_catalog(settings, node.url, client, replay_input)
-        commit_group_offsets(settings.bootstrap_servers, group, replay_input["start"])
+        commit_group_offsets(settings.kafka, group, replay_input["start"])
         total = interaction_lag(settings, group)
         worker.start()
         deadline = time.monotonic() + 120

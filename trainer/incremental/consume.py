@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
+from streamrec.kafka_client import client_config
 from streamrec.messages import AcceptedEvent, UnreadableMessage
+from streamrec.settings import KafkaSettings
 from streamrec.topics import Topic
 
 Offsets = dict[str, int]
@@ -79,10 +81,10 @@ class EventBatch:
     per_type: dict[str, int] = field(default_factory=dict)
 
 
-def _consumer(bootstrap_servers: str, group_id: str) -> Consumer:
+def _consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(kafka, client="trainer"),
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -126,7 +128,7 @@ def _decode(message) -> AcceptedInteraction | Unreadable:
 
 
 def read_new_events(
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     group_id: str,
     start: Offsets | None,
     *,
@@ -137,7 +139,7 @@ def read_new_events(
     """Every accepted event from ``start`` up to the log end seen when the read began (or
     ``stop``; at most ``max_events``), each ``event_id`` once, with the offsets to resume from."""
     began = time.monotonic()
-    consumer = _consumer(bootstrap_servers, group_id)
+    consumer = _consumer(kafka, group_id)
     try:
         metadata = consumer.list_topics(timeout=10)
         topic = Topic.ACCEPTED.value
@@ -192,21 +194,21 @@ def read_new_events(
         consumer.close()
 
 
-def read_context(bootstrap_servers: str, group_id: str, before: Offsets, per_partition: int) -> list[AcceptedInteraction]:
+def read_context(kafka: KafkaSettings, group_id: str, before: Offsets, per_partition: int) -> list[AcceptedInteraction]:
     """Up to ``per_partition`` events before ``before`` on each partition: context only (the
     histories of users whose new events continue older ones), never training targets."""
     if per_partition <= 0 or not before:
         return []
     start = {key: max(0, offset - per_partition) for key, offset in before.items()}
-    batch = read_new_events(bootstrap_servers, group_id, start, max_events=per_partition * len(before), stop=before)
+    batch = read_new_events(kafka, group_id, start, max_events=per_partition * len(before), stop=before)
     return batch.events
 
 
-def commit_offsets(bootstrap_servers: str, group_id: str, offsets: Offsets) -> None:
+def commit_offsets(kafka: KafkaSettings, group_id: str, offsets: Offsets) -> None:
     """Record ``offsets`` as the trainer group's position (for lag monitoring)."""
     if not offsets:
         return
-    consumer = _consumer(bootstrap_servers, group_id)
+    consumer = _consumer(kafka, group_id)
     try:
         positions = [TopicPartition(*parse_key(key), offset) for key, offset in offsets.items()]
         _retrying(lambda: consumer.commit(offsets=positions, asynchronous=False))

@@ -163,14 +163,14 @@ def run_cycle(
     start_offsets = champion_meta.lineage.get("offsets") or None
     mark = time.monotonic()
 
-    batch = consume.read_new_events(settings.bootstrap_servers, t.group_id, start_offsets, max_events=t.max_events)
+    batch = consume.read_new_events(settings.kafka, t.group_id, start_offsets, max_events=t.max_events)
     mark = lap("consume_s", mark)
     result = CycleResult(status="skipped", champion=champion_version, events_used=len(batch.events), unreadable=len(batch.unreadable),
                          duplicates=batch.duplicates, offsets=batch.end, timings=timings)
     if len(batch.events) < t.min_events:
         return finish("skipped", f"{len(batch.events)} new events < min_events {t.min_events}")
 
-    context = consume.read_context(settings.bootstrap_servers, t.group_id, batch.start, t.context_events)
+    context = consume.read_context(settings.kafka, t.group_id, batch.start, t.context_events)
     # A batch a streams worker repeated after a crash can straddle the previous cycle's end.
     learnt = {event.event_id for event in context}
     repeated = sum(event.event_id in learnt for event in batch.events)
@@ -180,7 +180,7 @@ def run_cycle(
     buffer = ReplayBuffer.load(state_dir(settings) / "replay.json", t.replay_capacity, champion.max_history)
     dim = champion.ensemble.members[0].items.text.shape[1]
     unknown = [e.item_id for e in (*batch.events, *context) if e.item_id not in champion.position]
-    embeddings = sequences.catalog_embeddings(settings.redis_url, unknown, dim)
+    embeddings = sequences.catalog_embeddings(settings.redis, unknown, dim)
     cycle = sequences.build(batch.events, buffer.sequences, set(champion.position) | set(embeddings), context=context,
                             holdout_fraction=t.holdout_fraction, holdout_max=t.holdout_max, max_history=champion.max_history)
     rng = np.random.default_rng(seed + champion_version)
@@ -259,7 +259,7 @@ def run_cycle(
     announce(settings, ModelUpdate(event="published", model=t.model, version=version, metrics=metadata.metrics,
                                    gate=result.gate, offsets=batch.end, events_used=len(batch.events),
                                    duration_s=result.duration_s, parent=champion_version))
-    consume.commit_offsets(settings.bootstrap_servers, t.group_id, batch.end)
+    consume.commit_offsets(settings.kafka, t.group_id, batch.end)
     buffer.update(cycle.full)
     buffer.save(state_dir(settings) / "replay.json")
     pruned = registry.prune(t.keep_versions)

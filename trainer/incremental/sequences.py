@@ -25,10 +25,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import redis.asyncio as redis
 
 from streamrec.events import is_canary
+from streamrec.settings import RedisSettings
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.connection import connect
 from trainer.incremental.consume import AcceptedInteraction
 
 
@@ -147,18 +148,18 @@ def paired_ndcg(challenger: np.ndarray, champion: np.ndarray) -> dict[str, float
             "difference": float(difference.mean()) if difference.size else 0.0, "se": se, "rows": int(difference.size)}
 
 
-def catalog_embeddings(redis_url: str, item_ids: Iterable[str], dim: int) -> dict[str, np.ndarray]:
+def catalog_embeddings(redis_settings: RedisSettings, item_ids: Iterable[str], dim: int) -> dict[str, np.ndarray]:
     """Unit text embeddings (float32) of the items whose catalog record has one of ``dim`` dimensions."""
     wanted = list(dict.fromkeys(item_ids))
     if not wanted:
         return {}
-    records = asyncio.run(_read(redis_url, wanted))
+    records = asyncio.run(_read(redis_settings, wanted))
     vectors = {item_id: record.text_vector(dim) for item_id, record in records.items()}
     return {item_id: vector for item_id, vector in vectors.items() if vector is not None}
 
 
-async def _read(redis_url: str, item_ids: list[str]):
-    client = redis.Redis.from_url(redis_url)
+async def _read(redis_settings: RedisSettings, item_ids: list[str]):
+    client = connect(redis_settings)
     try:
         return await CatalogStore(client).read(item_ids)
     finally:

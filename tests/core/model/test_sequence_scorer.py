@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis.asyncio as redis
 import tritonclient.grpc as grpcclient
 from safetensors.torch import load_file, save_file
 from tritonclient.utils import InferenceServerException
@@ -25,6 +24,7 @@ from streamrec.model.sequence_request import sequence_inputs
 from streamrec.model.served_sequence import load_version
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.connection import connect
 from tests.conftest import tiny_catalog
 
 MODEL = contract.BERT_SCORER
@@ -93,7 +93,7 @@ def test_a_just_added_catalog_item_is_recommended_without_a_reload(stack_setting
                            embedding=(twin / np.linalg.norm(twin)).astype(np.float16))
 
     async def store() -> None:
-        client = redis.Redis.from_url(settings.redis_url)
+        client = connect(settings.redis)
         try:
             await CatalogStore(client).write([record], stored_at_ms=int(time.time() * 1000))
         finally:

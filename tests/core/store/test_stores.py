@@ -11,11 +11,11 @@ import uuid
 import numpy as np
 import orjson
 import pytest
-import redis.asyncio as redis
 
 from streamrec.store import functions, layout
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.connection import connect
 from streamrec.store.item_statistics import ItemObservations, ItemStatistics
 from streamrec.store.profile import RecentInteraction, UserProfile
 from streamrec.store.profile_store import ProfileStore
@@ -28,7 +28,7 @@ TAU_SHORT_MS, TAU_LONG_MS = 3_600_000.0, 86_400_000.0
 
 @pytest.fixture
 async def client(settings):
-    connection = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/1")
+    connection = connect(settings.redis.model_copy(update={"url": settings.redis_url.rsplit("/", 1)[0] + "/1"}))
     await functions.load_functions(connection)
     yield connection
     await connection.aclose()

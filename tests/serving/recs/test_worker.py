@@ -31,7 +31,7 @@ SOURCE = f"recs:{Topic.PROFILES_UPDATED.value}"
 def worker(settings, tmp_path_factory) -> Iterator[dict]:
     """`streamrec recs worker` with a group of its own at today's log end, on a Redis database of its own."""
     group = f"garbage-recs-{uuid.uuid4().hex[:8]}"
-    commit_groups_at_end(settings.bootstrap_servers, {group: [Topic.PROFILES_UPDATED.value]})
+    commit_groups_at_end(settings.kafka, {group: [Topic.PROFILES_UPDATED.value]})
     port = free_port()
     env = {**stack_environment(settings.stack), "STREAMREC_REDIS__URL": settings.redis_url.rsplit("/", 1)[0] + f"/{random.randint(2, 15)}",
            "STREAMREC_RECS__APP_ID": group, "STREAMREC_RECS__WEB_PORT": str(port), "STREAMREC_RECS__SCORER_BUDGET_MS": "5000"}

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis.asyncio as redis
 from confluent_kafka import Consumer, TopicPartition
 
 from streamrec.components import ComponentProcess
 from streamrec.datasets.amazon_pairs import FOLDER, VALID_FILE, load_catalog, load_examples
 from streamrec.events import ClickEvent, PurchaseEvent
 from streamrec.kafka_admin import commit_groups_at_end
+from streamrec.kafka_client import client_config
 from streamrec.lag import LagReader
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, publish_sequence
@@ -39,6 +39,7 @@ from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
 from streamrec.store.catalog import CatalogRecord
 from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.connection import connect
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from trainer.incremental import consume
 from trainer.offline.sequence_train import text_vectors
@@ -65,7 +66,7 @@ def trainer_settings(settings: Settings, model: str, **overrides) -> Settings:
 def log_ends(settings: Settings, topic: Topic = Topic.ACCEPTED) -> dict[str, int]:
     """``topic``'s current log-end offsets by ``"topic:partition"`` (for ``events.accepted``: what a
     new version has already seen)."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "trainer-test-probe"})
+    consumer = Consumer({**client_config(settings.kafka, client="test"), "group.id": "trainer-test-probe"})
     try:
         partitions = consumer.list_topics(topic.value, timeout=10).topics[topic.value].partitions
         return {consume.offset_key(topic.value, p): consume.watermarks(consumer, TopicPartition(topic.value, p))[1] for p in partitions}
@@ -76,7 +77,7 @@ def log_ends(settings: Settings, topic: Topic = Topic.ACCEPTED) -> dict[str, int
 def read_since(settings: Settings, topic: Topic, since: dict[str, int]) -> list[tuple[bytes | None, bytes]]:
     """(key, value) of every message on ``topic`` after ``since`` (from :func:`log_ends`) up to today's log end."""
     ends = log_ends(settings, topic)
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"trainer-test-{uuid.uuid4()}",
+    consumer = Consumer({**client_config(settings.kafka, client="test"), "group.id": f"trainer-test-{uuid.uuid4()}",
                          "enable.auto.commit": False})
     found: list[tuple[bytes | None, bytes]] = []
     try:
@@ -111,7 +112,7 @@ class AcceptingWorker:
         then stored, and every event it accepted is on ``events.accepted`` (delivered before its
         Redis commit)."""
         topics = [t.value for t in WORKER_TOPICS]
-        reader = LagReader(settings.bootstrap_servers)
+        reader = LagReader(settings.kafka)
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -129,7 +130,7 @@ def accepting_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactor
     """The trainer tests' streams worker: a group of its own starting at today's log ends, on the
     session's Redis (where ``amazon_catalog_in_redis`` puts the catalog, as the catalog agent would)."""
     group = f"trainer-streams-{uuid.uuid4().hex[:8]}"
-    commit_groups_at_end(settings.bootstrap_servers, {group: [t.value for t in WORKER_TOPICS]})
+    commit_groups_at_end(settings.kafka, {group: [t.value for t in WORKER_TOPICS]})
     env = {
         **stack_environment(settings.stack),
         "STREAMREC_STREAMS__APP_ID": group,
@@ -192,7 +193,7 @@ def amazon_catalog_in_redis(settings: Settings, amazon_text) -> None:
                                      embedding=(vector / np.linalg.norm(vector)).astype(np.float16)))
 
     async def write() -> None:
-        client = redis.Redis.from_url(settings.redis_url)
+        client = connect(settings.redis)
         try:
             await CatalogStore(client).write(records, stored_at_ms=now)
         finally:

@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamrec.events import CatalogItem, ClickEvent, PurchaseEvent
+from streamrec.kafka_client import client_config
 from streamrec.messages import AcceptedEvent, QuarantinedEvent
 from streamrec.producer import EventProducer
 from streamrec.topics import Topic
@@ -49,7 +50,7 @@ def test_duplicates_bot_bursts_and_price_outliers_never_reach_the_trainer(settin
         producer.flush()
     accepting_worker.wait_applied(settings)
 
-    batch = consume.read_new_events(settings.bootstrap_servers, f"trainer-probe-{run}", accepted_start, max_events=100_000)
+    batch = consume.read_new_events(settings.kafka, f"trainer-probe-{run}", accepted_start, max_events=100_000)
     mine = [event for event in batch.events if event.user_id in (shopper, bot, buyer)]
     normal = [*browsing, *burst[: rules.bot_max_clicks], fair, buyer_click]
     assert sorted(event.event_id for event in mine) == sorted(str(event.event_id) for event in normal)
@@ -82,14 +83,14 @@ def test_a_repeated_accepted_event_is_read_once_and_a_broken_message_is_kept_wit
     message = AcceptedEvent(event=ClickEvent(user_id=user, item_id="x", ts=int(time.time() * 1000)), topic=Topic.CLICKS.value,
                             partition=0, offset=12)
     broken = b'{"event": {"type": "click", "user_id": "' + run.encode() + b'"'
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "acks": "all"})
+    producer = Producer({**client_config(settings.kafka, client="test"), "acks": "all"})
     topic, key, value = message.to_kafka()
     for _ in range(2):
         producer.produce(topic, value, key)
     producer.produce(Topic.ACCEPTED.value, broken, key)
     assert producer.flush(30) == 0
 
-    batch = consume.read_new_events(settings.bootstrap_servers, f"trainer-probe-{run}", start, max_events=100_000)
+    batch = consume.read_new_events(settings.kafka, f"trainer-probe-{run}", start, max_events=100_000)
     assert [event.user_id for event in batch.events if event.user_id == user] == [user]
     assert batch.duplicates == 1
     kept = [unreadable for unreadable in batch.unreadable if run.encode() in unreadable.raw]
