@@ -29,10 +29,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
-import redis.asyncio as redis
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter
 
+from streamrec.store.connection import connect
 from streamrec.auth.addresses import ClientAddresses
 from streamrec.auth.authenticator import AccessDenied, Authenticator, Principal
 from streamrec.auth.keys import Scope
@@ -86,9 +86,7 @@ class Access:
         self._keys_in_url = keys_in_url
         self._browser_login = browser_login
         self._addresses = ClientAddresses(auth.trusted_proxies)
-        self._redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=auth.redis_timeout_s, socket_connect_timeout=auth.redis_timeout_s
-        )
+        self._redis = connect(settings.redis, socket_timeout=auth.redis_timeout_s, socket_connect_timeout=auth.redis_timeout_s)
         bootstrap = auth.bootstrap_admin_key.get_secret_value() if auth.bootstrap_admin_key else None
         self.keys = Authenticator(KeyStore(self._redis), cache_s=auth.cache_s, bootstrap_key=bootstrap)
         self.limiter = RateLimiter(self._redis)

@@ -481,12 +481,11 @@ def _with_key_store(ctx: typer.Context, work):
     """Run ``await work(store)`` against the configured Redis."""
     import asyncio
 
-    import redis.asyncio as redis
-
     from streamrec.auth.store import KeyStore
+    from streamrec.store.connection import connect
 
     async def run():
-        client = redis.Redis.from_url(_settings(ctx).redis_url)
+        client = connect(_settings(ctx).redis)
         try:
             return await work(KeyStore(client))
         finally:

@@ -10,6 +10,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from streamrec.store.connection import connect_blocking
 from streamrec.cli import app
 from streamrec.settings import RedisSettings
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.stack
 @pytest.fixture
 def cli_settings(settings):
     url = settings.redis_url.rsplit("/", 1)[0] + f"/{random.Random().randint(2, 15)}"
-    client = redis.Redis.from_url(url)
+    client = connect_blocking(RedisSettings(url=url))
     client.flushdb()
     yield settings.model_copy(update={"redis": RedisSettings(url=url)})
     client.flushdb()

@@ -13,6 +13,7 @@ import redis.asyncio as redis
 import tritonclient.grpc as grpcclient
 
 from serving.ops.app import create_app
+from streamrec.store.connection import connect
 from streamrec.auth.store import KeyStore
 from streamrec.model import contract
 from streamrec.model.artifacts import VersionMetadata, publish_sequence
@@ -48,7 +49,7 @@ async def test_admin_key_rolls_the_model_back_and_others_cannot(settings, kafka_
     name = f"admin_rollback_{uuid.uuid4().hex[:6]}"
     registry = two_version_model(settings, name)
     redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{random.Random().randint(2, 15)}"
-    client = redis.Redis.from_url(redis_url)
+    client = connect(RedisSettings(url=redis_url))
     store = KeyStore(client)
     _, admin = await store.create("secret", "operator", {"admin"}, [])
     _, reader = await store.create("secret", "dashboard", {"ops:read"}, [])

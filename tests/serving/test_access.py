@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving.api.app import create_app as create_api
 from serving.collector.app import create_app as create_collector
 from serving.ops.app import create_app as create_ops
+from streamrec.store.connection import connect
 from streamrec.auth.authenticator import INVALID, MISSING, REVOKED
 from streamrec.auth.keys import SCOPES
 from streamrec.auth.store import KeyStore
@@ -82,7 +83,7 @@ class World:
 @pytest.fixture(scope="module")
 async def world(settings) -> AsyncIterator[World]:
     redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{random.Random().randint(2, 15)}"
-    client = redis.Redis.from_url(redis_url)
+    client = connect(RedisSettings(url=redis_url))
     await client.flushdb()
     await functions.load_functions(client)
     store = KeyStore(client)

@@ -18,6 +18,8 @@ from hypothesis import given, settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamrec.settings import RedisSettings
+from streamrec.store.connection import connect_blocking
 from streamrec.components import ComponentProcess
 from streamrec.events import CartEvent, CatalogItem, ClickEvent, EventValidator, PurchaseEvent, encode
 from streamrec.kafka_admin import commit_groups_at_end
@@ -53,7 +55,7 @@ def worker(settings, tmp_path_factory) -> Iterator[dict]:
     env = {**stack_environment(settings.stack), "STREAMREC_REDIS__URL": redis_url, "STREAMREC_STREAMS__APP_ID": group,
            "STREAMREC_STREAMS__WEB_PORT": str(port)}
     process = ComponentProcess(["streams", "worker"], tmp_path_factory.mktemp("garbage") / "streams.log", env).start()
-    client = redis.Redis.from_url(redis_url)
+    client = connect_blocking(RedisSettings(url=redis_url))
     try:
         process.wait_http(f"http://127.0.0.1:{port}/metrics", timeout_s=120)
         yield {"process": process, "redis": client, "metrics": f"http://127.0.0.1:{port}/metrics"}

@@ -13,6 +13,8 @@ import redis.asyncio as redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamrec.settings import RedisSettings
+from streamrec.store.connection import connect
 from streamrec.kafka_client import client_config
 from streamrec.events import ClickEvent, encode
 from streamrec.settings import StreamsSettings
@@ -24,7 +26,7 @@ from streams.rewind import KafkaOffsets
 
 @pytest.fixture
 async def client(settings):
-    connection = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + "/1")
+    connection = connect(RedisSettings(url=settings.redis_url.rsplit("/", 1)[0] + "/1"))
     await load_functions(connection)
     yield connection
     await connection.aclose()

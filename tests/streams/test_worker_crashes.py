@@ -23,6 +23,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streamrec.settings import RedisSettings
 from streamrec.datasets.loaders import load
 from streamrec.datasets.replay import catalog_event, interaction_event
 from streamrec.kafka_admin import commit_group_offsets, end_offsets
@@ -331,7 +332,7 @@ class RedisProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if redis.Redis.from_url(self.url).ping():
+                if connect_blocking(RedisSettings(url=self.url)).ping():
                     return
             except redis.RedisError:
                 time.sleep(0.1)
@@ -339,7 +340,7 @@ class RedisProcess:
 
     def snapshot(self, name: str) -> None:
         """A point-in-time copy of the data set (what a lagging replica or an older backup holds)."""
-        client = redis.Redis.from_url(self.url)
+        client = connect_blocking(RedisSettings(url=self.url))
         client.save()
         client.close()
         (self.folder / "dump.rdb").rename(self.folder / name)
@@ -379,7 +380,7 @@ def test_redis_restored_from_an_older_snapshot_is_repaired_by_reading_again(sett
     events arriving (the periodic check finds it). Both times the state ends equal to the recomputation."""
     node = RedisProcess(tmp_path)
     node.start()
-    client = redis.Redis.from_url(node.url)
+    client = connect_blocking(RedisSettings(url=node.url))
     group = f"crash-redis-{uuid.uuid4().hex[:8]}"
     worker = Worker(settings, app_id=group, redis_url=node.url, name="w1")
     try:

@@ -10,6 +10,8 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
+from streamrec.settings import RedisSettings
+from streamrec.store.connection import connect
 from streamrec.auth.authenticator import INVALID, MISSING, REVOKED, AccessDenied, Authenticator
 from streamrec.auth.keys import InvalidKeySpec, digest
 from streamrec.auth.ratelimit import Rate, RateLimiter
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.stack
 @pytest.fixture
 async def client(settings):
     """A Redis database of its own, emptied before and after (so every value in it is this test's)."""
-    connection = redis.Redis.from_url(settings.redis_url.rsplit("/", 1)[0] + f"/{random.Random().randint(2, 15)}")
+    connection = connect(RedisSettings(url=settings.redis_url.rsplit("/", 1)[0] + f"/{random.Random().randint(2, 15)}"))
     await connection.flushdb()
     await functions.load_functions(connection)
     yield connection

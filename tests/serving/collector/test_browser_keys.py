@@ -16,6 +16,8 @@ from urllib.parse import quote
 import pytest
 import redis.asyncio as redis
 
+from streamrec.settings import RedisSettings
+from streamrec.store.connection import connect
 from streamrec.auth.store import KeyStore
 from streamrec.components import ComponentProcess
 from streamrec.stack.isolated import stack_environment
@@ -40,7 +42,7 @@ fetch(collector + "/v1/events", {method: "POST", headers: {"Content-Type": "appl
 
 def create_key(redis_url: str, origin: str) -> str:
     async def create() -> str:
-        client = redis.Redis.from_url(redis_url)
+        client = connect(RedisSettings(url=redis_url))
         try:
             return (await KeyStore(client).create("publishable", "browser test", set(), [origin]))[1]
         finally:
