@@ -311,6 +311,15 @@ def post_marker(collector_url: str, item_id: str, stats: LoadStats, name: str, t
     raise TimeoutError(f"marker {name} not acknowledged within {timeout_s:.0f} s")
 
 
+def marker_profile(client: redis.Redis, user: str, ts: int) -> bool:
+    """The marker's click is applied to its Redis profile (the streams stage alone)."""
+    try:
+        raw = client.get(layout.profile_key(user))
+    except redis.RedisError:
+        return False
+    return raw is not None and layout.decode_profile(raw).last_seen >= ts
+
+
 def marker_list(client: redis.Redis, user: str, ts: int, *, scored: bool) -> bool:
     """The marker's click reached the profile and a list reflecting it is cached (scored: not degraded)."""
     try:

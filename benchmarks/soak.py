@@ -171,10 +171,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 minutes per phase (10 and 30 otherwise), 30 s warm-up.")
     parser.add_argument("--json", help="Write {'metrics': ...} here.")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--minutes", type=float, help="Minutes per phase instead (a shorter soak when time is short).")
     parser.add_argument("--plot", type=Path, default=REPO_ROOT / "docs" / "images" / "soak-rss.png")
     args = parser.parse_args()
     peak_s, pipeline_s = (180.0, 180.0) if args.quick else (600.0, 1800.0)
-    warmup_s = 30.0 if args.quick else 60.0
+    if args.minutes:
+        peak_s = pipeline_s = args.minutes * 60
+    warmup_s = 30.0 if args.quick or (args.minutes or 99) < 5 else 60.0
     facts = machine()
     console.print(f"machine: {facts}")
     dataset = load("diginetica", args.data_dir)
