@@ -37,7 +37,7 @@ from streamrec.store import layout
 from streamrec.store.connection import connect_blocking
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streamrec.stack.isolated import stack_environment
-from tests.streams.recompute import read_interactions, recompute
+from streams.recompute import read_interactions, recompute
 from tests.streams.test_rules_and_arithmetic import vectors_agree
 
 REPLAY_EVENTS = 50_000

@@ -1,8 +1,9 @@
 """Batch recomputation of profiles and item statistics from the events in Kafka.
 
-The crash tests compare the worker's incremental Redis state with this: the
-same rules and arithmetic applied once to every event, in topic order, with
-item statistics in closed form (``Σ w · exp(-(t_max - t) / τ)``).
+The crash tests and the fault benchmark compare the worker's incremental Redis
+state with this: the same rules and arithmetic applied once to every event, in
+topic order, with item statistics in closed form (``Σ w · exp(-(t_max - t) / τ)``).
+It is never run by the worker itself.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def read_interactions(kafka: KafkaSettings, start: dict[tuple[str, int], int] | 
                 consumer.assign([TopicPartition(topic.value, partition, low)])
                 while True:
                     message = consumer.poll(5)
-                    assert message is not None, f"timed out reading {topic}[{partition}]"
+                    if message is None:
+                        raise TimeoutError(f"timed out reading {topic.value}[{partition}]")
                     if message.error():
                         continue
                     records.append((topic.value, partition, message.offset(), message.timestamp()[1], message.value()))
@@ -74,7 +76,8 @@ def recompute(records, catalog: dict[str, CatalogRecord], settings: StreamsSetti
         except (orjson.JSONDecodeError, InvalidEvent):
             expected.rejected["malformed"] += 1
             continue
-        assert isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)), topic
+        if not isinstance(event, (ClickEvent, CartEvent, PurchaseEvent)):
+            raise ValueError(f"{topic} holds a {type(event).__name__}")
         profile = expected.profiles.setdefault(event.user_id, UserProfile())
         item = catalog.get(event.item_id)
         rejection = (
