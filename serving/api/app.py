@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import gc
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
+from redis.exceptions import BusyLoadingError, ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from serving.access import Access, Limits
 from serving.engine.service import RecsService
 from streamrec.auth.ratelimit import Rate
-from streamrec.messages import Recommendations, UnreadableMessage
+from streamrec.messages import Recommendations, RecommendedItem, UnreadableMessage
 from streamrec.settings import Settings
 
 
@@ -38,6 +41,9 @@ class RecommendationsOut(Recommendations):
 class SimilarOut(BaseModel):
     item_id: str
     items: list[dict[str, float | str]]
+
+
+STORE_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError)
 
 
 class RecsApi:
@@ -58,6 +64,31 @@ class RecsApi:
         k: Annotated[int | None, Query(ge=1, description="Items to return (default: api.default_k).")] = None,
         category: Annotated[str | None, Query(description="Only items of this category.")] = None,
         exclude: Annotated[list[str] | None, Query(description="Item ids to leave out (repeat the parameter).")] = None,
+    ) -> RecommendationsOut | JSONResponse:
+        try:
+            return await self._recommendations(user_id, k, category, exclude)
+        except STORE_UNAVAILABLE as error:
+            return self._without_store(user_id, k, exclude, error)
+
+    def _without_store(self, user_id: str, k: int | None, exclude: list[str] | None, error: Exception) -> RecommendationsOut | JSONResponse:
+        """The trending items as last read, degraded, while Redis cannot be read."""
+        api = self.settings.api
+        excluded = set(exclude or ())
+        items = [item for item in self.service.trending_snapshot if item not in excluded][: min(k or api.default_k, api.max_k)]
+        self.service.metrics.api_store_unavailable.inc()
+        if not items:
+            return JSONResponse({"error": f"the store is unavailable and no fallback list is known yet: {error}"},
+                                status_code=503, headers={"Retry-After": "1"})
+        now = int(time.time() * 1000)
+        return RecommendationsOut(
+            user_id=user_id, rec_id=uuid.uuid4().hex, model_version="fallback", variant=self.settings.recs.variant,
+            items=[RecommendedItem(item_id=item, score=0.0, reason="popular recently", sources=["trending"]) for item in items],
+            generated_at=now, source_event_ts=None, degraded=True,
+            degraded_reason=f"store unavailable ({type(error).__name__}): trending items as last read", cached=False,
+        )
+
+    async def _recommendations(
+        self, user_id: str, k: int | None, category: str | None, exclude: list[str] | None
     ) -> RecommendationsOut:
         started = time.perf_counter()
         api = self.settings.api
@@ -96,7 +127,10 @@ class RecsApi:
     ) -> SimilarOut:
         started = time.perf_counter()
         index = self.service.index
-        await index.ensure([item_id])
+        try:
+            await index.ensure([item_id])
+        except STORE_UNAVAILABLE:
+            pass  # answer from the index as it is: it holds every item read so far
         if index.info(item_id) is None:
             raise HTTPException(status_code=404, detail=f"item {item_id!r} is not in the catalog (or not embedded yet)")
         found = index.nearest(index.vectors([item_id])[0], k, exclude={item_id})
@@ -106,9 +140,12 @@ class RecsApi:
             items=[{"item_id": other, "score": round(score, 6), "title": index.info(other).title} for other, score in found],
         )
 
-    async def healthz(self) -> dict[str, object]:
-        await self.service.redis.ping()
-        return {"status": "ok", "items": len(self.service.index)}
+    async def healthz(self) -> JSONResponse:
+        try:
+            await self.service.redis.ping()
+        except STORE_UNAVAILABLE as error:
+            return JSONResponse({"status": "down", "error": f"Redis not reachable: {error}"}, status_code=503)
+        return JSONResponse({"status": "ok", "items": len(self.service.index)})
 
     async def metrics_page(self) -> Response:
         return Response(generate_latest(self.service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -42,6 +42,10 @@ class RecsMetrics:
             ["topic"], registry=r,
         )
         self.dead_letters.labels(Topic.PROFILES_UPDATED.value)  # exported at 0 from the start: alert rules read it
+        self.api_store_unavailable = Counter(
+            "streamrec_api_store_unavailable", "API requests answered while Redis could not be read (the trending fallback or 503).",
+            registry=r,
+        )
         self.index_items = Gauge("streamrec_recs_index_items", "Catalog items in the in-memory item index.", registry=r)
         self.unreadable_profiles = Gauge(
             "streamrec_recs_unreadable_profiles", "Stored profiles that could not be read (served as new users).", registry=r

@@ -57,11 +57,14 @@ class RecsService:
             recs,
         )
         self._refresher: asyncio.Task | None = None
+        # The trending items as last read, for lists served while Redis cannot be read at all.
+        self.trending_snapshot: list[str] = []
 
     async def start(self) -> None:
-        """Load the item index, then keep it fresh in the background."""
+        """Load the item index and the trending snapshot, then keep both fresh in the background."""
         await self.index.refresh()
         self.metrics.index_items.set(len(self.index))
+        self.trending_snapshot = await ItemStatistics(self.redis).trending(self.settings.recs.k)
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def _refresh_forever(self) -> None:
@@ -70,6 +73,7 @@ class RecsService:
             try:
                 await self.index.refresh()
                 self.metrics.index_items.set(len(self.index))
+                self.trending_snapshot = await ItemStatistics(self.redis).trending(self.settings.recs.k)
             except Exception:  # Redis away for a moment: keep serving from the index we have
                 log.exception("item index refresh failed")
 
