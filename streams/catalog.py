@@ -42,7 +42,7 @@ from streamrec.store.catalog_store import CatalogStore
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.processor import PublishMany, Record, rereads_as_records
-from streams.rewind import KafkaOffsets, describe, first_offsets_beyond, missing_records
+from streams.rewind import KafkaOffsets, Reread, first_offsets_beyond, reapply_missing
 
 log = logging.getLogger(__name__)
 
@@ -115,19 +115,14 @@ class CatalogProcessor:
     async def catch_up(self, until: dict[tuple[str, int], int]) -> StoredCatalog:
         """Store what Kafka holds between each partition's watermark and ``until`` (exclusive)."""
         stored = StoredCatalog()
-        logged: set[tuple[str, int]] = set()
-        while until:
-            applied_up_to = await self._watermarks.read(sorted(until))
-            missing = await missing_records(until, applied_up_to, self._offsets, limit=self._catch_up_chunk)
-            if not missing:
-                break
-            for partition, reread in missing.items():
-                if partition not in logged:
-                    log.warning(describe(reread))
-                    logged.add(partition)
-                stored.reread[partition[0]] += len(reread.records)
-                stored.unrecoverable[partition[0]] += reread.unrecoverable
+
+        async def apply(missing: dict[tuple[str, int], Reread]) -> None:
+            for (topic, _), reread in missing.items():
+                stored.reread[topic] += len(reread.records)
+                stored.unrecoverable[topic] += reread.unrecoverable
             stored.merge(await self._process_once(rereads_as_records(missing)))
+
+        await reapply_missing(until, watermarks=self._watermarks, offsets=self._offsets, limit=self._catch_up_chunk, apply=apply)
         return stored
 
     async def _process_once(self, records: list[Record]) -> StoredCatalog:

@@ -34,7 +34,6 @@ data-quality counts: a probe must not move what it measures.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections import Counter
@@ -58,9 +57,7 @@ from streamrec.store.profile_store import ProfileStore
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
-from streams.rewind import KafkaOffsets, Reread, describe, first_offsets_beyond, missing_records
-
-log = logging.getLogger(__name__)
+from streams.rewind import KafkaOffsets, Reread, first_offsets_beyond, reapply_missing
 
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
@@ -205,19 +202,14 @@ class InteractionProcessor:
     async def catch_up(self, until: dict[tuple[str, int], int]) -> BatchResult:
         """Apply what Kafka holds between each partition's watermark and ``until`` (exclusive)."""
         result = BatchResult()
-        logged: set[tuple[str, int]] = set()
-        while until:
-            applied_up_to = await self._watermarks.read(sorted(until))
-            missing = await missing_records(until, applied_up_to, self._offsets, limit=self._settings.batch_max)
-            if not missing:
-                break
-            for partition, reread in missing.items():
-                if partition not in logged:
-                    log.warning(describe(reread))
-                    logged.add(partition)
-                result.reread[partition[0]] += len(reread.records)
-                result.unrecoverable[partition[0]] += reread.unrecoverable
+
+        async def apply(missing: dict[tuple[str, int], Reread]) -> None:
+            for (topic, _), reread in missing.items():
+                result.reread[topic] += len(reread.records)
+                result.unrecoverable[topic] += reread.unrecoverable
             result.merge(await self._process_once(rereads_as_records(missing)))
+
+        await reapply_missing(until, watermarks=self._watermarks, offsets=self._offsets, limit=self._settings.batch_max, apply=apply)
         return result
 
     async def _process_once(self, records: list[Record]) -> BatchResult:

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streamrec.store.watermarks import WatermarkStore
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,30 @@ async def missing_records(
         if records:
             found[partition] = Reread(partition, applied, tuple(records), max(0, log_start - (applied + 1)))
     return found
+
+
+async def reapply_missing(
+    until: Mapping[Partition, int],
+    *,
+    watermarks: WatermarkStore,
+    offsets: KafkaOffsets,
+    limit: int,
+    apply: Callable[[dict[Partition, Reread]], Awaitable[None]],
+) -> None:
+    """Hand ``apply`` what Kafka holds between each partition's watermark and ``until``, a chunk
+    of at most ``limit`` records per partition at a time, until nothing is missing; each
+    partition's loss is logged once."""
+    logged: set[Partition] = set()
+    while until:
+        applied_up_to = await watermarks.read(sorted(until))
+        missing = await missing_records(until, applied_up_to, offsets, limit=limit)
+        if not missing:
+            return
+        for partition, reread in missing.items():
+            if partition not in logged:
+                log.warning(describe(reread))
+                logged.add(partition)
+        await apply(missing)
 
 
 def describe(reread: Reread) -> str:
