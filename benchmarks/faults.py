@@ -55,7 +55,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import redis
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -67,7 +66,8 @@ from benchmarks.pipeline import (  # noqa: E402
     tiny_model_repo, wait_caught_up,
 )
 from streamrec.datasets.loaders import load  # noqa: E402
-from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
+from streamrec.settings import REPO_ROOT, RedisSettings, Settings  # noqa: E402
+from streamrec.store.connection import connect_blocking  # noqa: E402
 from streamrec.stack import LocalStack  # noqa: E402
 
 FAULTS = ("redis_kill", "redis_snapshot", "kafka_term", "kafka_kill", "triton_kill", "streams_kill", "recs_kill", "api_kill")
@@ -129,7 +129,7 @@ def restore_redis_snapshot(stack: LocalStack, snapshot: Path) -> None:
     process = service.process()
     replace(process, argv=[*process.argv, "--appendonly", "no"]).start()
     wait_healthy(stack, "redis")
-    client = redis.Redis.from_url(service.address())
+    client = connect_blocking(RedisSettings(url=service.address()))
     client.config_set("appendonly", "yes")
     while client.info("persistence").get("aof_rewrite_in_progress") or client.info("persistence").get("aof_rewrite_scheduled"):
         time.sleep(0.2)
@@ -143,7 +143,7 @@ def inject(fault: str, stack: LocalStack, pipeline: Pipeline, prober: ApiProber,
         time.sleep(2)
         restart_service(stack, "redis")
     elif fault == "redis_snapshot":
-        client = redis.Redis.from_url(stack.service("redis").address())
+        client = connect_blocking(RedisSettings(url=stack.service("redis").address()))
         client.save()
         client.close()
         snapshot = folder / "older.rdb"
@@ -178,7 +178,7 @@ def recover(fault: str, settings: Settings, pipeline: Pipeline, load_stats, item
     in its profile (the streams stage alone: a list can wait behind the recs worker's backlog)."""
     started = time.monotonic()
     user, ts = post_marker(pipeline.collector_url, item_id, load_stats, fault, timeout_s=RECOVERY_LIMIT_S)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = connect_blocking(settings.redis, socket_timeout=5)
     profile_s = float("inf")
     try:
         while time.monotonic() - started < RECOVERY_LIMIT_S:

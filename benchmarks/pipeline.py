@@ -20,7 +20,6 @@ import httpx
 import numpy as np
 import orjson
 import redis
-from confluent_kafka import Consumer, TopicPartition
 
 from streamrec.components import ComponentProcess
 from streamrec.datasets.loaders import Dataset
@@ -35,6 +34,7 @@ from streamrec.settings import REPO_ROOT, Settings, StreamsSettings
 from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
 from streamrec.store import layout
+from streamrec.store.connection import connect_blocking
 from streamrec.topics import INTERACTION_TOPICS, Topic
 from streams.recompute import read_interactions, recompute
 
@@ -98,7 +98,7 @@ class Pipeline:
         topics = {self.streams_group: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
                   self.recs_group: [Topic.PROFILES_UPDATED.value]}
         if "streams" in names or "recs" in names:
-            commit_groups_at_end(self.settings.bootstrap_servers, topics)
+            commit_groups_at_end(self.settings.kafka, topics)
         for name in names:
             self.start(name)
         urls = {"collector": f"{self.collector_url}/healthz", "api": f"{self.api_url}/healthz",
@@ -124,7 +124,7 @@ class Pipeline:
 
 def load_catalog(settings: Settings, dataset: Dataset, timeout_s: float = 900) -> None:
     """The catalog straight into Kafka first (the workers embed it on Triton), until every item is stored."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_blocking(settings.redis)
     now = int(time.time() * 1000)
     with EventProducer.from_settings(settings, client_id="bench-catalog") as producer:
         for item in dataset.catalog:
@@ -337,14 +337,14 @@ def wait_caught_up(settings: Settings, pipeline: Pipeline, timeout_s: float = 60
     and both groups have no lag; seconds it took."""
     started = time.monotonic()
     deadline = started + timeout_s
-    reader = LagReader(settings.bootstrap_servers)
-    client = redis.Redis.from_url(settings.redis_url)
+    reader = LagReader(settings.kafka)
+    client = connect_blocking(settings.redis)
     groups = {pipeline.streams_group: [t.value for t in INTERACTION_TOPICS], pipeline.recs_group: [Topic.PROFILES_UPDATED.value]}
     behind: object = None
     try:
         while time.monotonic() < deadline:
             try:
-                ends = end_offsets(settings.bootstrap_servers, [t.value for t in INTERACTION_TOPICS])
+                ends = end_offsets(settings.kafka, [t.value for t in INTERACTION_TOPICS])
                 keys = {tp: layout.watermark_key(pipeline.streams_group, *tp) for tp, end in ends.items() if end > 0}
                 marks = dict(zip(keys, client.mget(list(keys.values())), strict=True))
                 behind = {tp: v for tp, v in marks.items() if (int(v) if v else -1) < ends[tp] - 1}
@@ -365,7 +365,7 @@ def wait_caught_up(settings: Settings, pipeline: Pipeline, timeout_s: float = 60
 def end_checks(settings: Settings, stats: LoadStats, api_url: str) -> dict[str, float]:
     """What the run left behind: acknowledged events on their topics, Redis against a batch
     recomputation of the topics (per-user counts), and a current list per user."""
-    records = read_interactions(settings.bootstrap_servers)
+    records = read_interactions(settings.kafka)
     on_topic: Counter = Counter()
     for _, _, _, _, value in records:
         try:
@@ -375,7 +375,7 @@ def end_checks(settings: Settings, stats: LoadStats, api_url: str) -> dict[str, 
     acknowledged = stats.acknowledged
     lost = sum(1 for event_id in acknowledged if on_topic[event_id] == 0)
     repeated = sum(1 for event_id in acknowledged if on_topic[event_id] > 1)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect_blocking(settings.redis)
     catalog = {}
     for key in client.scan_iter(layout.item_key("*"), count=5000):
         item_id = key.decode().removeprefix(layout.ITEM_PREFIX)

@@ -49,7 +49,7 @@ from streamrec.datasets.loaders import load  # noqa: E402
 from streamrec.datasets.replay import interaction_event  # noqa: E402
 from streamrec.events import encode  # noqa: E402
 from streamrec.lag import LagReader  # noqa: E402
-from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
+from streamrec.settings import REPO_ROOT  # noqa: E402
 from streamrec.stack import LocalStack  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
 
@@ -220,7 +220,7 @@ def main() -> None:
                 phase2_start = time.monotonic() - sampler.started
                 generator = LoadGenerator(pipeline.collector_url, events, PIPELINE_RATE).start()
                 prober = ApiProber(pipeline.api_url, generator.stats).start()
-                reader = LagReader(settings.bootstrap_servers)
+                reader = LagReader(settings.kafka)
                 until = time.monotonic() + pipeline_s
                 while time.monotonic() < until:
                     time.sleep(SAMPLE_S)

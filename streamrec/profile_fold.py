@@ -76,7 +76,11 @@ def apply_interaction(
             profile.affinities = dict(strongest)
 
     if embedding is not None:
-        current = np.zeros_like(embedding, dtype=np.float32) if profile.vector is None else profile.vector.astype(np.float32)
+        # A profile built from another encoder's vectors (the item encoder was replaced by one of
+        # another width, and the catalog is being re-embedded) is not comparable with this item:
+        # the vector starts again from the new encoder's items rather than stopping the worker.
+        same_space = profile.vector is not None and profile.vector.shape == embedding.shape
+        current = profile.vector.astype(np.float32) if same_space else np.zeros_like(embedding, dtype=np.float32)
         profile.vector = (current * factor + contribution * embedding.astype(np.float32)).astype(np.float16)
 
     entry = RecentInteraction(ts, item_id, event_type)

@@ -60,6 +60,7 @@ class StreamsRuntime:
         self.settings = settings
         self.metrics = StreamsMetrics()
         self.positions: dict[tuple[str, int], int] = {}  # next offset after the last one applied, per partition
+        self.warned_unmarked: set[tuple[str, int]] = set()  # partitions whose missing watermark was logged
         self.offsets = KafkaOffsets(client_config(settings.kafka, client="streams-offsets"), group=settings.streams.app_id)
         self._redis: redis.Redis | None = None
         self._interactions: InteractionProcessor | None = None
@@ -120,8 +121,17 @@ class StreamsRuntime:
             known.update(await self.offsets.committed(unknown))
         if not known:
             return
-        watermarks = await WatermarkStore(await self.redis(), group=self.settings.streams.app_id).read(sorted(known))
-        behind = {partition: end for partition, end in known.items() if watermarks[partition] + 1 < end}
+        watermarks = await WatermarkStore(await self.redis(), group=self.settings.streams.app_id).stored(sorted(known))
+        for partition in sorted(set(self.positions) - set(watermarks) - self.warned_unmarked):
+            topic, number = partition
+            log.warning(
+                "Redis holds no watermark for %s[%d], which this worker applied up to offset %d: Redis was "
+                "emptied, or restored from before this group's first write. What was applied before is not "
+                "read again on its own; reset the group's offsets to rebuild it.",
+                topic, number, self.positions[partition] - 1,
+            )
+            self.warned_unmarked.add(partition)
+        behind = {partition: end for partition, end in known.items() if partition in watermarks and watermarks[partition] + 1 < end}
         catalog = {partition: end for partition, end in behind.items() if partition[0] == Topic.CATALOG.value}
         interactions = {partition: end for partition, end in behind.items() if partition not in catalog}
         if interactions and "interactions" in self.settings.streams.agents:

@@ -107,7 +107,7 @@ class CatalogProcessor:
     async def process(self, records: list[Record]) -> StoredCatalog:
         """Store the batch's items (records Redis lost before them first); how many, and the fields they lack."""
         partitions = sorted({(record.topic, record.partition) for record in records})
-        applied_up_to = await self._watermarks.read(partitions)
+        applied_up_to = await self._watermarks.stored(partitions)
         stored = await self.catch_up(first_offsets_beyond((((r.topic, r.partition), r.offset) for r in records), applied_up_to))
         stored.merge(await self._process_once(records))
         return stored

@@ -194,7 +194,7 @@ class InteractionProcessor:
     async def process(self, records: list[Record]) -> BatchResult:
         """Apply the batch; records Redis lost before it (its watermark behind the batch) first."""
         partitions = sorted({(record.topic, record.partition) for record in records})
-        applied_up_to = await self._watermarks.read(partitions)
+        applied_up_to = await self._watermarks.stored(partitions)
         result = await self.catch_up(first_offsets_beyond((((r.topic, r.partition), r.offset) for r in records), applied_up_to))
         result.merge(await self._process_once(records))
         return result

@@ -16,6 +16,12 @@ The missing records are then read straight from Kafka by :class:`KafkaOffsets` a
 before the batch, in chunks, through the same transaction as any batch. The worker's Faust
 consumer is not moved: seeking it back would race the records it has already fetched.
 
+A partition with no watermark at all has never been applied into this Redis by this group (a
+new group that starts at the log end, a new database): it starts where the group stands, and
+nothing before is read. Redis emptied completely looks the same from Redis alone; the worker
+warns when a partition it has applied loses its watermark, and re-reading it all is the
+operator's call (reset the group's offsets).
+
 A gap is not always lost writes: offsets are missing where a transactional producer left
 commit markers, or where retention deleted the start of the log; reading the range then finds
 no records, and the batch goes on. Records Redis lost that retention has already deleted cannot
@@ -125,10 +131,13 @@ class KafkaOffsets:
 def first_offsets_beyond(
     offsets: Iterable[tuple[Partition, int]], applied_up_to: Mapping[Partition, int]
 ) -> dict[Partition, int]:
-    """Per partition, the lowest of ``offsets`` that its watermark does not cover yet."""
+    """Per partition that has a watermark, the lowest of ``offsets`` that it does not cover yet.
+    A partition without one is new to this Redis: it starts where the group stands."""
     first: dict[Partition, int] = {}
     for partition, offset in offsets:
-        if offset > applied_up_to.get(partition, -1) and offset < first.get(partition, offset + 1):
+        if partition not in applied_up_to:
+            continue
+        if offset > applied_up_to[partition] and offset < first.get(partition, offset + 1):
             first[partition] = offset
     return first
 
@@ -137,10 +146,13 @@ async def missing_records(
     until: Mapping[Partition, int], applied_up_to: Mapping[Partition, int], offsets: KafkaOffsets, *, limit: int
 ) -> dict[Partition, Reread]:
     """Records Kafka holds between each partition's watermark + 1 and ``until`` (exclusive), at
-    most ``limit`` per partition (the caller applies them and asks again)."""
+    most ``limit`` per partition (the caller applies them and asks again). Partitions without a
+    watermark are left out (see :func:`first_offsets_beyond`)."""
     found: dict[Partition, Reread] = {}
     for partition, end in until.items():
-        applied = applied_up_to.get(partition, -1)
+        if partition not in applied_up_to:
+            continue
+        applied = applied_up_to[partition]
         if end <= applied + 1:
             continue
         records, log_start = await offsets.read(partition, applied + 1, end, limit=limit)
@@ -162,7 +174,7 @@ async def reapply_missing(
     partition's loss is logged once."""
     logged: set[Partition] = set()
     while until:
-        applied_up_to = await watermarks.read(sorted(until))
+        applied_up_to = await watermarks.stored(sorted(until))
         missing = await missing_records(until, applied_up_to, offsets, limit=limit)
         if not missing:
             return

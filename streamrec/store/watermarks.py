@@ -38,6 +38,12 @@ class WatermarkStore:
             for partition, value in zip(partitions, values, strict=True)
         }
 
+    async def stored(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        """The watermarks Redis holds, partitions without one left out: such a partition was never
+        applied into this Redis by this group (a new group, a new database), so there is nothing
+        Redis could have lost of it."""
+        return {partition: offset for partition, offset in (await self.read(partitions)).items() if offset >= 0}
+
     def queue_advance(self, pipe: Pipeline, offsets: Mapping[Partition, int]) -> None:
         """Queue the new watermarks onto the batch's transaction."""
         for partition, offset in offsets.items():

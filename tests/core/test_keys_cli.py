@@ -7,7 +7,6 @@ import json
 import random
 
 import pytest
-import redis
 from typer.testing import CliRunner
 
 from streamrec.store.connection import connect_blocking

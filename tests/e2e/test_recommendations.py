@@ -20,7 +20,6 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-import redis
 from confluent_kafka import Producer
 
 from serving.collector.app import create_app as create_collector

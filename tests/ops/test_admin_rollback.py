@@ -9,7 +9,6 @@ import uuid
 
 import httpx
 import pytest
-import redis.asyncio as redis
 import tritonclient.grpc as grpcclient
 
 from serving.ops.app import create_app

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 import pytest
-import redis.asyncio as redis
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 

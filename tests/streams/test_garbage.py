@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-import redis
 from hypothesis import given, settings as hypothesis_settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families

@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis.asyncio as redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -164,3 +163,16 @@ async def test_writes_lost_on_a_quiet_partition_are_applied_again_by_the_check(s
     consumer.commit(offsets=[TopicPartition(topic, 0, 8)], asynchronous=False)
     consumer.close()
     assert await offsets.committed([(topic, 0)]) == {(topic, 0): 8}
+
+
+async def test_a_group_new_to_this_redis_starts_where_it_stands_and_reads_nothing_before(settings, client, topic, group, offsets):
+    """A group that starts at the log end (or a new database) has no watermark: what came before
+    it was never applied here, so it is neither lost nor read again."""
+    user = f"u-{uuid.uuid4().hex}"
+    produce(settings, topic, 7, user)
+    records = consume(settings, topic)
+    worker = processor(client, group, offsets)
+    assert not (await worker.catch_up({(topic, 0): 5})).reread  # the periodic check, before any batch
+    result = await worker.process(records[5:])
+    assert not result.reread and [applied.item_id for applied in result.applied] == ["t-5", "t-6"]
+    assert await profile_counts(client, user) == 2

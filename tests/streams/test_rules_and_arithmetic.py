@@ -136,6 +136,14 @@ def vectors_agree(a: np.ndarray, b: np.ndarray, tolerance: float = 5e-3) -> bool
     return bool(np.linalg.norm(a32 - b32) <= tolerance * np.linalg.norm(b32))
 
 
+def test_an_item_embedded_by_an_encoder_of_another_width_restarts_the_vector():
+    old, new = np.ones(384, np.float16) / np.sqrt(384), np.ones(32, np.float16) / np.sqrt(32)
+    profile = _apply_all([("click", "a", T0, None), ("click", "b", T0 + 1_000, None)], {"a": old, "b": new})
+    assert profile.vector.shape == (32,)
+    np.testing.assert_allclose(profile.vector.astype(np.float32), SETTINGS.weight_click * new.astype(np.float32), atol=1e-3)
+    assert [r.item_id for r in profile.recent] == ["a", "b"]
+
+
 def test_full_profile_stays_under_five_kilobytes():
     profile = UserProfile()
     rng = np.random.default_rng(2)

@@ -14,7 +14,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import redis.asyncio as redis
 
 from streamrec.settings import RedisSettings
 from streamrec.store.connection import connect

@@ -12,12 +12,9 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
-import httpx
-import pytest
 
 from streamrec.components import ComponentProcess
 from streamrec.stack.isolated import stack_environment

@@ -19,7 +19,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from serving.collector.app import create_app
 from streamrec.kafka_admin import create_topics, end_offsets
-from streamrec.settings import CollectorSettings, Settings
+from streamrec.kafka_client import client_config
+from streamrec.settings import CollectorSettings, KafkaSettings, Settings
 from streamrec.stack import LocalStack
 from streamrec.stack.isolated import isolated_stack_settings
 from streamrec.topics import Topic
@@ -31,10 +32,10 @@ def clicks(run: str, batch: int, size: int) -> list[dict]:
              "item_id": f"i{n}", "ts": now} for n in range(size)]
 
 
-def clicks_on_topic(bootstrap: str, run: str) -> Counter:
+def clicks_on_topic(kafka: KafkaSettings, run: str) -> Counter:
     """event_id -> records on ``events.clicks`` (from the log start) of this run's users."""
-    ends = end_offsets(bootstrap, [Topic.CLICKS.value])
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"kafka-down-{run}", "enable.auto.commit": False})
+    ends = end_offsets(kafka, [Topic.CLICKS.value])
+    consumer = Consumer({**client_config(kafka, client=f"kafka-down-{run}"), "group.id": f"kafka-down-{run}", "enable.auto.commit": False})
     found: Counter = Counter()
     try:
         pending = {tp for tp, end in ends.items() if end > 0}
@@ -99,7 +100,7 @@ async def test_broker_stopped_and_restarted_answers_only_202_or_503_and_loses_no
                     await post_for(1)  # until the producer is back on the restarted broker
         assert set(answers) <= {202, 503}, f"answers other than 202/503: {answers}"
         assert answers[202] >= acknowledged_before + 5, f"the collector did not recover: {answers}"
-        on_topic = clicks_on_topic(settings.bootstrap_servers, run)
+        on_topic = clicks_on_topic(settings.kafka, run)
         assert not accepted - set(on_topic), f"{len(accepted - set(on_topic))} accepted events are not on the topic"
         twice = {event_id for event_id in accepted if on_topic[event_id] != 1}
         assert not twice, f"{len(twice)} accepted events are on the topic more than once"

@@ -17,7 +17,6 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from streamrec.events import ClickEvent
-from streamrec.kafka_client import client_config
 from streamrec.model import contract
 from streamrec.model.registry import VersionRejected
 from streamrec.model.sequence_request import sequence_inputs
