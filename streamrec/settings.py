@@ -156,6 +156,13 @@ class RedisSettings(_Section):
         default=10.0, gt=0,
         description="How long a process waits at start for Redis to answer before it exits naming the setting to fix.",
     )
+    # A process runs many Redis calls at once (the recs worker recommends a whole batch of users
+    # concurrently). redis-py's default pool raises MaxConnectionsError past its size; this pool
+    # makes the extra calls wait for a free connection instead, up to pool_timeout_s.
+    max_connections: int = Field(default=64, ge=1, description="Connections per process's Redis pool; calls beyond it wait for one.")
+    pool_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a call waits for a free pooled connection before it fails.",
+    )
 
     @property
     def uses_tls(self) -> bool:

@@ -51,9 +51,16 @@ def connection_options(settings: RedisSettings) -> tuple[str, dict[str, Any]]:
 
 def connect(settings: RedisSettings, *, decode_responses: bool = False, **client_options: Any) -> redis.asyncio.Redis:
     """An asyncio client (what the workers, the API and the stores use); ``client_options`` such
-    as ``socket_timeout`` go to redis-py unchanged."""
+    as ``socket_timeout`` go to redis-py unchanged.
+
+    Its pool holds at most ``max_connections`` and makes a call beyond them wait (up to
+    ``pool_timeout_s``) rather than fail, so a burst of concurrent calls is slowed, not lost."""
     url, options = connection_options(settings)
-    return redis.asyncio.Redis.from_url(url, decode_responses=decode_responses, **options, **client_options)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=settings.max_connections, timeout=settings.pool_timeout_s,
+        decode_responses=decode_responses, **options, **client_options,
+    )
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def connect_blocking(settings: RedisSettings, *, decode_responses: bool = False, **client_options: Any) -> redis.Redis:

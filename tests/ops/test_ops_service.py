@@ -13,7 +13,6 @@ import html.parser
 import os
 import random
 import shutil
-import subprocess
 import time
 import uuid
 
@@ -29,10 +28,10 @@ from streamrec.producer import EventProducer
 from streamrec.settings import REPO_ROOT
 from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
-from streamrec.stack.system import SystemPackage, ensure_installed
 from streamrec.store import layout
 from streamrec.store.connection import connect_blocking
 from streamrec.topics import INTERACTION_TOPICS, Topic
+from tests.browser import browse, chromium
 from tests.ops.monitoring import monitoring_metric_names
 
 pytestmark = pytest.mark.stack
@@ -239,19 +238,6 @@ class _Dom(html.parser.HTMLParser):
             _, _, row, field = self._stack[-1]
             if row is not None and field is not None:
                 self.rows.setdefault(row, {})[field] = self.rows.get(row, {}).get(field, "") + data
-
-
-def chromium() -> str:
-    ensure_installed([SystemPackage("chromium", "chromium")], say=print)
-    return shutil.which("chromium")
-
-
-def browse(browser: str, url: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-         "--window-size=1500,2000", "--virtual-time-budget=6000", *extra, url],
-        capture_output=True, text=True, timeout=120,
-    )
 
 
 def test_the_page_shows_the_live_figures_in_a_real_browser(ops_stack, tmp_path):

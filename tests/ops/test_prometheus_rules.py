@@ -190,6 +190,8 @@ def test_monitoring_metric_names_of_the_rules_and_the_dashboard():
         "streamrec_streams_events_total",
         "streamrec_streams_rejections_total",
         "streamrec_streams_event_to_redis_seconds",
+        "streamrec_streams_reread_records_total",
+        "streamrec_streams_unrecoverable_records_total",
         # recs worker
         "streamrec_recs_lists_total",
         "streamrec_recs_degraded_total",
@@ -201,6 +203,7 @@ def test_monitoring_metric_names_of_the_rules_and_the_dashboard():
         "streamrec_collector_request_seconds",
         # API
         "streamrec_api_request_seconds",
+        "streamrec_api_store_unavailable_total",
         # trainer
         "streamrec_trainer_cycles_total",
         "streamrec_trainer_consecutive_rejections",

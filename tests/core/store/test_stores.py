@@ -5,7 +5,9 @@ Every test uses keys of its own (uuid item and user ids) in a database that othe
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 import uuid
 
 import numpy as np
@@ -160,3 +162,22 @@ async def test_watermarks_start_below_every_offset_and_advance_in_the_transactio
         watermarks.queue_advance(pipe, {partitions[1]: 41})
         await pipe.execute()
     assert await watermarks.read(partitions) == {partitions[0]: -1, partitions[1]: 41}
+
+
+async def test_calls_beyond_the_pool_wait_for_a_connection_instead_of_failing(settings):
+    """Forty calls at once on a pool of four: each holds its connection for 0.2 s (BLPOP on an
+    empty list), so most must wait; all of them succeed, and no more than four connections open."""
+    small = settings.redis.model_copy(update={"url": settings.redis_url.rsplit("/", 1)[0] + "/1", "max_connections": 4})
+    name = f"pool-{tag()}"
+    client = connect(small, client_name=name)
+    try:
+        empty = f"empty-{tag()}"
+        started = time.monotonic()
+        answers = await asyncio.gather(*(client.blpop([empty], timeout=0.2) for _ in range(40)))
+        elapsed = time.monotonic() - started
+        assert answers == [None] * 40
+        assert elapsed >= 40 / 4 * 0.2 * 0.9  # served four at a time
+        opened = [entry for entry in await client.client_list() if entry["name"] == name]
+        assert 1 <= len(opened) <= 4
+    finally:
+        await client.aclose()

@@ -6,25 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from streamrec.settings import RedisSettings
-from streamrec.store.connection import connect
 from streamrec.auth.store import KeyStore
 from streamrec.components import ComponentProcess
+from streamrec.settings import RedisSettings
 from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
-from streamrec.stack.system import SystemPackage, ensure_installed
+from streamrec.store.connection import connect
 from streamrec.topics import Topic
+from tests.browser import Page, chromium, element_text
 from tests.serving.collector.test_app import click, read_user
-from tests.serving.collector.test_cors import Page
 
 pytestmark = pytest.mark.stack
 
@@ -51,7 +47,7 @@ def create_key(redis_url: str, origin: str) -> str:
 
 
 def test_a_publishable_key_works_from_its_own_pages_only(settings, kafka_reader, tmp_path: Path):
-    ensure_installed([SystemPackage("chromium", "chromium")], say=print)
+    browser = chromium()
     port, run = free_port(), uuid.uuid4().hex[:8]
     collector_url = f"http://127.0.0.1:{port}"
     pages = {
@@ -69,13 +65,7 @@ def test_a_publishable_key_works_from_its_own_pages_only(settings, kafka_reader,
         server.wait_http(f"{collector_url}/healthz")
         seen = {}
         for name, page in pages.items():
-            result = subprocess.run(
-                [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--virtual-time-budget=5000", "--dump-dom", f"{page.origin}/?key={quote(key)}"],
-                capture_output=True, text=True, timeout=120,
-            )
-            assert result.returncode == 0, result.stderr[-2000:]
-            seen[name] = re.search(r'<pre id="out">(.*?)</pre>', result.stdout).group(1)
+            seen[name] = element_text(browser, f"{page.origin}/?key={quote(key)}")
     finally:
         server.stop()
         for page in pages.values():

@@ -6,21 +6,15 @@ a real collector process; the browser itself must let the first through and bloc
 
 from __future__ import annotations
 
-import http.server
 import json
-import re
-import shutil
-import subprocess
-import threading
 import uuid
 from pathlib import Path
-
 
 from streamrec.components import ComponentProcess
 from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
-from streamrec.stack.system import SystemPackage, ensure_installed
 from streamrec.topics import Topic
+from tests.browser import Page, chromium, element_text
 from tests.serving.collector.test_app import click, read_user, running_collector
 
 PAGE = """<!doctype html><html><body><pre id="out">pending</pre><script>
@@ -28,30 +22,6 @@ fetch("%(collector)s/v1/events", {method: "POST", headers: {"Content-Type": "app
   .then(r => r.json().then(j => document.getElementById("out").textContent = "status " + r.status + " accepted " + j.accepted))
   .catch(e => document.getElementById("out").textContent = "blocked " + e.name);
 </script></body></html>"""
-
-
-class Page:
-    """One page on an origin of its own (127.0.0.1:<port>)."""
-
-    def __init__(self, html: str) -> None:
-        body = html.encode()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 async def test_preflight_names_only_the_allowed_origin(settings):
@@ -70,7 +40,7 @@ async def test_preflight_names_only_the_allowed_origin(settings):
 
 
 def test_a_browser_posts_from_the_allowed_origin_and_is_blocked_from_another(settings, kafka_reader, tmp_path: Path):
-    ensure_installed([SystemPackage("chromium", "chromium")], say=print)
+    browser = chromium()
     port, run = free_port(), uuid.uuid4().hex[:8]
     collector_url = f"http://127.0.0.1:{port}"
     pages = {}
@@ -84,13 +54,7 @@ def test_a_browser_posts_from_the_allowed_origin_and_is_blocked_from_another(set
         server.wait_http(f"{collector_url}/healthz")
         seen = {}
         for name, page in pages.items():
-            result = subprocess.run(
-                [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--virtual-time-budget=5000", "--dump-dom", page.origin + "/"],
-                capture_output=True, text=True, timeout=120,
-            )
-            assert result.returncode == 0, result.stderr[-2000:]
-            seen[name] = re.search(r'<pre id="out">(.*?)</pre>', result.stdout).group(1)
+            seen[name] = element_text(browser, page.origin + "/")
     finally:
         server.stop()
         for page in pages.values():
