@@ -46,6 +46,7 @@ data folder (no separate filesystem to fill without affecting the other work on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -59,16 +60,25 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import isolated_stack, machine, print_report, write_json  # noqa: E402
-from benchmarks.pipeline import (  # noqa: E402
-    MODELS, ApiProber, LoadGenerator, Pipeline, end_checks, load_catalog, marker_list, marker_profile, post_marker,
+from benchmarks.common import isolated_stack, machine, print_report, write_json
+from benchmarks.pipeline import (
+    MODELS,
+    ApiProber,
+    LoadGenerator,
+    Pipeline,
+    end_checks,
+    load_catalog,
+    marker_list,
+    marker_profile,
+    post_marker,
     replay_events,
-    tiny_model_repo, wait_caught_up,
+    tiny_model_repo,
+    wait_caught_up,
 )
-from streamrec.datasets.loaders import load  # noqa: E402
-from streamrec.settings import REPO_ROOT, RedisSettings, Settings  # noqa: E402
-from streamrec.store.connection import connect_blocking  # noqa: E402
-from streamrec.stack import LocalStack  # noqa: E402
+from streamrec.datasets.loaders import load
+from streamrec.settings import REPO_ROOT, RedisSettings, Settings
+from streamrec.stack import LocalStack
+from streamrec.store.connection import connect_blocking
 
 FAULTS = ("redis_kill", "redis_snapshot", "kafka_term", "kafka_kill", "triton_kill", "streams_kill", "recs_kill", "api_kill")
 RATE = 500.0
@@ -210,9 +220,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as folder:
         folder = Path(folder)
         repo = tiny_model_repo(folder / "model_repo", dataset)
-        with isolated_stack(say=console.print, model_repo=repo, triton_load_models=MODELS, start_timeout_s=300) as settings:
+        with (isolated_stack(say=console.print, model_repo=repo, triton_load_models=MODELS, start_timeout_s=300) as settings,
+              contextlib.ExitStack() as cleanup):
             stack = LocalStack(settings.stack)  # the same services (PID files), for kills and restarts
             pipeline = Pipeline(settings, folder / "logs")
+            cleanup.callback(pipeline.down)  # also when the catalog load or a check fails: no orphaned workers
             pipeline.up()
             console.print(f"catalog: {len(dataset.catalog):,} items …")
             load_catalog(settings, dataset)
@@ -258,7 +270,6 @@ def main() -> None:
             time.sleep(3)  # the recs worker's last debounced batch
             checks = end_checks(settings, generator.stats, pipeline.api_url)
             crashed = [name for name, process in pipeline.processes.items() if not process.alive()]
-            pipeline.down()
     stats = generator.stats
     passed = (checks["events_lost"] == 0 and checks["events_double_counted"] == 0 and checks["events_missing_in_redis"] == 0
               and checks["users_without_current_list"] == 0 and prober.errors_5xx == 0 and not crashed)

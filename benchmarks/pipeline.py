@@ -126,7 +126,7 @@ def load_catalog(settings: Settings, dataset: Dataset, timeout_s: float = 900) -
     """The catalog straight into Kafka first (the workers embed it on Triton), until every item is stored."""
     client = connect_blocking(settings.redis)
     now = int(time.time() * 1000)
-    with EventProducer.from_settings(settings, client_id="bench-catalog") as producer:
+    with EventProducer.from_settings(settings, client="bench-catalog") as producer:
         for item in dataset.catalog:
             producer.produce(catalog_event(item, now))
         producer.flush()
@@ -171,7 +171,7 @@ class LoadGenerator:
         self._local = threading.local()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "LoadGenerator":
+    def start(self) -> LoadGenerator:
         self._thread.start()
         return self
 
@@ -252,7 +252,7 @@ class ApiProber:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "ApiProber":
+    def start(self) -> ApiProber:
         self._thread.start()
         return self
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
+from serving.engine.metrics import RecsMetrics
+from serving.engine.sequence_client import TritonSequenceClient
 from streamrec.ranking.blender import Blender
 from streamrec.ranking.candidates import CandidateGenerator
 from streamrec.ranking.item_index import ItemIndex
-from serving.engine.metrics import RecsMetrics
 from streamrec.ranking.recommender import Recommender
-from serving.engine.sequence_client import TritonSequenceClient
 from streamrec.settings import Settings
 from streamrec.store.catalog_store import CatalogStore
 from streamrec.store.connection import connect
@@ -24,6 +25,18 @@ from streamrec.store.profile_store import ProfileStore
 from streamrec.store.recommendation_cache import RecommendationCache
 
 log = logging.getLogger(__name__)
+
+
+def settle_heap() -> None:
+    """Take what the process now holds for good (the item index: a few objects per catalog item,
+    hundreds of thousands for a real catalog) out of the cyclic collector's full passes.
+
+    Without it every full collection walks the whole index: about 150 ms of stopped event loop
+    each time with 16k items, several times a minute under load. Frozen objects are still freed
+    by reference counting when the index drops them (they hold no cycles), so a catalog update
+    leaks nothing.
+    """
+    gc.freeze()
 
 
 class RecsService:
@@ -63,6 +76,7 @@ class RecsService:
     async def start(self) -> None:
         """Load the item index and the trending snapshot, then keep both fresh in the background."""
         await self.index.refresh()
+        settle_heap()
         self.metrics.index_items.set(len(self.index))
         self.trending_snapshot = await ItemStatistics(self.redis).trending(self.settings.recs.k)
         self._refresher = asyncio.create_task(self._refresh_forever())
@@ -71,7 +85,8 @@ class RecsService:
         while True:
             await asyncio.sleep(self.settings.recs.index_refresh_s)
             try:
-                await self.index.refresh()
+                if await self.index.refresh():
+                    settle_heap()
                 self.metrics.index_items.set(len(self.index))
                 self.trending_snapshot = await ItemStatistics(self.redis).trending(self.settings.recs.k)
             except Exception:  # Redis away for a moment: keep serving from the index we have

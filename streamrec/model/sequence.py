@@ -31,8 +31,8 @@ What it computes, for a history ``s_1 .. s_t`` (oldest first) and every catalog 
   hold for a user the counts have not seen, which is every user at serving time.
 
 One matrix product (``u`` against all ``v``), a few gathered co-visitation and text rows and one
-product with the text-neighbour kernel (dense here, N x N: a sparse top-k kernel for large
-catalogs) rank the catalog; scoring given candidates gathers their columns only. Full-softmax cross-entropy over the catalog at every
+product with the sparse text-neighbour kernel (``neighbours`` entries per item, built in row
+chunks, grown row by row when items are added) rank the catalog; scoring given candidates gathers their columns only. Full-softmax cross-entropy over the catalog at every
 position is the loss (Klenitskiy & Vasilev 2023, "Turning Dross Into Gold Loss: is BERT4Rec
 really better than SASRec?": SASRec with full CE beats BERT4Rec and sampled losses); the sampled
 softmax with logQ correction for large catalogs lives in the trainer.
@@ -51,6 +51,7 @@ of the ones frozen at training time; ``add_items`` makes new items rankable at o
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -136,6 +137,58 @@ def covisit_counts(sequences: Sequence[Sequence[int]], n_items: int, *, window: 
             keep = first != then
             np.add.at(counts, (first[keep], then[keep]), 1.0 / distance)
     return counts
+
+
+NEIGHBOUR_CHUNK = 2048  # rows of cosines at a time: memory O(chunk · N), never N × N
+
+
+def text_neighbours(text: torch.Tensor, k: int, *, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cosines, items) (N - first, k): the ``k`` most similar other items of rows ``first``… of
+    ``text`` (unit rows), best first."""
+    values, indices = [], []
+    for start in range(first, text.shape[0], NEIGHBOUR_CHUNK):
+        rows = torch.arange(start, min(start + NEIGHBOUR_CHUNK, text.shape[0]), device=text.device)
+        cosine = text[rows] @ text.t()
+        cosine[torch.arange(len(rows), device=text.device), rows] = -2.0  # never its own neighbour
+        top, index = cosine.topk(k, dim=1)
+        values.append(top)
+        indices.append(index)
+    if not values:
+        return torch.zeros((0, k), device=text.device), torch.zeros((0, k), dtype=torch.long, device=text.device)
+    return torch.cat(values), torch.cat(indices)
+
+
+def grow_text_neighbours(text: torch.Tensor, n_old: int, cosines: torch.Tensor, index: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The neighbour lists after items ``n_old``… were appended to ``text``: the same as
+    :func:`text_neighbours` over all of it (up to ties), from the old lists in O(N · new)."""
+    k = index.shape[1]
+    new_cosines, new_index = text_neighbours(text, k, first=n_old)
+    added = torch.arange(n_old, text.shape[0], device=text.device)
+    merged_cosines, merged_index = [], []
+    for start in range(0, n_old, NEIGHBOUR_CHUNK):
+        stop = min(start + NEIGHBOUR_CHUNK, n_old)
+        to_new = text[start:stop] @ text[n_old:].t()
+        both = torch.cat([cosines[start:stop], to_new], dim=1)
+        candidates = torch.cat([index[start:stop], added.expand(stop - start, -1)], dim=1)
+        top, where = both.topk(k, dim=1)
+        merged_cosines.append(top)
+        merged_index.append(candidates.gather(1, where))
+    return torch.cat([*merged_cosines, new_cosines]), torch.cat([*merged_index, new_index])
+
+
+def spread_kernel_t(cosines: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Kᵀ as a sparse CSR matrix (N, N), where row i of K spreads one unit over item i's neighbours
+    ``index[i]`` by the softmax of their cosines; empty (0, 0) without neighbours."""
+    n = index.shape[0]
+    if n == 0:
+        return torch.zeros((0, 0), device=index.device)  # no ``covisit_text``: never multiplied
+    weights = torch.softmax(cosines / temperature, dim=1)
+    sources = torch.arange(n, device=index.device).repeat_interleave(index.shape[1])
+    coo = torch.sparse_coo_tensor(torch.stack([index.flatten(), sources]), weights.flatten(), (n, n), check_invariants=False)
+    with warnings.catch_warnings():  # CSR is marked beta; its product with a dense matrix is what serving needs
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return coo.coalesce().to_sparse_csr()
 
 
 def recent_items(histories: Sequence[Sequence[int]], count: int) -> torch.Tensor:
@@ -262,20 +315,23 @@ class SequenceRecommender(nn.Module):
             covisit = torch.zeros((n_items, n_items) if needs_counts else (0, 0))
         self.register_buffer("covisit", covisit.float())
         self.register_buffer("covisit_t", self.covisit.t().contiguous(), persistent=False)
-        self.register_buffer("neighbour_kernel", self._neighbour_kernel(), persistent=False)
+        self._set_neighbours(*self._text_neighbours())
 
-    def _neighbour_kernel(self) -> torch.Tensor:
-        """(N, N): row i spreads one unit over item i's nearest items by text (softmax of cosines)."""
+    def _text_neighbours(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cosines, items) (N, k) of every item's nearest items by text, or empty without ``covisit_text``."""
         if "covisit_text" not in self.config.signals:
-            return torch.zeros((0, 0))
-        text = self.items.text
-        cosine = text @ text.t()
-        cosine.fill_diagonal_(-2.0)
+            return torch.zeros((0, 0)), torch.zeros((0, 0), dtype=torch.long)
         k = min(self.config.neighbours, max(self.n_items - 1, 1))
-        top, index = cosine.topk(k, dim=1)
-        kernel = torch.zeros_like(cosine)
-        kernel.scatter_(1, index, torch.softmax(top / self.config.neighbour_temperature, dim=1))
-        return kernel
+        return text_neighbours(self.items.text, k)
+
+    def _set_neighbours(self, cosines: torch.Tensor, index: torch.Tensor) -> None:
+        """Keep the neighbour lists (to grow them) and the kernel built from them, transposed:
+        ``K[i, j]`` spreads one unit of item i over its neighbours j (softmax of cosines), and
+        ``combined @ K`` is computed as ``(Kᵀ @ combinedᵀ)ᵀ``, a sparse product of N·k entries."""
+        self.register_buffer("neighbour_cosines", cosines, persistent=False)
+        self.register_buffer("neighbour_index", index, persistent=False)
+        self.register_buffer("neighbour_kernel_t", spread_kernel_t(cosines, index, self.config.neighbour_temperature),
+                             persistent=False)
 
     @property
     def n_items(self) -> int:
@@ -352,7 +408,8 @@ class SequenceRecommender(nn.Module):
                 parts[name] = torch.log1p(counts[:, k])
             if "covisit_text" in self.config.signals:
                 combined = counts[:, 0] + self.config.covisit_backward * counts[:, 1] + counts[:, 2]
-                parts["covisit_text"] = torch.log1p(combined @ self.neighbour_kernel)
+                spread = (self.neighbour_kernel_t @ combined.t().to(self.neighbour_kernel_t.dtype)).t()
+                parts["covisit_text"] = torch.log1p(spread.to(combined.dtype))
         if set(self.config.signals) & {"text_last", "text_recent", "text_max"}:
             text = self.text_signals(recent)
             parts["text_last"], parts["text_recent"], parts["text_max"] = text[:, 0], text[:, 1], text[:, 2]
@@ -401,15 +458,25 @@ class SequenceRecommender(nn.Module):
 
     @torch.no_grad()
     def add_items(self, text: torch.Tensor) -> None:
-        """New catalog items known only by their text: rankable at once, no co-visits yet."""
+        """New catalog items known only by their text: rankable at once, no co-visits yet.
+
+        The neighbour lists grow instead of being rebuilt: the new items' own lists, and each old
+        item's list merged with its cosines to the new items (O(N · new) work, not O(N²))."""
+        n_old = self.n_items
         self.items.add_items(text)
         if self.covisit.numel():
-            n_old, n_new = self.covisit.shape[0], self.n_items
+            n_new = self.n_items
             grown = torch.zeros((n_new, n_new), device=self.covisit.device)
             grown[:n_old, :n_old] = self.covisit
             self.covisit = grown
             self.covisit_t = grown.t().contiguous()
-        self.neighbour_kernel = self._neighbour_kernel()
+        if "covisit_text" not in self.config.signals:
+            return
+        k = min(self.config.neighbours, max(self.n_items - 1, 1))
+        if n_old == 0 or self.neighbour_index.shape[1] != k:  # a tiny catalog: k itself grew
+            self._set_neighbours(*self._text_neighbours())
+            return
+        self._set_neighbours(*grow_text_neighbours(self.items.text, n_old, self.neighbour_cosines, self.neighbour_index))
 
 
 @dataclass

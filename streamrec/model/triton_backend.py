@@ -303,28 +303,26 @@ class SequenceBackend:
 async def _follow_catalog(backend: SequenceBackend, refresh_s: float, log) -> None:
     """Keep ``backend``'s item table in step with the catalog in Redis until ``backend.stop`` is set.
 
-    Reads the catalog's change log (``z:catalog``) from where it left off, a few seconds back for
-    stores still in flight; items whose embedding the model cannot take in (another dimension,
+    Reads the catalog's change log (``z:catalog``) through a cursor (each change once, a few
+    seconds back for stores still in flight); items whose embedding the model cannot take in (another dimension,
     non-finite or zero: :meth:`~streamrec.store.catalog.CatalogRecord.text_vector`) are left
     out, never fatal.
     """
     import asyncio
 
-    from streamrec.ranking.item_index import REFRESH_OVERLAP_MS
     from streamrec.settings import Settings
-    from streamrec.store.catalog_store import CatalogStore
+    from streamrec.store.catalog_store import CatalogStore, ChangeCursor
     from streamrec.store.connection import connect
 
     client = connect(Settings().redis)
     catalog = CatalogStore(client)
-    since_ms = 0.0
+    changes = ChangeCursor(catalog)
     dim = backend.model.ensemble.members[0].items.text.shape[1]
     try:
         while not backend.stop.is_set():
             try:
-                changed = await catalog.changes_since(max(0.0, since_ms - REFRESH_OVERLAP_MS))
+                changed = await changes.read()
                 if changed:
-                    since_ms = max(since_ms, max(score for _, score in changed))
                     records = (await catalog.read([item for item, _ in changed])).values()
                     fresh = {r.item_id: vector for r in records if r.item_id not in backend.model.position
                              and (vector := r.text_vector(dim)) is not None}
@@ -332,6 +330,7 @@ async def _follow_catalog(backend: SequenceBackend, refresh_s: float, log) -> No
                     added = backend.sync_catalog(list(fresh), vectors, {r.item_id: r.available for r in records})
                     if added:
                         log.info("bert_scorer: %d new catalog items rankable by their text", len(added))
+                changes.commit()
             except Exception as error:  # noqa: BLE001 - Redis away: keep serving the table we have
                 log.warning("bert_scorer: catalog refresh failed: %s", error)
             await asyncio.sleep(refresh_s)

@@ -36,8 +36,10 @@ PACKAGED_WEIGHTS = Path(__file__).with_name("blender_weights.json")
 def features(candidates: Sequence[Candidate], scorer: np.ndarray | None = None) -> np.ndarray:
     """Feature matrix in :data:`FEATURES` order; ``scorer`` holds standardised logits or None."""
     rows = np.zeros((len(candidates), len(FEATURES)), np.float32)
-    for row, c in enumerate(candidates):
-        rows[row, 1:] = (np.log1p(c.covisit), c.similarity, c.popularity, c.affinity, c.recency)
+    if candidates:
+        signals = np.array([(c.covisit, c.similarity, c.popularity, c.affinity, c.recency) for c in candidates], np.float64)
+        signals[:, 0] = np.log1p(signals[:, 0])
+        rows[:, 1:] = signals
     if scorer is not None:
         rows[:, 0] = scorer
     return rows
@@ -69,7 +71,7 @@ class Blender:
         return {name: float(value) for name, value in zip(FEATURES, row * self.vector, strict=True)}
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "Blender":
+    def load(cls, path: Path | None = None) -> Blender:
         data = json.loads((path or PACKAGED_WEIGHTS).read_text())
         unknown = set(data["weights"]) - set(FEATURES)
         if unknown:

@@ -61,6 +61,16 @@ class Candidate:
     scorer: float | None = None  # the sequence model's score (None: not scored)
 
 
+@dataclass(frozen=True)
+class TrendingView:
+    """What every list takes from one trending pool: popularity by rank, the pool per category."""
+
+    pool: list[str]
+    index_version: int
+    popularity: dict[str, float]  # 1 for the most popular item, falling towards 0 at the pool's end
+    by_category: dict[str, list[str]]  # category -> its items in pool order
+
+
 @dataclass
 class CandidateSet:
     candidates: dict[str, Candidate]
@@ -88,6 +98,21 @@ class CandidateGenerator:
         self.index = index
         self.signals = signals
         self.settings = settings
+        self._pool_view: TrendingView | None = None
+
+    def trending_view(self, pool: list[str]) -> TrendingView:
+        """The pool's popularity and per-category order, worked out once per pool and index
+        state: every list of a batch (and of the next second) draws from the same pool."""
+        view = self._pool_view
+        if view is None or view.index_version != self.index.version or view.pool != pool:
+            by_category: dict[str, list[str]] = {}
+            for item_id in pool:
+                info = self.index.info(item_id)
+                if info is not None and info.category is not None:
+                    by_category.setdefault(info.category, []).append(item_id)
+            popularity = {item_id: 1.0 - rank / len(pool) for rank, item_id in enumerate(pool)}
+            view = self._pool_view = TrendingView(list(pool), self.index.version, popularity, by_category)
+        return view
 
     async def generate(
         self, profile: UserProfile | None, *, exclude: Sequence[str] = (), category: str | None = None
@@ -149,20 +174,14 @@ class CandidateGenerator:
 
         # Trending: in the user's strongest categories, then globally.
         pool = await self.signals.trending(settings.trending_pool)
-        popularity = {item_id: 1.0 - rank / len(pool) for rank, item_id in enumerate(pool)}
+        view = self.trending_view(pool)
+        popularity = view.popularity
         affinities = profile.affinities if profile is not None else {}
         strongest = sorted(affinities, key=affinities.get, reverse=True)[: settings.categories_top]
         if category is not None:
             strongest = [category]
-        by_category: dict[str | None, list[str]] = {}
-        if strongest:
-            wanted_categories = set(strongest)
-            for item_id in pool:  # one pass over the pool, whatever the number of categories
-                info = self.index.info(item_id)
-                if info is not None and info.category in wanted_categories:
-                    by_category.setdefault(info.category, []).append(item_id)
         for wanted in strongest:
-            take(by_category.get(wanted, ()), CATEGORY_TRENDING, settings.per_category)
+            take(view.by_category.get(wanted, ()), CATEGORY_TRENDING, settings.per_category)
         global_count = settings.trending_candidates if history else settings.candidates
         take(pool, GLOBAL_TRENDING, global_count, total=settings.candidates)
 

@@ -19,11 +19,7 @@ import numpy as np
 
 from streamrec.model.texts import item_text
 from streamrec.store.catalog import CatalogRecord
-from streamrec.store.catalog_store import CatalogStore
-
-# Items stored this close before the last refresh are read again (clock skew between
-# the worker that stamped them and this process, and stores still in flight).
-REFRESH_OVERLAP_MS = 5_000
+from streamrec.store.catalog_store import CatalogStore, ChangeCursor
 
 
 @dataclass(frozen=True)
@@ -42,8 +38,8 @@ class ItemIndex:
         self._info: list[ItemInfo] = []
         self._matrix = np.zeros((0, 0), np.float32)
         self._available = np.zeros(0, bool)
-        self._since_ms: float = 0.0
-        self._loaded_at: dict[str, float] = {}  # item -> change score last loaded, inside the overlap window
+        self._changes = ChangeCursor(catalog) if catalog is not None else None
+        self.version = 0  # grows with every stored change: views derived from the index key on it
 
     @classmethod
     def from_records(cls, records: Iterable[CatalogRecord]) -> ItemIndex:
@@ -71,25 +67,19 @@ class ItemIndex:
 
     def vectors(self, item_ids: list[str]) -> np.ndarray:
         """Rows for known items (unknown ones get zeros), L2-normalised float32."""
-        out = np.zeros((len(item_ids), self.dim), np.float32)
-        for row, item_id in enumerate(item_ids):
-            position = self._position.get(item_id)
-            if position is not None:
-                out[row] = self._matrix[position]
+        if not self._info:
+            return np.zeros((len(item_ids), self.dim), np.float32)
+        positions = np.fromiter((self._position.get(item_id, -1) for item_id in item_ids), np.intp, len(item_ids))
+        out = self._matrix[np.maximum(positions, 0)]  # fancy indexing: a copy
+        out[positions < 0] = 0.0
         return out
 
     async def refresh(self) -> int:
         """Read items stored since the last refresh; returns how many were (re)loaded."""
-        changed = await self._catalog.changes_since(max(0.0, self._since_ms - REFRESH_OVERLAP_MS))
-        if not changed:
-            return 0
-        self._since_ms = max(self._since_ms, max(score for _, score in changed))
-        # The overlap window re-reads recent changes on every refresh: load only those not yet
-        # loaded at that score (a catalog batch otherwise reloads every second for 5 s).
-        fresh = {item_id: score for item_id, score in changed if self._loaded_at.get(item_id) != score}
-        floor = self._since_ms - REFRESH_OVERLAP_MS
-        self._loaded_at = {item: score for item, score in {**self._loaded_at, **fresh}.items() if score >= floor}
-        return await self._load(list(fresh)) if fresh else 0
+        changed = await self._changes.read()
+        loaded = await self._load(list(dict.fromkeys(item_id for item_id, _ in changed))) if changed else 0
+        self._changes.commit()
+        return loaded
 
     async def ensure(self, item_ids: list[str]) -> None:
         """Load the given items now if the index does not know them yet."""
@@ -104,6 +94,7 @@ class ItemIndex:
         return len(records)
 
     def _upsert(self, record: CatalogRecord) -> None:
+        self.version += 1
         vector = record.embedding.astype(np.float32)
         norm = float(np.linalg.norm(vector))
         vector = vector / norm if norm > 0 else vector

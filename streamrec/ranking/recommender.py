@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamrec.messages import Recommendations, RecommendedItem
 from streamrec.ranking.blender import Blender, features, standardise
 from streamrec.ranking.candidates import (
     CATEGORY_TRENDING,
@@ -31,10 +32,9 @@ from streamrec.ranking.candidates import (
     CandidateSet,
 )
 from streamrec.ranking.diversity import mmr
-from streamrec.messages import RecommendedItem, Recommendations
 from streamrec.ranking.item_index import ItemIndex
 from streamrec.settings import RecsSettings
-from streamrec.store.profile import UserProfile
+from streamrec.store.profile import RecentInteraction, UserProfile
 from streamrec.store.profile_store import ProfileStore
 
 VERBS = {"click": "viewed", "add_to_cart": "added to your cart", "purchase": "bought"}
@@ -77,8 +77,16 @@ class Outcome:
     candidates: int
     scored: int = 0  # candidates the scorer scored
     rows: np.ndarray | None = None  # the blender's feature rows, one per candidate
-    candidate_ids: list[str] | None = None  # in the order of ``rows``
-    candidate_sources: list[set[str]] | None = None  # which sources found each candidate
+    pool: list[Candidate] | None = None  # the candidates, in the order of ``rows``
+
+    @property
+    def candidate_ids(self) -> list[str] | None:
+        return None if self.pool is None else [c.item_id for c in self.pool]
+
+    @property
+    def candidate_sources(self) -> list[set[str]] | None:
+        """Which sources found each candidate (asked for by evaluation, never on the serving path)."""
+        return None if self.pool is None else [set(c.sources) for c in self.pool]
 
 
 class Recommender:
@@ -152,7 +160,8 @@ class Recommender:
         order = np.argsort(-final, kind="stable")
         head = order[: max(settings.diversity_pool, k * 3)]
         picked = self._diversify(candidates, final, head, k)
-        items = [self._item(candidates[i], rows[i], float(final[i]), found) for i in picked]
+        closest = self._closest([candidates[i] for i in picked], found.history)
+        items = [self._item(candidates[i], rows[i], float(final[i]), found, closest) for i in picked]
         newest = profile.last_seen if profile is not None and profile.recent else None
         scored_ok = degraded_reason is None and self.scorer is not None
         recommendations = Recommendations(
@@ -166,8 +175,7 @@ class Recommender:
             degraded=degraded_reason is not None,
             degraded_reason=degraded_reason,
         )
-        return Outcome(recommendations, scorer_seconds, len(candidates), scored=scored, rows=rows,
-                       candidate_ids=[c.item_id for c in candidates], candidate_sources=[set(c.sources) for c in candidates])
+        return Outcome(recommendations, scorer_seconds, len(candidates), scored=scored, rows=rows, pool=candidates)
 
     def _diversify(self, candidates: list[Candidate], scores: np.ndarray, head: np.ndarray, k: int) -> list[int]:
         head = head[np.argsort(-scores[head], kind="stable")]
@@ -176,8 +184,9 @@ class Recommender:
         categories = [(self.index.info(item_id).category if self.index.info(item_id) else None) for item_id in ids]
         return [int(head[p]) for p in mmr(scores[head], vectors, categories, k, self.settings.mmr_lambda)]
 
-    def _item(self, candidate: Candidate, row: np.ndarray, score: float, found: CandidateSet) -> RecommendedItem:
-        reason, reason_item = self._reason(candidate, row, found)
+    def _item(self, candidate: Candidate, row: np.ndarray, score: float, found: CandidateSet,
+              closest: dict[str, RecentInteraction]) -> RecommendedItem:
+        reason, reason_item = self._reason(candidate, row, found, closest)
         return RecommendedItem(
             item_id=candidate.item_id,
             score=round(score, 6),
@@ -186,7 +195,8 @@ class Recommender:
             sources=sorted(candidate.sources),
         )
 
-    def _reason(self, candidate: Candidate, row: np.ndarray, found: CandidateSet) -> tuple[str, str | None]:
+    def _reason(self, candidate: Candidate, row: np.ndarray, found: CandidateSet,
+                closest: dict[str, RecentInteraction]) -> tuple[str, str | None]:
         """Name what contributed most: a history item (co-visit, similarity, BERT) or a trend."""
         parts = self.blender.contributions(row)
         personal = {name: parts[name] for name in ("covisit", "similarity", "scorer", "recency")}
@@ -196,7 +206,7 @@ class Recommender:
             if max(personal, key=personal.get) in ("covisit", "recency") and candidate.covisit_from:
                 source = next((h for h in history if h.item_id == candidate.covisit_from), history[0])
                 return self._because(source.item_id, source.type, "shoppers who"), source.item_id
-            source = self._closest(candidate, history)
+            source = closest[candidate.item_id]
             return self._because(source.item_id, source.type, None), source.item_id
         info = self.index.info(candidate.item_id)
         if CATEGORY_TRENDING in candidate.sources and info is not None and info.category:
@@ -207,10 +217,13 @@ class Recommender:
             return "trending now", None
         return "popular with shoppers like you", None
 
-    def _closest(self, candidate: Candidate, history) -> object:
-        vectors = self.index.vectors([h.item_id for h in history[:20]])
-        similarities = vectors @ self.index.vectors([candidate.item_id])[0]
-        return history[int(np.argmax(similarities))]
+    def _closest(self, candidates: list[Candidate], history: list[RecentInteraction]) -> dict[str, RecentInteraction]:
+        """Each candidate's most similar item among the newest 20 of the history (one product)."""
+        if not history or not candidates:
+            return {}
+        recent = history[:20]
+        similarities = self.index.vectors([c.item_id for c in candidates]) @ self.index.vectors([h.item_id for h in recent]).T
+        return {c.item_id: recent[int(best)] for c, best in zip(candidates, similarities.argmax(axis=1), strict=True)}
 
     def _because(self, item_id: str, kind: str, prefix: str | None) -> str:
         info = self.index.info(item_id)

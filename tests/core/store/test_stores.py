@@ -16,7 +16,7 @@ import pytest
 
 from streamrec.store import functions, layout
 from streamrec.store.catalog import CatalogRecord
-from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.catalog_store import CatalogStore, ChangeCursor
 from streamrec.store.connection import connect
 from streamrec.store.item_statistics import ItemObservations, ItemStatistics
 from streamrec.store.profile import RecentInteraction, UserProfile
@@ -135,6 +135,44 @@ async def test_catalog_records_and_changes_round_trip_through_both_reads(client)
     changes = dict(await catalog.changes_since(7_000))
     assert changes[with_embedding.item_id] == 7_000.0 and changes[without.item_id] == 7_000.0
     assert with_embedding.item_id not in dict(await catalog.changes_since(7_001))
+
+
+class CountingCatalog(CatalogStore):
+    """The store, counting the change-log entries each range read returns (what a read costs)."""
+
+    def __init__(self, client) -> None:
+        super().__init__(client)
+        self.returned: list[int] = []
+
+    async def changes_since(self, since_ms: float) -> list[tuple[str, float]]:
+        changed = await super().changes_since(since_ms)
+        self.returned.append(len(changed))
+        return changed
+
+
+async def test_a_change_cursor_gives_each_change_once_and_a_quiet_catalog_costs_an_empty_read(client):
+    catalog, run = CountingCatalog(client), tag()
+    cursor = ChangeCursor(catalog, overlap_ms=300)
+    now = int(time.time() * 1000)
+    items = [f"c{n}-{run}" for n in range(50)]
+    await catalog.write([record(item) for item in items], stored_at_ms=now)
+    mine = lambda changes: [item for item, _ in changes if item.endswith(run)]
+    assert sorted(mine(await cursor.read())) == sorted(items)
+    assert sorted(mine(await cursor.read())) == sorted(items), "not committed (the load failed): the same changes again"
+    cursor.commit()
+    assert mine(await cursor.read()) == [], "inside the overlap: read again, not returned again"
+    cursor.commit()
+    await catalog.write([record(items[3])], stored_at_ms=now + 1)
+    assert mine(await cursor.read()) == [items[3]], "stored again: a new change"
+    cursor.commit()
+    await asyncio.sleep(0.4)
+    await cursor.read()
+    cursor.commit()
+    catalog.returned.clear()
+    assert mine(await cursor.read()) == [] and catalog.returned == [0], (
+        "the window follows the reader's clock: a catalog quiet for longer than the overlap is not read again")
+    await catalog.write([record(items[7])], stored_at_ms=int(time.time() * 1000))
+    assert mine(await cursor.read()) == [items[7]]
 
 
 async def test_the_recommendation_cache_keeps_the_bytes_it_was_given_with_a_ttl(client):

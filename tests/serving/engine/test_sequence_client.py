@@ -12,13 +12,37 @@ from serving.engine.sequence_client import TritonSequenceClient
 from streamrec.model import contract
 from streamrec.model.artifacts import versions
 from streamrec.model.served_sequence import load_version
+from streamrec.store.catalog_store import CatalogStore
+from streamrec.store.connection import connect
 from tests.conftest import tiny_catalog
+
+
+def following_the_catalog(folder, settings):
+    """The version in-process, with the items the served one has taken from the session's
+    catalog since it loaded (other tests add some): the same model Triton answers with."""
+    reference = load_version(folder)
+    dim = reference.ensemble.members[0].items.text.shape[1]
+
+    async def stored():
+        client = connect(settings.redis)
+        try:
+            catalog = CatalogStore(client)
+            return list((await catalog.read([item for item, _ in await catalog.changes_since(0)])).values())
+        finally:
+            await client.aclose()
+
+    records = asyncio.run(stored())
+    fresh = {r.item_id: vector for r in records if r.item_id not in reference.position and (vector := r.text_vector(dim)) is not None}
+    if fresh:
+        reference.add_items(list(fresh), np.stack(list(fresh.values())))
+    reference.set_available({r.item_id: r.available for r in records})
+    return reference
 
 
 def test_concurrent_users_are_coalesced_and_answered_like_in_process(stack_settings, settings):
     ids, _, sequences = tiny_catalog()
     folder = stack_settings.model_repo / contract.BERT_SCORER / str(versions(stack_settings.model_repo / contract.BERT_SCORER)[-1])
-    reference = load_version(folder)
+    reference = following_the_catalog(folder, settings)
     users = [(sequences[n], ["click"] * len(sequences[n]), ids[n : n + 6]) for n in range(24)]
 
     async def run():

@@ -18,9 +18,12 @@ from streamrec.model.sequence import (
     SequenceConfig,
     SequenceRecommender,
     covisit_counts,
+    grow_text_neighbours,
     load_ensemble,
     recent_items,
     save_ensemble,
+    spread_kernel_t,
+    text_neighbours,
 )
 from trainer.offline.baselines import CoVisitation
 from trainer.offline.sequence_eval import build_protocol, evaluate, target_ranks
@@ -201,6 +204,52 @@ def test_a_new_item_is_ranked_through_its_text_at_once():
     assert rank <= 1 + int(np.sum(topic == 2)) - len(history), f"the new item ranked {rank} of {model.n_items}"
     other = tuple(int(i) for i in np.flatnonzero(topic == 0)[:4])
     assert model.score([other])[0].argsort(descending=True).tolist().index(new_item) > 10
+
+
+def dense_neighbour_kernel(text: torch.Tensor, k: int, temperature: float) -> torch.Tensor:
+    """The kernel written out as an N × N matrix: the reference the sparse one must equal."""
+    cosine = text @ text.t()
+    cosine.fill_diagonal_(-2.0)
+    top, index = cosine.topk(k, dim=1)
+    return torch.zeros_like(cosine).scatter_(1, index, torch.softmax(top / temperature, dim=1))
+
+
+def unit_rows(n: int, dim: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_the_sparse_neighbour_kernel_spreads_counts_as_the_dense_one_across_row_chunks(monkeypatch):
+    monkeypatch.setattr("streamrec.model.sequence.NEIGHBOUR_CHUNK", 64)  # several chunks, a ragged last one
+    text, k, temperature = unit_rows(300), 10, 0.05
+    cosines, index = text_neighbours(text, k)
+    assert index.shape == (300, k) and not (index == torch.arange(300)[:, None]).any(), "an item is its own neighbour"
+    counts = torch.rand(7, 300) * (torch.rand(7, 300) < 0.05)  # sparse co-visitation rows, as served
+    spread = (spread_kernel_t(cosines, index, temperature) @ counts.t()).t()
+    torch.testing.assert_close(spread, counts @ dense_neighbour_kernel(text, k, temperature))
+
+
+def test_grown_neighbour_lists_equal_lists_built_over_the_whole_catalog(monkeypatch):
+    monkeypatch.setattr("streamrec.model.sequence.NEIGHBOUR_CHUNK", 50)
+    text, k = unit_rows(230), 10
+    old_cosines, old_index = text_neighbours(text[:170], k)
+    grown_cosines, grown_index = grow_text_neighbours(text, 170, old_cosines, old_index)
+    cosines, index = text_neighbours(text, k)
+    assert torch.equal(grown_index, index), "an old item missed a new neighbour, or a new item an old one"
+    torch.testing.assert_close(grown_cosines, cosines)
+
+
+def test_a_model_grown_by_new_items_spreads_counts_over_their_text_neighbours_too():
+    config = replace(TINY, signals=("covisit_next", "covisit_text"), neighbours=5)
+    text = unit_rows(120, dim=8, seed=3)
+    sequences = [tuple(int(i) for i in np.random.default_rng(u).choice(100, 5, replace=False)) for u in range(40)]
+    model = SequenceRecommender(config, text[:100], torch.from_numpy(covisit_counts(sequences, 100))).eval()
+    model.add_items(text[100:])
+    recent = recent_items([sequences[0][:3]], config.recent)
+    counts = model.covisit_signals(recent).clamp(min=0)
+    combined = counts[:, 0] + config.covisit_backward * counts[:, 1] + counts[:, 2]
+    expected = torch.log1p(combined @ dense_neighbour_kernel(text, 5, config.neighbour_temperature))
+    torch.testing.assert_close(model.signals(recent)[:, 1], expected)
+    assert (expected[:, 100:] > 0).any(), "no count reached a new item: the check would pass without the new rows"
 
 
 def test_configs():
