@@ -249,6 +249,11 @@ class InteractionProcessor:
                 tp = (record.topic, record.partition)
                 if record.offset <= applied_up_to[tp]:
                     result.skipped += 1
+                    if not isinstance(event, Rejection):
+                        # Applied before, but the worker that applied it may have died before it
+                        # signalled the recommender (the signal follows the commit): signal again.
+                        # A hint, not a count: the recs worker skips a user whose list is current.
+                        result.updated_users[event.user_id] = max(result.updated_users.get(event.user_id, 0), event.ts)
                     continue
                 new_watermarks[tp] = max(new_watermarks.get(tp, -1), record.offset)
                 if isinstance(event, Rejection):

@@ -207,3 +207,77 @@ def fit_blender_command(
     target = out or PACKAGED_WEIGHTS
     blender.save(target)
     typer.echo(f"wrote {target}")
+
+
+eval_app = typer.Typer(help="Evaluation: how good the lists are, measured offline on held-out data.", no_args_is_help=True)
+
+
+@eval_app.command("offline")
+def eval_offline(
+    dataset: Annotated[str, typer.Option(help="amazon_scientific: the dataset with a standard evaluation split and item text.")] = "amazon_scientific",
+    data_dir: Annotated[Path, typer.Option(help="Shared data folder.")] = REPO_ROOT.parent / "shared" / "data",
+    eval_file: Annotated[Path | None, typer.Option(help="Rows to evaluate (default: the dataset's validation file).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for offline-report.html and offline-report.json (default: reports/offline).")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated: popularity, covisit, text_similarity, scorer.")] = "popularity,covisit,text_similarity,scorer",
+    scorer_epochs: Annotated[int | None, typer.Option(min=1, help="Train the scorer this many epochs (default: chosen on the held-back split).")] = None,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Most epochs the held-back selection tries.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed of the scorer and of the bootstrap.")] = 0,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
+    rows: Annotated[int | None, typer.Option(min=2, help="Evaluate only the file's first N rows (a quick look; fit is unchanged).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+) -> None:
+    """Rank the whole catalog with each method on every row of an evaluation file and write an HTML
+    report (with plots) and its JSON: accuracy, coverage, diversity, novelty, popularity bias, by
+    segment, with bootstrap intervals and paired tests against the best baseline."""
+    import os
+    from datetime import UTC, datetime
+
+    import torch
+
+    from streamrec.datasets.amazon_pairs import FOLDER, TRAIN_FILE, VALID_FILE, load_catalog, load_examples
+    from streamrec.datasets.loaders import DatasetMissing
+    from streamrec.model.precision import FLAGS_THAT_MATTER, cpu_facts
+    from trainer.offline.offline_report import build_report, default_output, flat_metrics
+    from trainer.offline.report_html import render
+    from trainer.offline.sequence_eval import build_protocol
+    from trainer.offline.sequence_train import text_vectors
+
+    if dataset != FOLDER:
+        raise typer.BadParameter(f"{dataset!r}: only {FOLDER} has an evaluation split with item text here "
+                                 "(diginetica and yoochoose are replayed, not split)", param_hint="--dataset")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(threads)
+    try:
+        catalog = load_catalog(data_dir)
+        train_rows = load_examples(data_dir / FOLDER / TRAIN_FILE)
+        evaluation = load_examples(eval_file or data_dir / FOLDER / VALID_FILE)
+    except (DatasetMissing, FileNotFoundError) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+    protocol = build_protocol(train_rows, evaluation)
+    console.print(f"{len(catalog):,} items; {len(evaluation):,} rows in {(eval_file or Path(VALID_FILE)).name}; "
+                  f"methods {methods}")
+    text = text_vectors(catalog.texts, REPO_ROOT / ".cache" / "text")
+    cpu, flags = cpu_facts()
+    started = time.monotonic()
+    report = build_report(protocol, text, {row.user for row in train_rows}, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                          scorer_epochs=scorer_epochs, max_epochs=max_epochs, seed=seed, resamples=resamples,
+                          row_limit=rows, say=console.print)
+    report.update(dataset=dataset, eval_file=str(eval_file or data_dir / FOLDER / VALID_FILE),
+                  date=datetime.now(UTC).isoformat(timespec="seconds"), seconds=round(time.monotonic() - started, 1),
+                  machine={"cpu": cpu, "cpu_flags": " ".join(f for f in FLAGS_THAT_MATTER if f in flags), "threads": threads})
+    folder = out or default_output(REPO_ROOT)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "offline-report.json").write_text(json.dumps({"metrics": flat_metrics(report), "report": report}, indent=2))
+    (folder / "offline-report.html").write_text(render(report))
+    table = Table(title=f"{report['rows']:,} rows, {report['items']:,} items (best baseline {report['best_baseline']})")
+    for column in ("method", "NDCG@10", "95 % CI", "HR@10", "coverage", "diversity", "vs best baseline (p)"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, method in report["methods"].items():
+        summary, (low, high) = method["summary"], method["intervals"]["ndcg10"]
+        comparison = report["comparisons"].get(name, {}).get("ndcg10")
+        versus = f"{comparison['difference']:+.4f} ({comparison['p_value']:.2g})" if comparison else "baseline"
+        table.add_row(name, f"{summary['ndcg10']:.4f}", f"[{low:.4f}, {high:.4f}]", f"{summary['hr10']:.4f}",
+                      f"{summary['coverage']:.3f}", f"{summary['diversity']:.3f}", versus)
+    console.print(table)
+    console.print(f"wrote {folder / 'offline-report.html'} and {folder / 'offline-report.json'}")

@@ -37,6 +37,10 @@ class RecsMetrics:
         self.api_seconds = Histogram(
             "streamrec_api_request_seconds", "API request latency.", ["endpoint", "cached"], buckets=LATENCY_BUCKETS, registry=r
         )
+        self.already_current = Counter(
+            "streamrec_recs_updates_already_current", "Profile updates skipped: the cached list already reflects a newer event.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "streamrec_recs_dead_letters", "Unreadable messages written to events.dlq, by the topic they were read from.",
             ["topic"], registry=r,

@@ -74,7 +74,7 @@ class RecsRuntime:
         updates = read_updates(values)
         if updates.unreadable:
             await self.dead_letter(service, updates.unreadable)
-        users = updates.latest
+        users = await self.needing_lists(service, updates.latest)
         service.metrics.batch_users.observe(len(users))
         # Concurrent lists: the scorer client sends the batch's users to Triton as one request.
         outcomes = await asyncio.gather(*(service.recommender.recommend(user_id) for user_id in users))
@@ -87,6 +87,33 @@ class RecsRuntime:
             if recommendations.source_event_ts:
                 service.metrics.freshness.observe(max(0.0, now_ms - recommendations.source_event_ts) / 1000)
         return lists
+
+    async def needing_lists(self, service: RecsService, latest: dict[str, int]) -> dict[str, int]:
+        """The users of ``latest`` whose cached list does not already reflect a newer event.
+
+        A list is computed from the profile as it is when computed, so a worker behind its log
+        (after a restart, a fault, a burst) has often published a user's list with events newer
+        than the updates still waiting for that user: those updates are skipped. Only a strictly
+        newer event counts (two events of one millisecond may be applied in different batches),
+        and a degraded list is always recomputed.
+        """
+        if not latest:
+            return latest
+        cached = await service.cache.read_many(latest)
+        needed: dict[str, int] = {}
+        for (user_id, newest_ts), raw in zip(latest.items(), cached, strict=True):
+            if raw is not None:
+                try:
+                    current = Recommendations.decode(raw)
+                except UnreadableMessage:
+                    current = None
+                if (current is not None and not current.degraded and current.source_event_ts is not None
+                        and current.source_event_ts > newest_ts):
+                    continue
+            needed[user_id] = newest_ts
+        if skipped := len(latest) - len(needed):
+            service.metrics.already_current.inc(skipped)
+        return needed
 
     async def deliver(self, service: RecsService, lists: list[Recommendations]) -> None:
         messages = [recommendations.to_kafka() for recommendations in lists]

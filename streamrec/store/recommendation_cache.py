@@ -31,6 +31,14 @@ class RecommendationCache:
                 pipe.set(self.key(user_id), payload, px=ttl_ms)
             await pipe.execute()
 
+    async def read_many(self, user_ids: Iterable[str]) -> list[bytes | None]:
+        """The cached lists of ``user_ids`` in order, in one round trip (a pipeline of GETs, not
+        one MGET: the users' keys are in different slots on a Redis Cluster)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.get(self.key(user_id))
+            return await pipe.execute()
+
     async def read(self, user_id: str) -> bytes | None:
         return await self._redis.get(self.key(user_id))
 

@@ -67,12 +67,15 @@ def records(events, *, topic: str = Topic.CLICKS.value, partition: int = 0, firs
 async def test_a_replayed_batch_is_skipped_by_the_watermark(client, publish, offsets):
     processor = InteractionProcessor(client=client, settings=StreamsSettings(), group=f"g-{uuid.uuid4().hex}", publish=publish, offsets=offsets)
     user = f"u-{uuid.uuid4().hex}"
-    batch = records([ClickEvent(user_id=user, item_id=f"t-{n}") for n in range(5)])
+    clicks = [ClickEvent(user_id=user, item_id=f"t-{n}") for n in range(5)]
+    batch = records(clicks)
     first = await processor.process(batch)
     assert len(first.applied) == 5 and first.skipped == 0
     stored = await client.get(layout.profile_key(user))
     again = await processor.process(batch)  # a worker restarted before its offsets were committed
     assert again.applied == [] and again.skipped == 5
+    # ... and maybe before it told the recommender: the user is signalled again, with the same newest event
+    assert again.updated_users == first.updated_users == {user: max(click.ts for click in clicks)}
     assert await client.get(layout.profile_key(user)) == stored
     overlapping = await processor.process(batch[3:] + records([ClickEvent(user_id=user, item_id="t-9")], first_offset=5))
     assert overlapping.skipped == 2 and len(overlapping.applied) == 1

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.datasets.sequences import Example
-from trainer.offline.evaluation import tiebreak_order
+from trainer.offline.evaluation import ROW_METRICS, row_ndcg10, tiebreak_order
+
+__all__ = ["ROW_METRICS", "row_ndcg10"]  # the gate and the report read them from here too
 
 
 @dataclass(frozen=True)
@@ -94,19 +96,9 @@ def target_ranks(scores: np.ndarray, rows: Sequence[Example], *, remove_history:
     return ranks
 
 
-def row_ndcg10(ranks: np.ndarray) -> np.ndarray:
-    """NDCG@10 of each row from its target's 1-based rank (``inf``: removed, 0)."""
-    r = np.asarray(ranks, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(r <= 10, 1.0 / np.log2(r + 1.0), 0.0)
-
-
 def metrics(ranks: np.ndarray) -> dict[str, float]:
     """HR@10, NDCG@10 and MRR@20 (means over rows) of 1-based ranks."""
-    r = np.asarray(ranks, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        mrr = np.where(r <= 20, 1.0 / r, 0.0)
-    return {"hr10": float(np.mean(r <= 10)), "ndcg10": float(np.mean(row_ndcg10(r))), "mrr20": float(np.mean(mrr))}
+    return {name: float(np.mean(ROW_METRICS[name](ranks))) for name in ("hr10", "ndcg10", "mrr20")}
 
 
 def evaluate(scores: np.ndarray, rows: Sequence[Example]) -> dict[str, float]:
