@@ -50,6 +50,7 @@ of the ones frozen at training time; ``add_items`` makes new items rankable at o
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections.abc import Sequence
@@ -323,6 +324,22 @@ class SequenceRecommender(nn.Module):
             return torch.zeros((0, 0)), torch.zeros((0, 0), dtype=torch.long)
         k = min(self.config.neighbours, max(self.n_items - 1, 1))
         return text_neighbours(self.items.text, k)
+
+    def __deepcopy__(self, memo: dict) -> SequenceRecommender:
+        """A copy with its own tensors (the trainer's challenger starts as a copy of the champion).
+
+        torch cannot deep-copy a sparse CSR tensor (it has no single storage), so the module is
+        copied without its neighbour kernel and the copy's kernel is cloned after."""
+        kernel = self._buffers["neighbour_kernel_t"]
+        self._buffers["neighbour_kernel_t"] = None
+        try:
+            clone = type(self).__new__(type(self))
+            memo[id(self)] = clone
+            clone.__setstate__(copy.deepcopy(self.__dict__, memo))
+        finally:
+            self._buffers["neighbour_kernel_t"] = kernel
+        clone._buffers["neighbour_kernel_t"] = kernel.clone()
+        return clone
 
     def _set_neighbours(self, cosines: torch.Tensor, index: torch.Tensor) -> None:
         """Keep the neighbour lists (to grow them) and the kernel built from them, transposed:

@@ -269,3 +269,21 @@ def test_an_ensemble_saved_and_loaded_scores_the_same(tmp_path):
     loaded = load_ensemble(tmp_path / "v1")
     histories = [s[:3] for s in sequences[:4]]
     torch.testing.assert_close(loaded.score(histories), Ensemble(members).score(histories))
+
+
+def test_a_deep_copy_scores_alike_and_shares_nothing():
+    """The trainer's challenger starts as a deep copy of the champion, sparse kernel and all."""
+    import copy
+
+    torch.manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(50, 16), dim=1)
+    model = SequenceRecommender(CPU_CONFIG, text, torch.rand(50, 50)).eval()
+    clone = copy.deepcopy(model)
+    histories = [[1, 2, 3], [4, 5]]
+    with torch.no_grad():
+        torch.testing.assert_close(clone.score(histories), model.score(histories))
+    assert clone.neighbour_kernel_t.layout == torch.sparse_csr
+    assert clone.neighbour_kernel_t.values().data_ptr() != model.neighbour_kernel_t.values().data_ptr()
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(model.parameters(), clone.parameters(), strict=True))
+    clone.add_items(torch.nn.functional.normalize(torch.randn(3, 16), dim=1))
+    assert (model.n_items, clone.n_items) == (50, 53)
