@@ -46,7 +46,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -62,10 +61,9 @@ from streamrec.model.sequence import (  # noqa: E402
     Ensemble,
     SequenceConfig,
     SequenceRecommender,
-    recent_items,
 )
 from streamrec.settings import REPO_ROOT  # noqa: E402
-from trainer.offline.baselines import CoVisitation, Popularity  # noqa: E402
+from trainer.offline.offline_report import baseline_scores  # noqa: E402
 from trainer.offline.pipeline_eval import pipeline_rows  # noqa: E402
 from trainer.offline.sequence_eval import build_protocol, evaluate  # noqa: E402
 from trainer.offline.sequence_train import (  # noqa: E402
@@ -153,14 +151,8 @@ def main() -> None:
     trained: dict[str, list[SequenceRecommender]] = {}
 
     # -- baselines ---------------------------------------------------------------------------
-    popularity = Popularity(split.fit_sequences, n_items)
-    results["popularity"] = evaluate(np.stack([popularity.scores()] * len(rows)), rows)
-    covisit = CoVisitation(split.fit_sequences, n_items)
-    results["covisit"] = evaluate(np.stack([covisit.scores(h) for h in histories]), rows)
-    text_only = SequenceRecommender(replace(CPU_CONFIG, signals=("text_recent",)), text)
-    text_scores = text_only.signals(recent_items(histories, CPU_CONFIG.recent))[:, 0].numpy()
-    results["text_similarity"] = evaluate(text_scores, rows)
-    for name in BASELINES:
+    for name in BASELINES:  # the offline report's baselines, scored by the same code
+        results[name] = evaluate(baseline_scores(name, protocol, text), rows)
         console.print(f"{name}: NDCG@10 {results[name]['ndcg10']:.4f}")
 
     # -- neural methods ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ The protocol is the quality benchmark's (:mod:`trainer.offline.sequence_eval`): 
 the histories before the file's targets; the scorer's epoch count is chosen on the held-back
 split, never on the file. Accuracy (NDCG@10/20, HR@10/20, MRR@20, history removed) comes from
 the target ranks through the same per-row functions the benchmark and the trainer's gate use;
-the beyond-accuracy figures from each row's top 20 (:mod:`trainer.offline.beyond_accuracy`).
+the beyond-accuracy figures from each row's top 10 (:mod:`trainer.offline.beyond_accuracy`).
 Every method is compared with the best baseline (the highest NDCG@10 of popularity,
 co-visitation and text similarity) row by row (:mod:`trainer.offline.significance`).
 """
@@ -28,7 +28,7 @@ from trainer.offline.significance import holm, mean_interval, paired
 Say = Callable[[str], None]
 BASELINES = ("popularity", "covisit", "text_similarity")
 METHODS = (*BASELINES, "scorer")
-LIST_K = 20
+LIST_K = 10  # the beyond-accuracy figures judge each row's top 10
 ACCURACY = tuple(ROW_METRICS)
 RANK_BINS = (1, 2, 4, 11, 21, 51, 101, 501)  # lower edges: 1, 2-3, 4-10, 11-20, 21-50, 51-100, 101-500, 501+
 
@@ -43,27 +43,40 @@ class MethodResult:
     notes: dict[str, object] = field(default_factory=dict)
 
 
-def score_method(name: str, protocol: Protocol, text, *, scorer_epochs: int | None, max_epochs: int, seed: int,
-                 say: Say) -> tuple[np.ndarray, dict[str, object]]:
-    """(rows, items) full-catalog scores of one method for the evaluation rows, and what it chose."""
+def baseline_scores(name: str, protocol: Protocol, text) -> np.ndarray:
+    """(rows, items) full-catalog scores of a baseline (one of :data:`BASELINES`) for the evaluation rows."""
     import torch
 
     from streamrec.model.sequence import CPU_CONFIG, SequenceRecommender, recent_items
     from trainer.offline.baselines import CoVisitation, Popularity
-    from trainer.offline.sequence_train import MODEL_TRAIN, select_epochs, train_model
 
     split = protocol.evaluation
     histories = [row.history for row in split.rows]
     n_items = text.shape[0]
     if name == "popularity":
-        return np.broadcast_to(Popularity(split.fit_sequences, n_items).scores(), (len(histories), n_items)), {}
+        return np.broadcast_to(Popularity(split.fit_sequences, n_items).scores(), (len(histories), n_items))
     if name == "covisit":
         covisit = CoVisitation(split.fit_sequences, n_items)
-        return np.stack([covisit.scores(history) for history in histories]), {}
+        return np.stack([covisit.scores(history) for history in histories])
     if name == "text_similarity":
         model = SequenceRecommender(replace(CPU_CONFIG, signals=("text_recent",)), text)
         with torch.no_grad():
-            return model.signals(recent_items(histories, CPU_CONFIG.recent))[:, 0].numpy(), {}
+            return model.signals(recent_items(histories, CPU_CONFIG.recent))[:, 0].numpy()
+    raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+
+
+def score_method(name: str, protocol: Protocol, text, *, scorer_epochs: int | None, max_epochs: int, seed: int,
+                 say: Say) -> tuple[np.ndarray, dict[str, object]]:
+    """(rows, items) full-catalog scores of one method for the evaluation rows, and what it chose."""
+    import torch
+
+    from streamrec.model.sequence import CPU_CONFIG
+    from trainer.offline.sequence_train import MODEL_TRAIN, select_epochs, train_model
+
+    if name in BASELINES:
+        return baseline_scores(name, protocol, text), {}
+    split = protocol.evaluation
+    histories = [row.history for row in split.rows]
     if name == "scorer":
         train = replace(MODEL_TRAIN, seed=seed, max_epochs=max_epochs, patience=4)
         notes: dict[str, object] = {"config": "CPU_CONFIG", "seed": seed}
@@ -86,8 +99,7 @@ def judge(name: str, scores: np.ndarray, rows: Sequence[Example], counts: np.nda
     """Per-row accuracy and beyond-accuracy values of one method's scores, and their means."""
     ranks = target_ranks(scores, rows, remove_history=True)
     per_row = {metric: function(ranks) for metric, function in ROW_METRICS.items()}
-    lists = top_lists(scores, rows, k)
-    extra, extra_rows = beyond_accuracy(lists[:, :10], counts, text)
+    extra, extra_rows = beyond_accuracy(top_lists(scores, rows, k), counts, text)
     per_row.update(extra_rows)
     summary = {metric: float(values.mean()) for metric, values in per_row.items()}
     summary["coverage"] = extra["coverage"]
@@ -101,7 +113,7 @@ def rank_distribution(ranks: np.ndarray) -> dict[str, float]:
     bands = {}
     for low, high in zip(edges[:-1], edges[1:], strict=True):
         label = f"{int(low)}" if high == low + 1 else (f"{int(low)}+" if high == np.inf else f"{int(low)}-{int(high) - 1}")
-        bands[label] = float(np.mean((finite >= low) & (finite < high))) * len(finite) / max(len(ranks), 1)
+        bands[label] = np.count_nonzero((finite >= low) & (finite < high)) / max(len(ranks), 1)
     bands["removed"] = float(np.mean(~np.isfinite(ranks))) if len(ranks) else 0.0
     return bands
 
