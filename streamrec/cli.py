@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from streamrec.experiments.cli import experiments_app
 from streamrec.preflight import PreflightError, check
 from streamrec.settings import REPO_ROOT, Settings
 from streamrec.stack import LocalStack, StackError
@@ -36,6 +37,7 @@ model_app = typer.Typer(help="Model versions in Triton's model repository.", no_
 app.add_typer(model_app, name="model")
 keys_app = typer.Typer(help="API keys of the collector, the API and the ops service (stored hashed in Redis).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(experiments_app, name="experiments")
 
 
 def _settings(ctx: typer.Context) -> Settings:

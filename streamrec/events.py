@@ -4,8 +4,11 @@ Every event carries ``schema_version`` (currently 1) and a ``type`` that selects
 its model. Interactions (click, add-to-cart, purchase) share ``event_id`` (a UUID
 and the dedup key), ``user_id``, ``session_id``, ``item_id``, ``ts`` (epoch
 milliseconds, UTC) and a ``context`` that records where the interaction happened
-and, when it came from a served recommendation, its ``rec_id`` and ``variant``
-for attribution. Catalog items describe an item for the catalog topic.
+and, when it came from a served recommendation, its ``rec_id``, ``variant`` and
+``experiment`` for attribution. An impression says which items of which served list a
+user was shown, at which positions: the attribution worker counts lists' reach and
+credits purchases of shown items to them. Catalog items describe an item for the catalog
+topic.
 
 Models reject unknown fields (``extra="forbid"``) so that a misspelt field is a
 clear error at the edge rather than silently missing data downstream.
@@ -62,6 +65,7 @@ class EventContext(_Model):
     position: Annotated[int, Field(ge=0)] | None = None
     rec_id: Identifier | None = None
     variant: Identifier | None = None
+    experiment: Identifier | None = None
 
 
 class _EventBase(_Model):
@@ -130,34 +134,70 @@ class CatalogItem(_EventBase):
         return path
 
 
+class ShownItem(_Model):
+    item_id: Identifier
+    position: Annotated[int, Field(ge=0, description="0 for the first item shown.")]
+    team: Literal["a", "b"] | None = Field(default=None, description="The list item's team, in an interleaved list.")
+
+
+class ImpressionEvent(_Model):
+    """A user was shown ``items`` of the served list ``rec_id`` (send it when the list renders).
+
+    ``variant`` and ``experiment`` repeat the list's labels; the attribution worker counts the
+    impression under them, and a later purchase of a shown item counts as view-through.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["impression"] = "impression"
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique per event; the dedup key.")
+    user_id: Identifier
+    session_id: Identifier | None = None
+    ts: EpochMillis = Field(default_factory=lambda: int(time.time() * 1000))
+    rec_id: Identifier
+    variant: Identifier
+    experiment: Identifier | None = None
+    items: list[ShownItem] = Field(min_length=1, max_length=200)
+    page: Annotated[str, Field(max_length=2048)] | None = None
+
+    @field_validator("items")
+    @classmethod
+    def _distinct_positions(cls, items: list[ShownItem]) -> list[ShownItem]:
+        if len({item.position for item in items}) != len(items):
+            raise ValueError("two items at one position")
+        return items
+
+
 Interaction = ClickEvent | CartEvent | PurchaseEvent
-AnyEvent = Annotated[Union[ClickEvent, CartEvent, PurchaseEvent, CatalogItem], Field(discriminator="type")]
-EVENT_TYPES: dict[str, type[_EventBase]] = {
+Event = ClickEvent | CartEvent | PurchaseEvent | CatalogItem | ImpressionEvent
+AnyEvent = Annotated[Union[ClickEvent, CartEvent, PurchaseEvent, CatalogItem, ImpressionEvent], Field(discriminator="type")]
+EVENT_TYPES: dict[str, type[_Model]] = {
     "click": ClickEvent,
     "add_to_cart": CartEvent,
     "purchase": PurchaseEvent,
     "catalog_item": CatalogItem,
+    "impression": ImpressionEvent,
 }
 _TOPIC_BY_TYPE: dict[str, Topic] = {
     "click": Topic.CLICKS,
     "add_to_cart": Topic.CARTS,
     "purchase": Topic.PURCHASES,
     "catalog_item": Topic.CATALOG,
+    "impression": Topic.IMPRESSIONS,
 }
 
 
-def topic_for(event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> Topic:
+def topic_for(event: Event) -> Topic:
     return _TOPIC_BY_TYPE[event.type]
 
 
-def key_for(event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> bytes:
-    """Per-user order for interactions, per-item latest-wins for the catalog."""
+def key_for(event: Event) -> bytes:
+    """Per-user order for interactions and impressions, per-item latest-wins for the catalog."""
     if isinstance(event, CatalogItem):
         return event.item_id.encode()
     return event.user_id.encode()
 
 
-def encode(event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> bytes:
+def encode(event: Event) -> bytes:
     return event.model_dump_json(exclude_none=True).encode()
 
 
@@ -195,7 +235,7 @@ class EventValidator:
         self._max_future_skew_ms = None if max_future_skew_s is None else int(max_future_skew_s * 1000)
         self._clock_ms = clock_ms
 
-    def parse(self, raw: object) -> ClickEvent | CartEvent | PurchaseEvent | CatalogItem:
+    def parse(self, raw: object) -> Event:
         """Validate one decoded JSON value; raises :class:`InvalidEvent` with the reason."""
         if not isinstance(raw, dict):
             raise InvalidEvent(f"event must be a JSON object, got {type(raw).__name__}")
@@ -212,7 +252,7 @@ class EventValidator:
         self.check(event)
         return event
 
-    def check(self, event: ClickEvent | CartEvent | PurchaseEvent | CatalogItem) -> None:
+    def check(self, event: Event) -> None:
         """Rules that depend on the receiver, applied to an already-built event too."""
         if self._max_future_skew_ms is None:
             return

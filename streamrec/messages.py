@@ -87,6 +87,9 @@ class RecommendedItem(_Part):
     reason: str = Field(description='Why it is recommended, e.g. "because you viewed X" or "trending in Y".')
     reason_item: str | None = Field(default=None, description="The history item the reason names.")
     sources: list[str] = Field(default_factory=list, description="Candidate sources that proposed it.")
+    team: Literal["a", "b"] | None = Field(
+        default=None, description="In an interleaved list, the variant that contributed the item (echo it in the impression)."
+    )
 
 
 class Recommendations(_Message):
@@ -98,6 +101,7 @@ class Recommendations(_Message):
     items: list[RecommendedItem]
     model_version: str
     variant: str
+    experiment: str | None = Field(default=None, description="The running experiment that chose the variant, if any.")
     generated_at: int = Field(description="When the list was computed (ms since the epoch).")
     source_event_ts: int | None = Field(description="The user's newest event the list reflects (ms), null for unknown users.")
     degraded: bool = Field(description="True when the scorer was unavailable or too slow: the list is in signal order.")

@@ -25,21 +25,10 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from streamrec.deadletter import DeadLetter
-from streamrec.events import (
-    CartEvent,
-    CatalogItem,
-    ClickEvent,
-    EventValidator,
-    PurchaseEvent,
-    encode,
-    key_for,
-    topic_for,
-)
+from streamrec.events import Event, EventValidator, encode, key_for, topic_for
 from streamrec.kafka_client import client_config
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.topics import Topic
-
-Event = ClickEvent | CartEvent | PurchaseEvent | CatalogItem
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,6 +314,23 @@ class StreamsSettings(_Section):
     )
 
 
+class AttributionSettings(_Section):
+    """The attribution worker: impressions and accepted events into per-variant counts in Redis."""
+
+    app_id: str = Field(default="streamrec-attribution", description="Faust app id of the attribution worker, also its consumer group.")
+    web_host: str = Field(default="127.0.0.1", description="Attribution worker web server bind address (metrics).")
+    web_port: int = Field(default=6069, ge=1, le=65535, description="Attribution worker web server port; /metrics is there.")
+    batch_max: int = Field(default=1000, ge=1, description="Most records attributed in one Redis transaction.")
+    batch_within_s: float = Field(default=0.05, gt=0, description="Longest wait to fill a batch.")
+    view_through_window_s: float = Field(
+        default=86400, gt=0, description="A purchase of an item shown this long before (or less) counts for the list that showed it."
+    )
+    shown_lists_kept: int = Field(default=50, ge=1, description="Lists remembered per user for view-through and click labelling.")
+    seen_ids_kept: int = Field(default=256, ge=1, description="Event ids remembered per user (events.accepted may repeat one after a crash).")
+    state_ttl_s: int = Field(default=7 * 86400, ge=1, description="A user's attribution state untouched this long expires.")
+    session_timeout_s: float = Field(default=10.0, gt=0, description="A worker silent this long loses its partitions to the others.")
+
+
 class RecsSettings(_Section):
     """The recommender: candidates, BERT ranking, diversity and the real-time loop."""
 
@@ -346,7 +363,8 @@ class RecsSettings(_Section):
     blender_weights: Path | None = Field(
         default=None, description="JSON weights of the signal blender (written by `streamrec trainer fit-blender`); unset uses the packaged ones."
     )
-    variant: str = Field(default="bert-blend-mmr", description="Label of this ranking variant on every published list (for A/B analysis).")
+    variant: str = Field(default="bert-blend-mmr", description="Label of the lists served outside an experiment (for attribution).")
+    experiments_refresh_s: float = Field(default=2.0, gt=0, description="How often the running experiment is read from Redis.")
     cache_ttl_s: int = Field(default=3600, ge=1, description="How long a computed list stays cached in Redis.")
     batch_max_users: int = Field(default=64, ge=1, description="Most profile updates taken per batch (duplicates of a user collapse).")
     debounce_s: float = Field(default=0.05, gt=0, description="Longest wait to collect a batch; a user's updates inside it yield one list.")
@@ -495,6 +513,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     collector: CollectorSettings = CollectorSettings()
     streams: StreamsSettings = StreamsSettings()
+    attribution: AttributionSettings = AttributionSettings()
     trainer: TrainerSettings = TrainerSettings()
     recs: RecsSettings = RecsSettings()
     api: ApiSettings = ApiSettings()

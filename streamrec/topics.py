@@ -16,6 +16,7 @@ class Topic(StrEnum):
     CLICKS = "events.clicks"
     CARTS = "events.carts"
     PURCHASES = "events.purchases"
+    IMPRESSIONS = "events.impressions"
     CATALOG = "catalog.items"
     ACCEPTED = "events.accepted"
     RECOMMENDATIONS = "recommendations"
@@ -41,6 +42,8 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.CARTS),
     TopicSpec(Topic.PURCHASES),
     TopicSpec(Topic.CATALOG, compacted=True),
+    # Which lists users were shown (the attribution worker reads them with events.accepted).
+    TopicSpec(Topic.IMPRESSIONS),
     # Every interaction the streams workers applied, cleaned and filled, keyed by user; the trainer
     # learns from it. A week, like the raw interaction topics (Kafka's default).
     TopicSpec(Topic.ACCEPTED, config={"retention.ms": str(7 * 24 * 3600 * 1000)}),

@@ -24,3 +24,18 @@ def worker(
     check(ctx.obj, kafka=True, redis=True)
     app = create_app(ctx.obj)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@streams_app.command("attribution")
+def attribution(
+    ctx: typer.Context,
+    loglevel: Annotated[str, typer.Option(help="Log level of the worker.")] = "warning",
+) -> None:
+    """Run one attribution worker: impressions, clicks, carts and purchases counted per list variant."""
+    import faust
+
+    from streams.attribution.app import create_app
+
+    check(ctx.obj, kafka=True, redis=True)
+    app = create_app(ctx.obj)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -16,7 +16,7 @@ HEAVY = ("torch", "transformers", "peft", "safetensors")
 @pytest.mark.parametrize(
     "module",
     ["serving.collector.app", "serving.cli", "streams.app", "streams.cli", "streamrec.cli", "serving.recs.worker", "serving.api.app",
-     "serving.ops.app"],
+     "serving.ops.app", "streams.attribution.app"],
 )
 def test_light_processes_do_not_import_the_model_stack(module):
     probe = f"import sys, {module}; print(','.join(name for name in {HEAVY!r} if name in sys.modules))"

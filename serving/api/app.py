@@ -82,6 +82,7 @@ class RecsApi:
         now = int(time.time() * 1000)
         return RecommendationsOut(
             user_id=user_id, rec_id=uuid.uuid4().hex, model_version="fallback", variant=self.settings.recs.variant,
+            experiment=None,
             items=[RecommendedItem(item_id=item, score=0.0, reason="popular recently", sources=["trending"]) for item in items],
             generated_at=now, source_event_ts=None, degraded=True,
             degraded_reason=f"store unavailable ({type(error).__name__}): trending items as last read", cached=False,
@@ -102,14 +103,15 @@ class RecsApi:
             except UnreadableMessage:
                 cached = None  # computed afresh below, as for a cache miss
         if cached is not None:
-            current = profile is None or (cached.source_event_ts or 0) >= profile.last_seen
+            current = ((profile is None or (cached.source_event_ts or 0) >= profile.last_seen)
+                       and (cached.experiment, cached.variant) == self.service.router.labels(user_id))
             items = [item for item in cached.items if item.item_id not in excluded]
             # A degraded cached list is still served: recomputing it while the scorer is down would
             # cost every request the candidate stage and give the same answer.
             if current and len(items) >= k:
                 self.service.metrics.api_seconds.labels("recommendations", "true").observe(time.perf_counter() - started)
                 return RecommendationsOut(**{**dict(cached), "items": items[:k], "cached": True})
-        outcome = await self.service.recommender.recommend(
+        outcome, served = await self.service.router.recommend(
             user_id,
             k=k,
             category=category,
@@ -119,6 +121,8 @@ class RecsApi:
             profile_known=True,
         )
         self.service.metrics.observe(outcome, "api")
+        if self.service.router.experiment is not None:
+            await self.service.guardrails.add([served])
         self.service.metrics.api_seconds.labels("recommendations", "false").observe(time.perf_counter() - started)
         return RecommendationsOut(**dict(outcome.recommendations), cached=False)
 

@@ -13,6 +13,8 @@ import logging
 
 from serving.engine.metrics import RecsMetrics
 from serving.engine.sequence_client import TritonSequenceClient
+from serving.engine.variants import VariantRouter
+from streamrec.experiments.store import ExperimentStore, RunningExperiment
 from streamrec.ranking.blender import Blender
 from streamrec.ranking.candidates import CandidateGenerator
 from streamrec.ranking.item_index import ItemIndex
@@ -20,6 +22,7 @@ from streamrec.ranking.recommender import Recommender
 from streamrec.settings import Settings
 from streamrec.store.catalog_store import CatalogStore
 from streamrec.store.connection import connect
+from streamrec.store.guardrails import GuardrailStore
 from streamrec.store.item_statistics import ItemStatistics
 from streamrec.store.profile_store import ProfileStore
 from streamrec.store.recommendation_cache import RecommendationCache
@@ -69,6 +72,9 @@ class RecsService:
             Blender.load(recs.blender_weights),
             recs,
         )
+        self.experiments = RunningExperiment(ExperimentStore(self.redis), refresh_s=recs.experiments_refresh_s)
+        self.router = VariantRouter(self.recommender, self.experiments, recs.variant)
+        self.guardrails = GuardrailStore(self.redis)
         self._refresher: asyncio.Task | None = None
         # The trending items as last read, for lists served while Redis cannot be read at all.
         self.trending_snapshot: list[str] = []
@@ -79,6 +85,7 @@ class RecsService:
         settle_heap()
         self.metrics.index_items.set(len(self.index))
         self.trending_snapshot = await ItemStatistics(self.redis).trending(self.settings.recs.k)
+        await self.experiments.start()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def _refresh_forever(self) -> None:
@@ -97,6 +104,7 @@ class RecsService:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self.experiments.close()
         if self.scorer is not None:
             await self.scorer.close()
         await self.redis.aclose()

@@ -77,11 +77,14 @@ class RecsRuntime:
         users = await self.needing_lists(service, updates.latest)
         service.metrics.batch_users.observe(len(users))
         # Concurrent lists: the scorer client sends the batch's users to Triton as one request.
-        outcomes = await asyncio.gather(*(service.recommender.recommend(user_id) for user_id in users))
+        served = await asyncio.gather(*(service.router.recommend(user_id) for user_id in users))
+        outcomes = [outcome for outcome, _ in served]
         lists = [outcome.recommendations for outcome in outcomes]
         for outcome in outcomes:
             service.metrics.observe(outcome, "stream")
         await self.deliver(service, lists)
+        if service.router.experiment is not None:
+            await service.guardrails.add([sample for _, sample in served])
         now_ms = time.time() * 1000
         for recommendations in lists:
             if recommendations.source_event_ts:
@@ -95,7 +98,8 @@ class RecsRuntime:
         (after a restart, a fault, a burst) has often published a user's list with events newer
         than the updates still waiting for that user: those updates are skipped. Only a strictly
         newer event counts (two events of one millisecond may be applied in different batches),
-        and a degraded list is always recomputed.
+        and a degraded list is always recomputed, and so is a list of another experiment or
+        variant than the user's now (an experiment started or stopped since).
         """
         if not latest:
             return latest
@@ -108,7 +112,8 @@ class RecsRuntime:
                 except UnreadableMessage:
                     current = None
                 if (current is not None and not current.degraded and current.source_event_ts is not None
-                        and current.source_event_ts > newest_ts):
+                        and current.source_event_ts > newest_ts
+                        and (current.experiment, current.variant) == service.router.labels(user_id)):
                     continue
             needed[user_id] = newest_ts
         if skipped := len(latest) - len(needed):

@@ -55,6 +55,12 @@ class Scorer(Protocol):
 
 
 OVER_BUDGET = "scorer over its latency budget"
+# The rankings an experiment's variant may name besides "full" (see streamrec.experiments.definition):
+# "signals" blends without the sequence model; these two order by one signal (ties by the other).
+SINGLE_SIGNAL = {
+    "covisit": Blender({"covisit": 1.0, "popularity": 1e-3}),
+    "popularity": Blender({"popularity": 1.0, "covisit": 1e-3}),
+}
 
 
 def scorer_column(candidates: Sequence[Candidate]) -> np.ndarray:
@@ -126,19 +132,26 @@ class Recommender:
         budget_s: float | None = None,
         profile: UserProfile | None = None,
         profile_known: bool = False,
+        ranking: str = "full",
+        variant: str | None = None,
+        experiment: str | None = None,
     ) -> Outcome:
+        """``ranking``: "full", "signals", "covisit" or "popularity" (an experiment's variant);
+        ``variant``/``experiment`` label the list (default: ``recs.variant``, no experiment)."""
         settings = self.settings
         k = k or settings.k
         if not profile_known:
             profile = await self.profile(user_id)
         found = await self.generator.generate(profile, exclude=exclude, category=category)
         degraded_reason, scorer_seconds, scored = None, None, 0
-        if self.scorer is not None:
+        scorer = self.scorer if ranking == "full" else None
+        blender = SINGLE_SIGNAL.get(ranking, self.blender)
+        if scorer is not None:
             recent = profile.recent if profile is not None else []
             started = time.perf_counter()
             try:
                 answer = await asyncio.wait_for(
-                    self.scorer.rank([i.item_id for i in recent], [i.type for i in recent], settings.sequence_candidates,
+                    scorer.rank([i.item_id for i in recent], [i.type for i in recent], settings.sequence_candidates,
                                      list(found.candidates)),
                     timeout=budget_s or settings.scorer_budget_ms / 1000,
                 )
@@ -155,21 +168,22 @@ class Recommender:
                     candidate.scorer = float(retrieved[candidate.item_id])
                 scored = len(found.candidates)
         candidates = list(found.candidates.values())
-        rows = features(candidates, scorer_column(candidates) if degraded_reason is None and self.scorer else None)
-        final = self.blender.score(rows)
+        rows = features(candidates, scorer_column(candidates) if degraded_reason is None and scorer else None)
+        final = blender.score(rows)
         order = np.argsort(-final, kind="stable")
         head = order[: max(settings.diversity_pool, k * 3)]
         picked = self._diversify(candidates, final, head, k)
         closest = self._closest([candidates[i] for i in picked], found.history)
         items = [self._item(candidates[i], rows[i], float(final[i]), found, closest) for i in picked]
         newest = profile.last_seen if profile is not None and profile.recent else None
-        scored_ok = degraded_reason is None and self.scorer is not None
+        scored_ok = degraded_reason is None and scorer is not None
         recommendations = Recommendations(
             user_id=user_id,
             rec_id=uuid.uuid4().hex,
             items=items,
-            model_version=self.model_version() if scored_ok else "signals",
-            variant=settings.variant,
+            model_version=self.model_version() if scored_ok else ranking if ranking in SINGLE_SIGNAL else "signals",
+            variant=variant or settings.variant,
+            experiment=experiment,
             generated_at=int(time.time() * 1000),
             source_event_ts=newest,
             degraded=degraded_reason is not None,

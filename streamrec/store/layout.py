@@ -13,6 +13,11 @@
 | ``ak:{key id}``                    | hash   | `keys` CLI | an API key: name, kind, scopes, origins, times, SHA-256 digest (:data:`API_KEY_FIELDS`) |
 | ``s:apikeys``                      | set    | `keys` CLI | every key id ever created (what `streamrec keys list` reads) |
 | ``rl:{limit}:{subject}``           | string | serving    | a rate limit's theoretical arrival time (µs, GCRA), expires when idle |
+| ``xp:{experiment}``                | string | `experiments` CLI | an experiment's definition (JSON, :class:`streamrec.experiments.definition.Experiment`) |
+| ``s:experiments``                  | set    | `experiments` CLI | every experiment name ever created |
+| ``at:{user}``                      | string | attribution | the user's recent impressions and seen event ids (msgpack), with TTL |
+| ``xc:{experiment}:{variant}:{metric}`` | hash | attribution | user -> attributed count (impressions, clicks, carts, purchases, revenue, ...) |
+| ``xg:{experiment}:{variant}``      | hash   | serving    | guardrail counts of served lists: lists, degraded, empty, latency buckets |
 
 Braces mark the placeholders; they are not Redis Cluster hash tags. Keys are built only here,
 and the Redis functions (``functions.lua``) receive every key they touch and every field name
@@ -42,6 +47,11 @@ CATALOG_CHANGES_KEY = "z:catalog"
 API_KEY_PREFIX = "ak:"
 API_KEYS_INDEX_KEY = "s:apikeys"
 RATE_LIMIT_PREFIX = "rl:"
+EXPERIMENT_PREFIX = "xp:"
+EXPERIMENTS_INDEX_KEY = "s:experiments"
+ATTRIBUTION_PREFIX = "at:"
+EXPERIMENT_COUNTS_PREFIX = "xc:"
+GUARDRAILS_PREFIX = "xg:"
 
 # Fields of ``i:{item}``; readers ask for them in this order (HMGET) and decode by position.
 CATALOG_FIELDS = ("title", "cat", "brand", "price", "cur", "avail", "ts", "emb")
@@ -82,6 +92,23 @@ def api_key_key(key_id: str) -> str:
 def rate_limit_key(limit: str, subject: str) -> str:
     """One key per limit and subject (a key id, a client address): each check touches one key."""
     return f"{RATE_LIMIT_PREFIX}{limit}:{subject}"
+
+
+def experiment_key(name: str) -> str:
+    return f"{EXPERIMENT_PREFIX}{name}"
+
+
+def attribution_key(user_id: str) -> str:
+    return f"{ATTRIBUTION_PREFIX}{user_id}"
+
+
+def experiment_counts_key(experiment: str, variant: str, metric: str) -> str:
+    """One hash per experiment, variant and metric, user -> value: the report reads per-user rows."""
+    return f"{EXPERIMENT_COUNTS_PREFIX}{experiment}:{variant}:{metric}"
+
+
+def guardrails_key(experiment: str, variant: str) -> str:
+    return f"{GUARDRAILS_PREFIX}{experiment}:{variant}"
 
 
 # --- profiles -------------------------------------------------------------------------------

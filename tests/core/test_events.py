@@ -24,7 +24,7 @@ from streamrec.schemas import schema_files
 from streamrec.settings import REPO_ROOT
 from streamrec.topics import INTERACTION_TOPICS, Topic
 
-INTERNAL_TOPICS = [topic for topic in Topic if topic not in (*INTERACTION_TOPICS, Topic.CATALOG)]
+INTERNAL_TOPICS = [topic for topic in Topic if topic not in (*INTERACTION_TOPICS, Topic.CATALOG, Topic.IMPRESSIONS)]
 
 NOW_MS = int(time.time() * 1000)
 # The receiver's clock is the real one: events without a ts get "now" when they are built, which

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +33,7 @@ from streamrec.store.connection import connect_blocking
 from streamrec.datasets.loaders import load
 from streamrec.datasets.replay import catalog_event
 from streamrec.events import ClickEvent, PurchaseEvent
+from streamrec.experiments.definition import Experiment
 from streamrec.producer import EventProducer
 from streamrec.stack.isolated import stack_environment
 from streamrec.stack.process import free_port
@@ -60,11 +63,13 @@ def loop(settings, amazon, tmp_path_factory):
     client.flushdb()
     suffix = uuid.uuid4().hex[:8]
     streams_group, recs_group = f"e2e-streams-{suffix}", f"e2e-recs-{suffix}"
+    attribution_group = f"e2e-attribution-{suffix}"
     commit_groups_at_end(
         settings.kafka,
         {
             streams_group: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
             recs_group: [Topic.PROFILES_UPDATED.value],
+            attribution_group: [Topic.IMPRESSIONS.value, Topic.ACCEPTED.value],
         },
     )
     api_port = free_port()
@@ -79,11 +84,15 @@ def loop(settings, amazon, tmp_path_factory):
         "STREAMREC_RECS__SCORER_BUDGET_MS": "5000",  # a loaded 2-core CI machine; degradation has its own test
         "STREAMREC_API__PORT": str(api_port),
         "STREAMREC_API__COMPUTE_BUDGET_MS": "5000",
+        "STREAMREC_RECS__EXPERIMENTS_REFRESH_S": "0.5",
+        "STREAMREC_ATTRIBUTION__APP_ID": attribution_group,
+        "STREAMREC_ATTRIBUTION__WEB_PORT": str(free_port()),
     }
     components = [
         ComponentProcess(["streams", "worker"], root / "streams.log", env).start(),
         ComponentProcess(["recs", "worker"], root / "recs.log", env).start(),
         ComponentProcess(["api", "serve"], root / "api.log", env).start(),
+        ComponentProcess(["streams", "attribution"], root / "attribution.log", env).start(),
     ]
     producer = EventProducer.from_settings(settings)
     try:
@@ -98,7 +107,7 @@ def loop(settings, amazon, tmp_path_factory):
         assert client.zcard(layout.CATALOG_CHANGES_KEY) == len(amazon.catalog), components[0].log_tail()
         api = f"http://127.0.0.1:{api_port}"
         components[2].wait_http(f"{api}/healthz")
-        yield {"settings": settings, "redis": client, "api": api, "producer": producer, "components": components}
+        yield {"settings": settings, "redis": client, "api": api, "producer": producer, "components": components, "env": env}
     finally:
         producer.close()
         for component in components:
@@ -415,3 +424,68 @@ def test_a_malformed_profile_update_is_dead_lettered_and_the_recs_worker_goes_on
 
 def raw_payload(letter: dict) -> bytes:
     return DeadLetter.model_validate({k: v for k, v in letter.items() if not k.startswith("_")}).raw_payload()
+
+
+def streamrec_cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "streamrec", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+async def test_an_experiment_splits_users_labels_their_lists_and_its_report_counts_their_clicks(loop, amazon, kafka_reader):
+    """Started with the CLI: the recs worker and the API serve each user their variant's ranking,
+    labelled; an impression and a click sent through the collector reach the report; stopped, the
+    default lists come back."""
+    producer, client, api, env = loop["producer"], loop["redis"], loop["api"], loop["env"]
+    run = uuid.uuid4().hex[:6]
+    name = f"e2e-{run}"
+    streamrec_cli(env, "experiments", "create", "--name", name, "--salt", run,
+                  "--variant", "popular=popularity:0.5", "--variant", "covisit=covisit:0.5")
+    experiment = Experiment.model_validate_json(client.get(layout.experiment_key(name)))
+    time.sleep(2)  # every process reads the running experiment within recs.experiments_refresh_s
+    users = {}
+    now = int(time.time() * 1000)
+    for k, (user, items) in enumerate(sequences(amazon, 10, offset=50)):
+        user_id = f"xp-{run}-{k}"
+        for step, item in enumerate(items):
+            producer.produce(ClickEvent(user_id=user_id, item_id=item, ts=now + step))
+        users[user_id] = now + len(items) - 1
+    producer.flush()
+    assert len({experiment.assign(user).name for user in users}) == 2, "pick a salt that gives both variants users"
+
+    found = kafka_reader.read(Topic.RECOMMENDATIONS, expected=len(users), timeout_s=120,
+                              match=lambda v: v.get("user_id") in users and v.get("source_event_ts") == users[v["user_id"]])
+    for message in found:
+        variant = experiment.assign(message["user_id"])
+        assert (message["experiment"], message["variant"], message["model_version"]) == (name, variant.name, variant.ranking)
+    for user_id in users:
+        body = httpx.get(f"{api}/v1/users/{user_id}/recommendations", params={"k": 5}, timeout=30).json()
+        assert body["cached"] is True and (body["experiment"], body["variant"]) == (name, experiment.assign(user_id).name)
+
+    # A shopper is shown their list and clicks its second item, through the collector.
+    shopper = next(iter(users))
+    shown = httpx.get(f"{api}/v1/users/{shopper}/recommendations", params={"k": 5}, timeout=30).json()
+    clicked = shown["items"][1]["item_id"]
+    async with running_collector(loop["settings"]) as collector:
+        impression = {"type": "impression", "user_id": shopper, "rec_id": shown["rec_id"], "variant": shown["variant"],
+                      "experiment": name, "items": [{"item_id": item["item_id"], "position": p} for p, item in enumerate(shown["items"])]}
+        click = {"type": "click", "user_id": shopper, "item_id": clicked,
+                 "context": {"rec_id": shown["rec_id"], "variant": shown["variant"], "experiment": name, "position": 1}}
+        for event in (impression, click):
+            response = await collector.post("/v1/events", content=orjson.dumps([event]))
+            assert response.status_code == 202 and response.json()["accepted"] == 1, response.text
+    clicks_key = layout.experiment_counts_key(name, shown["variant"], "clicks")
+    deadline = time.monotonic() + 60
+    while client.hget(clicks_key, shopper) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    report = orjson.loads(streamrec_cli(env, "experiments", "report", name, "--json"))
+    by_variant = {variant["name"]: variant for variant in report["variants"]}
+    assert by_variant[shown["variant"]]["totals"]["clicks"] == 1 and by_variant[shown["variant"]]["totals"]["impressions"] == 1
+    assert by_variant[shown["variant"]]["estimates"]["ctr"]["value"] == 1.0
+    assert sum(variant["guardrails"]["lists"] for variant in report["variants"]) >= len(users)
+    assert report["sample_ratio"]["observed"] == [int(by_variant[v.name]["totals"]["users"]) for v in experiment.variants]
+
+    streamrec_cli(env, "experiments", "stop", name)
+    time.sleep(2)
+    body = httpx.get(f"{api}/v1/users/{shopper}/recommendations", params={"k": 5}, timeout=30).json()
+    assert body["experiment"] is None and body["variant"] == loop["settings"].recs.variant and body["cached"] is False

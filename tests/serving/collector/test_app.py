@@ -377,3 +377,20 @@ def test_cli_serves_the_collector_over_real_http(settings, kafka_reader, tmp_pat
     # uvicorn re-raises SIGTERM after its graceful shutdown, which closed (flushed) the producer.
     assert server.returncode in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in (tmp_path / "collector.log").read_text()
+
+
+async def test_impressions_go_to_their_topic_keyed_by_user_and_a_broken_one_to_the_dlq(collector, kafka_reader):
+    user = f"user-{uuid.uuid4()}"
+    shown = {"type": "impression", "user_id": user, "rec_id": "r-1", "variant": "bert", "experiment": "rank-1",
+             "items": [{"item_id": "i1", "position": 0}, {"item_id": "i2", "position": 1, "team": "b"}]}
+    twice_at_one_position = {**shown, "items": [{"item_id": "i1", "position": 0}, {"item_id": "i2", "position": 0}]}
+    response = await collector.post("/v1/events", content=orjson.dumps([shown, twice_at_one_position]))
+
+    assert response.status_code == 202, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "rejected"]
+    assert "two items at one position" in results[1]["reason"]
+    impressions = read_user(kafka_reader, Topic.IMPRESSIONS, user, expected=1)
+    assert impressions[0]["_key"] == user and impressions[0]["items"][1] == {"item_id": "i2", "position": 1, "team": "b"}
+    assert impressions[0]["experiment"] == "rank-1"
+    assert len(read_dead_letters(kafka_reader, user, expected=1)) == 1

@@ -1,0 +1,1 @@
+"""Experiments: definitions and assignment, their store, interleaving and the statistics of the report."""

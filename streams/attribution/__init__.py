@@ -1,0 +1,1 @@
+"""The attribution worker: which list led to which click, cart and purchase, per variant."""
