@@ -30,6 +30,7 @@ class SequenceAnswer:
     top_items: list[str]
     top_scores: np.ndarray
     candidate_scores: np.ndarray
+    version: str | None = None  # the model version Triton answered with
 
 
 @dataclass
@@ -39,6 +40,7 @@ class _Call:
     k: int
     candidates: list[str]
     future: asyncio.Future
+    version: str = ""  # "" is the version Triton's policy serves (the newest)
 
 
 class TritonSequenceClient:
@@ -63,11 +65,14 @@ class TritonSequenceClient:
         assert settings.triton.grpc_url is not None
         return cls(settings.triton.grpc_url, **options)
 
-    async def rank(self, history: list[str], types: list[str], k: int, candidates: list[str]) -> SequenceAnswer:
+    async def rank(self, history: list[str], types: list[str], k: int, candidates: list[str],
+                   version: str | None = None) -> SequenceAnswer:
+        """``version`` pins a model version (an experiment's variant); Triton must have it loaded
+        (``version_policy``), else the call fails like any other and the list degrades."""
         if not self.breaker.allow():
             raise ScorerUnavailable(f"{self.model}: circuit open after repeated failures")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Call(list(history), list(types), int(k), list(candidates), future))
+        self._pending.append(_Call(list(history), list(types), int(k), list(candidates), future, version or ""))
         if len(self._pending) >= self._max_batch:
             self._flush()
         elif self._flusher is None:
@@ -78,20 +83,24 @@ class TritonSequenceClient:
         if self._flusher is not None:
             self._flusher.cancel()  # type: ignore[attr-defined]
             self._flusher = None
-        while self._pending:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-            task = asyncio.ensure_future(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        by_version: dict[str, list[_Call]] = {}
+        for call in self._pending:
+            by_version.setdefault(call.version, []).append(call)
+        self._pending = []
+        for version, calls in by_version.items():  # one request names one version
+            for start in range(0, len(calls), self._max_batch):
+                task = asyncio.ensure_future(self._send(calls[start : start + self._max_batch], version))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, calls: list[_Call]) -> None:
+    async def _send(self, calls: list[_Call], version: str = "") -> None:
         try:
             async with self._in_flight:
                 self.requests += 1
                 inputs = sequence_inputs([c.history for c in calls], k=[c.k for c in calls],
                                          types=[c.types for c in calls], candidates=[c.candidates for c in calls],
                                          module=grpcclient)
-                result = await self._client.infer(self.model, inputs, client_timeout=self._timeout_s)
+                result = await self._client.infer(self.model, inputs, model_version=version, client_timeout=self._timeout_s)
         except Exception as error:  # noqa: BLE001 - every failure fails the calls; the breaker counts it
             self.breaker.failure()
             for call in calls:
@@ -100,7 +109,8 @@ class TritonSequenceClient:
             return
         self.breaker.success()
         response = result.get_response()
-        self.served_version = response.model_version or self.served_version
+        if not version:  # the version the policy serves: what unpinned lists are labelled with
+            self.served_version = response.model_version or self.served_version
         items = result.as_numpy(contract.TOPK_ITEMS)
         top = result.as_numpy(contract.TOPK_SCORES)
         scores = result.as_numpy(contract.CANDIDATE_SCORES)
@@ -112,6 +122,7 @@ class TritonSequenceClient:
             call.future.set_result(SequenceAnswer(
                 top_items=[ids[n] for n in kept], top_scores=top[row][kept].astype(np.float32),
                 candidate_scores=scores[row][: len(call.candidates)].astype(np.float32),
+                version=response.model_version or None,
             ))
 
     async def close(self) -> None:

@@ -48,7 +48,8 @@ class VariantRouter:
         elif experiment.kind == "ab":
             variant = experiment.assign(user_id)
             outcome = await self._recommender.recommend(user_id, ranking=variant.ranking, variant=variant.name,
-                                                        experiment=experiment.name, **options)
+                                                        experiment=experiment.name, model_version=variant.model_version,
+                                                        **options)
         else:
             outcome = await self._interleave(experiment, user_id, options)
         lists = outcome.recommendations
@@ -59,8 +60,10 @@ class VariantRouter:
     async def _interleave(self, experiment: Experiment, user_id: str, options: dict) -> Outcome:
         a, b = experiment.variants
         first, second = await asyncio.gather(
-            self._recommender.recommend(user_id, ranking=a.ranking, variant=a.name, experiment=experiment.name, **options),
-            self._recommender.recommend(user_id, ranking=b.ranking, variant=b.name, experiment=experiment.name, **options),
+            self._recommender.recommend(user_id, ranking=a.ranking, variant=a.name, experiment=experiment.name,
+                                        model_version=a.model_version, **options),
+            self._recommender.recommend(user_id, ranking=b.ranking, variant=b.name, experiment=experiment.name,
+                                        model_version=b.model_version, **options),
         )
         one, two = first.recommendations, second.recommendations
         by_team = {"a": {item.item_id: item for item in one.items}, "b": {item.item_id: item for item in two.items}}

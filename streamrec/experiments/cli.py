@@ -38,13 +38,15 @@ def _run(ctx: typer.Context, work):
 
 
 def parse_variant(text: str, *, default_share: float | None) -> Variant:
-    """``name=ranking[:share]``, e.g. ``bert=full:0.5``."""
+    """``name=ranking[@version][:share]``, e.g. ``bert=full:0.5`` or ``v7=full@7:0.5``."""
     name, sep, rest = text.partition("=")
     if not sep:
-        raise typer.BadParameter(f"{text!r}: expected name=ranking[:share], rankings: {', '.join(RANKINGS)}")
+        raise typer.BadParameter(f"{text!r}: expected name=ranking[@version][:share], rankings: {', '.join(RANKINGS)}")
     ranking, _, share = rest.partition(":")
+    ranking, _, version = ranking.partition("@")
     try:
-        return Variant(name=name, ranking=ranking, share=float(share) if share else (default_share or 0.0))
+        return Variant(name=name, ranking=ranking, share=float(share) if share else (default_share or 0.0),
+                       model_version=int(version) if version else None)
     except (ValidationError, ValueError) as error:
         raise typer.BadParameter(f"{text!r}: {error}") from None
 
@@ -54,7 +56,8 @@ def create(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Option("--name", help="The experiment's name.")] = None,
     variants: Annotated[list[str] | None, typer.Option(
-        "--variant", help="name=ranking[:share], the control first; rankings: " + ", ".join(RANKINGS) + " (repeat).")] = None,
+        "--variant", help="name=ranking[@model version][:share], the control first; rankings: " + ", ".join(RANKINGS)
+        + "; e.g. new=full@7:0.5 pins bert_scorer version 7 (repeat).")] = None,
     kind: Annotated[Literal["ab", "interleaving"], typer.Option("--kind", help="ab splits users; interleaving mixes two rankers in one list.")] = "ab",
     salt: Annotated[str | None, typer.Option("--salt", help="Assignment salt (default: a random one).")] = None,
     description: Annotated[str, typer.Option("--description", help="What it tests and why.")] = "",
@@ -79,7 +82,8 @@ def create(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     console.print(f"started [bold]{created.name}[/bold] ({created.kind}): "
-                  + ", ".join(f"{v.name}={v.ranking}" + (f" {v.share:.0%}" if created.kind == "ab" else "") for v in created.variants))
+                  + ", ".join(f"{v.name}={v.ranking}" + (f"@{v.model_version}" if v.model_version else "")
+                              + (f" {v.share:.0%}" if created.kind == "ab" else "") for v in created.variants))
 
 
 @experiments_app.command("list")
@@ -94,7 +98,8 @@ def list_(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", he
         table.add_column(column)
     for experiment in found:
         table.add_row(experiment.name, experiment.kind, experiment.status, str(experiment.version),
-                      " ".join(f"{v.name}={v.ranking}:{v.share:g}" for v in experiment.variants), experiment.salt)
+                      " ".join(f"{v.name}={v.ranking}" + (f"@{v.model_version}" if v.model_version else "") + f":{v.share:g}"
+                               for v in experiment.variants), experiment.salt)
     console.print(table)
 
 

@@ -40,6 +40,17 @@ class Variant(BaseModel):
     name: Name
     ranking: Ranking = Field(description="; ".join(f"{key}: {text}" for key, text in RANKINGS.items()))
     share: float = Field(default=0.0, ge=0, le=1, description="Fraction of users served this variant (A/B only).")
+    model_version: int | None = Field(
+        default=None, ge=1,
+        description="Pin the sequence model's version (ranking full only): Triton must have it loaded, e.g. "
+                    "version_policy { latest { num_versions: 2 } } to test a new version against the one before.",
+    )
+
+    @model_validator(mode="after")
+    def _version_needs_the_model(self) -> "Variant":
+        if self.model_version is not None and self.ranking != "full":
+            raise ValueError(f"model_version pins the sequence model, which ranking {self.ranking!r} does not use")
+        return self
 
 
 class Experiment(BaseModel):

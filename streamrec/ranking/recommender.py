@@ -47,7 +47,8 @@ class SequenceAnswer(Protocol):
 
 
 class Scorer(Protocol):
-    """The sequence model: its top ``k`` over the catalog and the scores of ``candidates``."""
+    """The sequence model: its top ``k`` over the catalog and the scores of ``candidates``; a
+    scorer that can pin a model version takes ``version=`` too (asked only by a variant that pins one)."""
 
     model: str
 
@@ -135,16 +136,19 @@ class Recommender:
         ranking: str = "full",
         variant: str | None = None,
         experiment: str | None = None,
+        model_version: int | None = None,
     ) -> Outcome:
         """``ranking``: "full", "signals", "covisit" or "popularity" (an experiment's variant);
+        ``model_version`` pins the sequence model's version (with "full");
         ``variant``/``experiment`` label the list (default: ``recs.variant``, no experiment)."""
         settings = self.settings
         k = k or settings.k
         if not profile_known:
             profile = await self.profile(user_id)
         found = await self.generator.generate(profile, exclude=exclude, category=category)
-        degraded_reason, scorer_seconds, scored = None, None, 0
+        degraded_reason, scorer_seconds, scored, answered_version = None, None, 0, None
         scorer = self.scorer if ranking == "full" else None
+        pinned = {"version": str(model_version)} if model_version is not None else {}
         blender = SINGLE_SIGNAL.get(ranking, self.blender)
         if scorer is not None:
             recent = profile.recent if profile is not None else []
@@ -152,7 +156,7 @@ class Recommender:
             try:
                 answer = await asyncio.wait_for(
                     scorer.rank([i.item_id for i in recent], [i.type for i in recent], settings.sequence_candidates,
-                                     list(found.candidates)),
+                                     list(found.candidates), **pinned),
                     timeout=budget_s or settings.scorer_budget_ms / 1000,
                 )
             except TimeoutError:
@@ -161,6 +165,7 @@ class Recommender:
                 degraded_reason = f"scorer unavailable: {error}"[:300]
             else:
                 scorer_seconds = time.perf_counter() - started
+                answered_version = getattr(answer, "version", None) if pinned else None
                 for item_id, score in zip(found.candidates, answer.candidate_scores, strict=False):
                     found.candidates[item_id].scorer = float(score)
                 retrieved = dict(zip(answer.top_items, answer.top_scores, strict=True))
@@ -181,7 +186,8 @@ class Recommender:
             user_id=user_id,
             rec_id=uuid.uuid4().hex,
             items=items,
-            model_version=self.model_version() if scored_ok else ranking if ranking in SINGLE_SIGNAL else "signals",
+            model_version=(f"{scorer.model}:{answered_version}" if scored_ok and answered_version
+                           else self.model_version() if scored_ok else ranking if ranking in SINGLE_SIGNAL else "signals"),
             variant=variant or settings.variant,
             experiment=experiment,
             generated_at=int(time.time() * 1000),

@@ -181,7 +181,9 @@ class InProcessSequenceScorer:
         self.served = served  # a streamrec.model.served_sequence.ServedSequence
         self.model = model
 
-    async def rank(self, history: list[str], types: list[str], k: int, candidates: list[str]):
+    async def rank(self, history: list[str], types: list[str], k: int, candidates: list[str], version: str | None = None):
+        if version is not None:
+            raise ValueError("the in-process scorer is one version; pin versions on Triton")
         ranked = self.served.rank([history], types=[types], k=k, candidates=[candidates])
         kept = [n for n, item in enumerate(ranked.top_items[0]) if item]
         return SimpleNamespace(top_items=[ranked.top_items[0][n] for n in kept], top_scores=ranked.top_scores[0][kept],

@@ -73,3 +73,12 @@ def test_team_draft_of_identical_rankers_is_that_ranking_and_clicks_are_credited
     assert [item for item, _ in team_draft(ranking, ranking, 10, random.Random(3))] == ranking
     assert credit(["a", "b", "b"]) == "b" and credit(["a", "b"]) is None and credit([]) is None
     assert len(team_draft(["1"], ["2"], 5, random.Random(0))) == 2  # runs out of items
+
+
+def test_a_pinned_model_version_needs_the_sequence_model_and_parses_from_the_cli_form():
+    from streamrec.experiments.cli import parse_variant
+
+    assert parse_variant("new=full@7:0.25", default_share=0.5) == Variant(name="new", ranking="full", share=0.25, model_version=7)
+    assert parse_variant("old=full", default_share=0.5).model_version is None
+    with pytest.raises(ValidationError, match="does not use"):
+        Variant(name="v", ranking="covisit", share=0.5, model_version=3)

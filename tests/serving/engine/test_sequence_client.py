@@ -75,3 +75,48 @@ def test_an_unreachable_triton_opens_the_circuit():
             await client.close()
 
     asyncio.run(run())
+
+
+def test_a_pinned_version_is_the_one_that_answers_and_an_unloaded_one_fails(stack_settings, settings):
+    """An experiment's variant may pin a model version: a copy of bert_scorer with two versions
+    loaded side by side (``latest: 2``) answers each call with the version it asked for."""
+    import shutil
+
+    import tritonclient.http as httpclient
+
+    repo = stack_settings.model_repo
+    source = repo / contract.BERT_SCORER
+    name = "bert_scorer_pinned"
+    target = repo / name
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    config = (source / "config.pbtxt").read_text().replace(f'name: "{contract.BERT_SCORER}"', f'name: "{name}"')
+    (target / "config.pbtxt").write_text(config.replace("num_versions: 1", "num_versions: 2"))
+    newest = source / str(versions(source)[-1])
+    for version in ("1", "2"):
+        shutil.copytree(newest, target / version, ignore=shutil.ignore_patterns("__pycache__"))
+    admin = httpclient.InferenceServerClient(settings.triton.http_url, network_timeout=300)
+    admin.load_model(name)
+    try:
+        ids, _, sequences = tiny_catalog()
+
+        async def run():
+            client = TritonSequenceClient.from_settings(settings, model=name, max_delay_s=0.02, breaker_failures=100)
+            try:
+                calls = [client.rank(sequences[n], ["click"] * len(sequences[n]), 5, ids[:4], version=version)
+                         for n in range(6) for version in ("1", "2", None)]
+                answers = await asyncio.gather(*calls)
+                with pytest.raises(ScorerUnavailable):
+                    await client.rank(sequences[0], ["click"] * len(sequences[0]), 5, ids[:4], version="3")
+                return answers, client.served_version
+            finally:
+                await client.close()
+
+        answers, served = asyncio.run(run())
+        assert [answer.version for answer in answers] == ["1", "2", "2"] * 6
+        assert served == "2"  # unpinned calls label lists with the version the policy serves
+        for one, two in zip(answers[0::3], answers[1::3], strict=True):  # the same weights in both versions
+            assert one.top_items == two.top_items
+    finally:
+        admin.unload_model(name)
+        shutil.rmtree(target, ignore_errors=True)
