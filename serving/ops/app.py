@@ -3,6 +3,9 @@
 With ``auth.enabled`` the page and its JSON need a key with ``ops:read`` and the admin actions one
 with ``admin`` (:mod:`serving.access`); a browser opening the page is asked for the key as the
 password of an HTTP login (any user name). ``/healthz`` and ``/metrics`` stay open.
+
+The experiment actions are those of ``streamrec experiments`` over HTTP: creating and stopping
+need ``admin``, listing and reports ``ops:read``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from fastapi.responses import HTMLResponse, ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamrec.experiments.definition import Experiment
+from streamrec.experiments.store import ExperimentError, ExperimentStore
 from streamrec.settings import Settings
+from streamrec.store.connection import connect
 from serving.access import Access, Limits
 from serving.ops.overview import build_overview
 from serving.ops.service import OpsService
@@ -37,6 +43,8 @@ def create_app(settings: Settings) -> FastAPI:
     access = Access(settings, service="ops", registry=service.metrics.registry, limits=Limits.none(), browser_login=True)
     page = files("serving.ops").joinpath("static/index.html").read_text()
     rolling_back = asyncio.Lock()
+    redis = connect(settings.redis)
+    experiments = ExperimentStore(redis)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await access.close()
+            await redis.aclose()
 
     app = FastAPI(title="streamrec operations", lifespan=lifespan)
     app.state.service = service
@@ -92,6 +101,42 @@ def create_app(settings: Settings) -> FastAPI:
                 return ORJSONResponse({"error": f"Triton did not take the rollback: {error}"[:500]}, status_code=502)
         return ORJSONResponse({"model": done.model, "version": done.version,
                                "announced": done.announce_error is None, "announce_error": done.announce_error})
+
+    admin = [Depends(access.require("admin"))]
+
+    @app.get("/api/experiments", response_class=ORJSONResponse, dependencies=reader, summary="Every experiment (as `experiments list`).")
+    async def list_experiments() -> ORJSONResponse:
+        return ORJSONResponse([experiment.model_dump() for experiment in await experiments.all()])
+
+    @app.post("/api/admin/experiments", response_class=ORJSONResponse, dependencies=admin, status_code=201,
+              summary="Start an experiment (as `experiments create --file`); one runs at a time.")
+    async def create_experiment(request: Request, body: Experiment) -> ORJSONResponse:
+        principal = getattr(request.state, "principal", None)
+        try:
+            created = await experiments.create(body)
+        except ExperimentError as error:
+            return ORJSONResponse({"error": str(error)}, status_code=409)
+        log.warning("experiment %s started by key %s", created.name, principal.key_id if principal else "(keys off)")
+        return ORJSONResponse(created.model_dump(), status_code=201)
+
+    @app.post("/api/admin/experiments/{name}/stop", response_class=ORJSONResponse, dependencies=admin,
+              summary="Stop an experiment (its counts stay for the report).")
+    async def stop_experiment(name: str) -> ORJSONResponse:
+        try:
+            return ORJSONResponse((await experiments.stop(name)).model_dump())
+        except ExperimentError as error:
+            return ORJSONResponse({"error": str(error)}, status_code=404)
+
+    @app.get("/api/experiments/{name}/report", response_class=ORJSONResponse, dependencies=reader,
+             summary="The experiment's report (as `experiments report --json`).")
+    async def experiment_report(name: str) -> ORJSONResponse:
+        from streamrec.experiments.cli import finite
+        from streamrec.experiments.report import build_report  # scipy: only for this route
+
+        experiment = await experiments.get(name)
+        if experiment is None:
+            return ORJSONResponse({"error": f"no experiment named {name!r}"}, status_code=404)
+        return ORJSONResponse(finite((await build_report(redis, experiment)).as_dict()))
 
     @app.get("/metrics", summary="Prometheus metrics: lag, statuses, canary, data quality, Triton readiness.")
     async def metrics() -> Response:

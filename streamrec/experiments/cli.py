@@ -135,17 +135,17 @@ def report(
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     if as_json:
-        print(json.dumps(_finite(result.as_dict()), indent=2))
+        print(json.dumps(finite(result.as_dict()), indent=2))
         return
     print_report(result)
 
 
-def _finite(value):
+def finite(value):
     """JSON has no NaN or infinity: an estimate without data (no users yet) is null."""
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite(item) for item in value]
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
