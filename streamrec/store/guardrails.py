@@ -9,13 +9,16 @@ operational figures, not the experiment's outcome).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from streamrec.store import layout
 
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
@@ -54,8 +57,16 @@ class GuardrailStore:
         self._redis = client
 
     async def add(self, served: list[ServedList]) -> None:
+        """Count ``served``; a Redis error is logged, never raised: a list already delivered (or
+        about to be answered) must not be retried or degraded for want of a guardrail count."""
         if not served:
             return
+        try:
+            await self._add(served)
+        except RedisError as error:
+            log.warning("%d guardrail samples not counted: %s", len(served), error)
+
+    async def _add(self, served: list[ServedList]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry in served:
                 key = layout.guardrails_key(entry.experiment, entry.variant)

@@ -91,3 +91,14 @@ async def test_a_balanced_split_is_not_flagged(client):
     report = await build_report(client, created)
     assert not report.sample_ratio.mismatch
     assert abs(report.variants[1].versus_control["ctr"].value) < 0.01
+
+
+async def test_guardrail_counts_never_fail_the_list_they_describe():
+    from streamrec.settings import RedisSettings
+    from streamrec.stack.process import free_port
+
+    unreachable = connect(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        await GuardrailStore(unreachable).add([ServedList("x", "v", degraded=False, empty=False, seconds=0.01)])  # no raise
+    finally:
+        await unreachable.aclose()
