@@ -42,7 +42,7 @@ from streamrec.store.catalog_store import CatalogStore
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.processor import PublishMany, Record, rereads_as_records
-from streams.rewind import KafkaOffsets, Reread, first_offsets_beyond, reapply_missing
+from streams.rewind import KafkaOffsets, Reread, lost_before, reapply_missing
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ class CatalogProcessor:
 
     async def process(self, records: list[Record]) -> StoredCatalog:
         """Store the batch's items (records Redis lost before them first); how many, and the fields they lack."""
-        partitions = sorted({(record.topic, record.partition) for record in records})
-        applied_up_to = await self._watermarks.stored(partitions)
-        stored = await self.catch_up(first_offsets_beyond((((r.topic, r.partition), r.offset) for r in records), applied_up_to))
+        stored = await self.catch_up(await lost_before((((r.topic, r.partition), r.offset) for r in records), self._watermarks))
         stored.merge(await self._process_once(records))
         return stored
 

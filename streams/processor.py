@@ -57,7 +57,7 @@ from streamrec.store.profile_store import ProfileStore
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.cleaning import Rejection, Rule, check_click_rate, check_duplicate, check_price, check_timestamp, fill_from_catalog
-from streams.rewind import KafkaOffsets, Reread, first_offsets_beyond, reapply_missing
+from streams.rewind import KafkaOffsets, Reread, lost_before, reapply_missing
 
 # Sends (topic, key, value) messages and returns once Kafka acknowledged all of them.
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
@@ -193,9 +193,7 @@ class InteractionProcessor:
 
     async def process(self, records: list[Record]) -> BatchResult:
         """Apply the batch; records Redis lost before it (its watermark behind the batch) first."""
-        partitions = sorted({(record.topic, record.partition) for record in records})
-        applied_up_to = await self._watermarks.stored(partitions)
-        result = await self.catch_up(first_offsets_beyond((((r.topic, r.partition), r.offset) for r in records), applied_up_to))
+        result = await self.catch_up(await lost_before((((r.topic, r.partition), r.offset) for r in records), self._watermarks))
         result.merge(await self._process_once(records))
         return result
 

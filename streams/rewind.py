@@ -142,6 +142,15 @@ def first_offsets_beyond(
     return first
 
 
+async def lost_before(batch: Iterable[tuple[Partition, int]], watermarks: WatermarkStore) -> dict[Partition, int]:
+    """Per partition of a batch of ``(partition, offset)``, the batch's first offset beyond the
+    watermark when Redis holds one: the records before it, down to the watermark, are what Redis
+    lost (the ``until`` of :func:`reapply_missing`)."""
+    offsets = list(batch)
+    applied_up_to = await watermarks.stored(sorted({partition for partition, _ in offsets}))
+    return first_offsets_beyond(offsets, applied_up_to)
+
+
 async def missing_records(
     until: Mapping[Partition, int], applied_up_to: Mapping[Partition, int], offsets: KafkaOffsets, *, limit: int
 ) -> dict[Partition, Reread]:

@@ -50,7 +50,7 @@ from streamrec.store.attribution import AttributionState, AttributionStore, Coun
 from streamrec.store.watermarks import WatermarkStore
 from streamrec.topics import Topic
 from streams.processor import Record, rereads_as_records
-from streams.rewind import KafkaOffsets, Reread, first_offsets_beyond, reapply_missing
+from streams.rewind import KafkaOffsets, Reread, lost_before, reapply_missing
 
 PublishMany = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
 TOPICS = (Topic.IMPRESSIONS, Topic.ACCEPTED)
@@ -138,9 +138,7 @@ class AttributionProcessor:
 
     async def process(self, records: list[Record]) -> AttributionResult:
         """Apply the batch; records Redis lost before it (its watermark behind the batch) first."""
-        partitions = sorted({(record.topic, record.partition) for record in records})
-        applied_up_to = await self._watermarks.stored(partitions)
-        result = await self.catch_up(first_offsets_beyond((((r.topic, r.partition), r.offset) for r in records), applied_up_to))
+        result = await self.catch_up(await lost_before((((r.topic, r.partition), r.offset) for r in records), self._watermarks))
         result.merge(await self._process_once(records))
         return result
 
