@@ -140,11 +140,6 @@ class ShopPipeline(Pipeline):
         for name in ("streams", "recs", "attribution"):
             self.processes[name].wait_http(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout_s=180)
 
-    def restart(self, name: str) -> None:
-        self.processes[name].process.kill()
-        self.processes[name].process.wait()
-        self.start(name)
-
 
 @dataclass(frozen=True)
 class Shopper:

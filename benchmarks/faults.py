@@ -171,12 +171,9 @@ def inject(fault: str, stack: LocalStack, pipeline: Pipeline, prober: ApiProber,
         restart_service(stack, "triton")
     else:
         name = fault.removesuffix("_kill")
-        process = pipeline.processes[name].process
         if name == "api":
             prober.api_down.set()
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        started = pipeline.start(name)
+        started = pipeline.restart(name)
         if name == "api":
             started.wait_http(f"{pipeline.api_url}/healthz", timeout_s=90)
             prober.api_down.clear()

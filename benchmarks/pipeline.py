@@ -93,6 +93,11 @@ class Pipeline:
         self.processes[name] = process
         return process
 
+    def restart(self, name: str) -> ComponentProcess:
+        """SIGKILL ``name`` and start it again at once."""
+        self.processes[name].kill()
+        return self.start(name)
+
     def up(self, names: tuple[str, ...] = NAMES) -> None:
         """Start ``names``; the workers' groups start at the current log ends (no backlog)."""
         topics = {self.streams_group: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],

@@ -43,6 +43,13 @@ class ComponentProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL and wait, if it runs: a crash, for the fault tests and benchmarks (``start`` brings it back)."""
+        if self.alive():
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return ""

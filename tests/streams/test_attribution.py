@@ -10,16 +10,15 @@ equal the counts worked out here from the generated data by the attribution rule
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
+from streamrec.components import ComponentProcess
 from streamrec.events import CartEvent, ClickEvent, EventContext, ImpressionEvent, PurchaseEvent, ShownItem, encode
 from streamrec.kafka_client import client_config
 from streamrec.messages import AcceptedEvent
@@ -34,31 +33,11 @@ USERS = 1500
 NOW = int(time.time() * 1000) - 3_600_000
 
 
-class AttributionWorker:
-    def __init__(self, settings: Settings, *, app_id: str, redis_url: str) -> None:
-        self.env = {**stack_environment(settings.stack), "STREAMREC_REDIS__URL": redis_url,
-                    "STREAMREC_ATTRIBUTION__APP_ID": app_id, "STREAMREC_ATTRIBUTION__WEB_PORT": str(free_port()),
-                    "STREAMREC_ATTRIBUTION__SESSION_TIMEOUT_S": "6", "STREAMREC_ATTRIBUTION__BATCH_MAX": "50"}
-        self.log = open(f"/tmp/streamrec-test-attribution-{app_id}.log", "ab")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "streamrec", "streams", "attribution"],
-                                        env=self.env, stdout=self.log, stderr=self.log)
-
-    def kill(self) -> None:
-        assert self.process is not None and self.process.poll() is None, "the worker died on its own"
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def attribution_worker(settings: Settings, *, app_id: str, redis_url: str, log: Path) -> ComponentProcess:
+    env = {**stack_environment(settings.stack), "STREAMREC_REDIS__URL": redis_url,
+           "STREAMREC_ATTRIBUTION__APP_ID": app_id, "STREAMREC_ATTRIBUTION__WEB_PORT": str(free_port()),
+           "STREAMREC_ATTRIBUTION__SESSION_TIMEOUT_S": "6", "STREAMREC_ATTRIBUTION__BATCH_MAX": "50"}
+    return ComponentProcess(["streams", "attribution"], log, env)
 
 
 class Shop:
@@ -164,13 +143,13 @@ def redis_db(settings: Settings):
     client.close()
 
 
-def test_counts_are_exact_when_the_worker_is_killed_mid_run(settings, redis_db, kafka_reader):
+def test_counts_are_exact_when_the_worker_is_killed_mid_run(settings, redis_db, kafka_reader, tmp_path):
     url, client = redis_db
     experiment = f"x{uuid.uuid4().hex[:10]}"
     shop = Shop(experiment)
     expected = {key: dict(rows) for key, rows in shop.expected.items()}
     producer = Producer(client_config(settings.kafka, client="test-attribution"))
-    worker = AttributionWorker(settings, app_id=f"test-attribution-{experiment}", redis_url=url)
+    worker = attribution_worker(settings, app_id=f"test-attribution-{experiment}", redis_url=url, log=tmp_path / "attribution.log")
     rng = random.Random(1)
     try:
         worker.start()
@@ -184,6 +163,7 @@ def test_counts_are_exact_when_the_worker_is_killed_mid_run(settings, redis_db, 
                 broken += 1
         producer.flush(30)
         time.sleep(rng.uniform(1.0, 4.0))
+        assert worker.alive(), f"the worker died on its own:\n{worker.log_tail()}"
         worker.kill()
         worker.start()
         impressions = {key: rows for key, rows in expected.items() if key[1] in ("impressions", "items_shown")}
@@ -204,6 +184,7 @@ def test_counts_are_exact_when_the_worker_is_killed_mid_run(settings, redis_db, 
             wait_for(lambda: total(stored_counts(client, experiment)) > before, 120, "progress")
             time.sleep(rng.uniform(0.0, 0.3))
             mid_run += stored_counts(client, experiment) != expected
+            assert worker.alive(), f"the worker died on its own:\n{worker.log_tail()}"
             worker.kill()
             worker.start()
         assert mid_run >= 1, "every kill came after the work was done: the test proves nothing"
