@@ -91,7 +91,7 @@ from streamrec.messages import Recommendations  # noqa: E402
 from streamrec.model.bootstrap import init_item_encoder  # noqa: E402
 from streamrec.settings import REPO_ROOT, Settings  # noqa: E402
 from streamrec.store import layout  # noqa: E402
-from streamrec.store.attribution import METRICS  # noqa: E402
+from streamrec.store.attribution import METRICS, AttributionStore  # noqa: E402
 from streamrec.store.connection import connect, connect_blocking  # noqa: E402
 from streamrec.store.guardrails import Guardrails  # noqa: E402
 from streamrec.topics import INTERACTION_TOPICS, Topic  # noqa: E402
@@ -321,13 +321,15 @@ def wait_attributed(settings: Settings, group: str, timeout_s: float = 300) -> N
 
 
 def stored_rows(settings: Settings, experiment: str, variants: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    client = connect_blocking(settings.redis)
-    try:
-        return {variant: {metric: {u.decode(): float(v) for u, v in
-                                   client.hgetall(layout.experiment_counts_key(experiment, variant, metric)).items()}
-                          for metric in METRICS} for variant in variants}
-    finally:
-        client.close()
+    """variant -> metric -> user -> value, as the report reads them."""
+    async def read():
+        client = connect(settings.redis)
+        try:
+            return {variant: await AttributionStore(client).counts(experiment, variant) for variant in variants}
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
 
 
 def mismatches(ledger: Ledger, stored: dict[str, dict[str, dict[str, float]]]) -> int:
@@ -341,10 +343,6 @@ def mismatches(ledger: Ledger, stored: dict[str, dict[str, dict[str, float]]]) -
                 if abs(expected.get(user, 0.0) - found.get(user, 0.0)) > 1e-9:
                     wrong.add(user)
     return len(wrong)
-
-
-def rows_for(stored: dict[str, dict[str, float]], users: list[str]) -> UserRows:
-    return UserRows(users, {metric: np.array([stored[metric].get(u, 0.0) for u in users]) for metric in METRICS})
 
 
 def projected_users(n: int, p: float) -> float:
@@ -374,7 +372,8 @@ def ab_curve(stored: dict[str, dict[str, dict[str, float]]], order: list[str], a
         treatment = [u for u in users if assigned[u] == "bert"]
         if len(control) < 2 or len(treatment) < 2:
             continue
-        a, b = rows_for(stored["popular"], control).estimates()["ctr"], rows_for(stored["bert"], treatment).estimates()["ctr"]
+        a = UserRows.from_counts(stored["popular"], control).estimates()["ctr"]
+        b = UserRows.from_counts(stored["bert"], treatment).estimates()["ctr"]
         d = difference(b, a)
         curve.append((n, d.p_value, d.always_valid_p, d.value > 0))
     return curve
@@ -400,7 +399,7 @@ def aa_false_positive_rate(stored: dict[str, dict[str, float]], users: list[str]
     for run in range(runs):
         salt = f"aa-{run}"
         halves = {"a": [u for u in users if unit_hash(salt, u) < 0.5], "b": [u for u in users if unit_hash(salt, u) >= 0.5]}
-        report = compare(aa, {name: rows_for(stored, members) for name, members in halves.items()}, {"a": empty, "b": empty})
+        report = compare(aa, {name: UserRows.from_counts(stored, members) for name, members in halves.items()}, {"a": empty, "b": empty})
         d = report.variants[1].versus_control["ctr"]
         fixed += d.p_value < 0.05
         valid += d.always_valid_p < 0.05
@@ -486,7 +485,7 @@ def analyse(run: Repeat) -> tuple[dict[str, float], list, list]:
     # A/A splits within each arm (one population each), half of the runs per arm.
     aa = [aa_false_positive_rate(ab_stored[name], users, AA_RUNS // 2) for name, users in members.items()]
     aa_fixed, aa_valid = (sum(rates) / len(rates) for rates in zip(*aa, strict=True))
-    ctr = {name: rows_for(ab_stored[name], users).estimates()["ctr"].value for name, users in members.items()}
+    ctr = {name: UserRows.from_counts(ab_stored[name], users).estimates()["ctr"].value for name, users in members.items()}
     shown = len(ab_ledger.order) + len(run.il_ledger.order)
     metrics = {
         "ab_detects_better": float(final[1] < 0.05 and final[3]),
@@ -531,8 +530,9 @@ def main() -> None:
     console.print(f"machine: {facts['cpu']} ({facts['cpu_flags']}), {facts['cores']} cores, {facts['memory_gb']} GB")
     per_experiment = args.shoppers or (500 if args.quick else 1200)
     repeats = args.repeats or (1 if args.quick else 3)
-    if len(shoppers(DATA_DIR)) < 2 * per_experiment:
-        raise SystemExit(f"too few shoppers in {VALID_FILE}: ask for at most {len(shoppers(DATA_DIR)) // 2} per experiment")
+    available = len(shoppers(DATA_DIR))
+    if available < 2 * per_experiment:
+        raise SystemExit(f"too few shoppers in {VALID_FILE}: ask for at most {available // 2} per experiment")
     dataset = load("amazon_scientific", DATA_DIR)
     started = time.monotonic()
     runs: list[Repeat] = []

@@ -45,8 +45,10 @@ class UserRows:
     values: dict[str, np.ndarray]
 
     @classmethod
-    def from_counts(cls, counts: dict[str, dict[str, float]]) -> "UserRows":
-        users = sorted(set().union(*(per_user.keys() for per_user in counts.values())))
+    def from_counts(cls, counts: dict[str, dict[str, float]], users: list[str] | None = None) -> "UserRows":
+        """Rows of ``users`` (default: every user with a count), zeros where a user has none."""
+        if users is None:
+            users = sorted(set().union(*(per_user.keys() for per_user in counts.values())))
         return cls(users, {metric: np.array([counts.get(metric, {}).get(u, 0.0) for u in users], np.float64) for metric in METRICS})
 
     def estimates(self) -> dict[str, Estimate]:

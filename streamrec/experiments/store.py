@@ -34,9 +34,14 @@ class ExperimentStore:
         return None if raw is None else Experiment.model_validate_json(raw)
 
     async def all(self) -> list[Experiment]:
+        """Every experiment, oldest first; the definitions in one round trip (every process reads
+        this every few seconds)."""
         names = sorted(member.decode() for member in await self._redis.smembers(layout.EXPERIMENTS_INDEX_KEY))
-        found = [await self.get(name) for name in names]
-        return sorted((experiment for experiment in found if experiment is not None), key=lambda e: e.created_at)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(layout.experiment_key(name))
+            found = await pipe.execute()
+        return sorted((Experiment.model_validate_json(raw) for raw in found if raw is not None), key=lambda e: e.created_at)
 
     async def running(self) -> Experiment | None:
         return next((experiment for experiment in await self.all() if experiment.status == "running"), None)
