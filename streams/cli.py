@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -9,33 +10,28 @@ import typer
 from streamrec.preflight import check
 
 streams_app = typer.Typer(help="The Faust streams worker: events into profiles in Redis.", no_args_is_help=True)
+LogLevel = Annotated[str, typer.Option(help="Log level of the worker.")]
+
+
+def _run_worker(ctx: typer.Context, create_app: Callable, loglevel: str) -> None:
+    """Check Kafka and Redis are reachable, then run the Faust app until stopped."""
+    import faust
+
+    check(ctx.obj, kafka=True, redis=True)
+    faust.Worker(create_app(ctx.obj), loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 @streams_app.command("worker")
-def worker(
-    ctx: typer.Context,
-    loglevel: Annotated[str, typer.Option(help="Log level of the worker.")] = "warning",
-) -> None:
+def worker(ctx: typer.Context, loglevel: LogLevel = "warning") -> None:
     """Run one streams worker; start several to share partitions through the consumer group."""
-    import faust
-
     from streams.app import create_app
 
-    check(ctx.obj, kafka=True, redis=True)
-    app = create_app(ctx.obj)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    _run_worker(ctx, create_app, loglevel)
 
 
 @streams_app.command("attribution")
-def attribution(
-    ctx: typer.Context,
-    loglevel: Annotated[str, typer.Option(help="Log level of the worker.")] = "warning",
-) -> None:
+def attribution(ctx: typer.Context, loglevel: LogLevel = "warning") -> None:
     """Run one attribution worker: impressions, clicks, carts and purchases counted per list variant."""
-    import faust
-
     from streams.attribution.app import create_app
 
-    check(ctx.obj, kafka=True, redis=True)
-    app = create_app(ctx.obj)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    _run_worker(ctx, create_app, loglevel)
