@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from streamrec.store.watermarks import WatermarkStore
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]  # (topic, partition)
+POLL_S = 0.1  # one poll's wait; what a partition's end costs a read
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,29 +102,42 @@ class KafkaOffsets:
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset != OFFSET_INVALID and tp.offset >= 0}
 
     def _read(self, partition: Partition, start: int, end: int, limit: int) -> tuple[list[KafkaRecord], int]:
+        """Short polls, not one long one: ``consume`` waits its whole timeout for a full batch, end
+        of partition or not, so a long timeout made every short range cost that long. A poll that
+        brings nothing asks where the consumer stands: past the range's end (a commit marker or
+        aborted records closed it) is done; no progress for the whole timeout is an error."""
         topic, number = partition
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=self._timeout_s)
+        assigned = TopicPartition(topic, number)
+        low, high = self._consumer.get_watermark_offsets(assigned, timeout=self._timeout_s)
         position = max(start, low)
+        stop = min(end, high)
         found: list[KafkaRecord] = []
-        if position >= min(end, high):
+        if position >= stop:
             return found, low
         self._consumer.assign([TopicPartition(topic, number, position)])
         try:
+            progress_at = time.monotonic()
             while len(found) < limit:
-                messages = self._consumer.consume(min(limit - len(found), 5000), self._timeout_s)
-                if not messages:
-                    raise TimeoutError(f"no answer from Kafka reading {topic}[{number}] at {position}")
+                messages = self._consumer.consume(min(limit - len(found), 5000), POLL_S)
                 for message in messages:
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:
                             return found, low
                         raise KafkaException(error)
-                    if message.offset() >= end:
+                    if message.offset() >= stop:
                         return found, low
                     found.append(KafkaRecord(message.offset(), message.timestamp()[1], message.key(), message.value()))
                     if len(found) >= limit:
                         break
+                if messages:
+                    progress_at = time.monotonic()
+                    continue
+                (current,) = self._consumer.position([assigned])
+                if current.offset >= stop:
+                    return found, low
+                if time.monotonic() - progress_at > self._timeout_s:
+                    raise TimeoutError(f"no answer from Kafka reading {topic}[{number}] at {position}")
         finally:
             self._consumer.unassign()
         return found, low
