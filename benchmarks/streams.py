@@ -14,7 +14,13 @@ committed-offset progress between 10% and 90% of the backlog), latency from
 event time to the profile update at a fixed rate (``p50/p99_event_to_profile_ms``,
 measured as event ts -> its ``profiles.updated`` signal, published right after
 the Redis transaction), and ``redis_bytes_per_user`` (MEMORY USAGE of profile
-keys). Medians of repeated runs.
+keys). ``worker_over_raw_consumer`` divides the worker's rate by that of a bare
+confluent-kafka consumer that only decodes the same backlog, measured in the same run, so
+that machines of different speed compare. Medians of repeated runs.
+
+``--profile FILE`` records the first one-worker run with py-spy (collapsed stacks, which
+speedscope and flamegraph.pl read); the profiler takes CPU from the worker on a small machine,
+so that run's rate is lower than the others.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import asyncio
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,7 +99,8 @@ def produce(settings: Settings, events: list[DatasetEvent], catalog: list | None
 
 
 class Worker:
-    def __init__(self, settings: Settings, group: str, redis_url: str, agents: str, log: Path) -> None:
+    def __init__(self, settings: Settings, group: str, redis_url: str, agents: str, log: Path,
+                 profile: Path | None = None) -> None:
         self.port = free_port()
         env = {
             **stack_environment(settings.stack),
@@ -105,8 +113,18 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamrec", "streams", "worker"], env=env, stdout=self.log, stderr=self.log
         )
+        self.profiler = None
+        if profile is not None:  # py-spy's collapsed stacks (flamegraph.pl and speedscope read them)
+            self.profiler = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "100", "--format", "raw",
+                 "--output", str(profile), "--pid", str(self.process.pid)],
+                stdout=self.log, stderr=self.log,
+            )
 
     def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+            self.profiler.wait(60)
         self.process.terminate()
         try:
             self.process.wait(30)
@@ -157,9 +175,10 @@ def clear_state(client: redis.Redis) -> None:
             client.unlink(*batch)
 
 
-def throughput_run(settings: Settings, workers: int, redis_url: str, logs: Path) -> float:
+def throughput_run(settings: Settings, workers: int, redis_url: str, logs: Path, profile: Path | None = None) -> float:
     group = f"bench-{workers}w-{uuid.uuid4().hex[:6]}"
-    started = [Worker(settings, group, redis_url, '["interactions"]', logs / f"{group}-{n}.log") for n in range(workers)]
+    started = [Worker(settings, group, redis_url, '["interactions"]', logs / f"{group}-{n}.log",
+                      profile=profile.with_suffix(f".{n}.txt") if profile else None) for n in range(workers)]
     samples: list[tuple[float, int]] = []
     try:
         _, total = consumed(settings, group)
@@ -176,6 +195,32 @@ def throughput_run(settings: Settings, workers: int, redis_url: str, logs: Path)
     t10 = next(t for t, done in samples if done >= 0.1 * total)
     t90 = next(t for t, done in samples if done >= 0.9 * total)
     return 0.8 * total / max(t90 - t10, 1e-9)
+
+
+def raw_consumer_rate(settings: Settings) -> float:
+    """Events/s of a bare confluent-kafka consumer that reads the same interaction backlog from the
+    start and only decodes each value (orjson): the floor of any consumer on this machine, which
+    the worker's rate is divided by so that machines of different speed compare."""
+    consumer = Consumer({
+        **client_config(settings.kafka, client="bench-raw"), "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+        "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
+        "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760,
+    })
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        partitions = [TopicPartition(t.value, p, 0) for t in INTERACTION_TOPICS for p in metadata[t.value].partitions]
+        consumer.assign(partitions)
+        remaining, decoded, started = len(partitions), 0, time.perf_counter()
+        while remaining:
+            for message in consumer.consume(10_000, 1.0):
+                if message.error() is not None:
+                    remaining -= 1  # end of one partition
+                    continue
+                orjson.loads(message.value())
+                decoded += 1
+        return decoded / (time.perf_counter() - started)
+    finally:
+        consumer.close()
 
 
 async def latency_run(settings: Settings, events: list[DatasetEvent], rate: float, seconds: float) -> list[float]:
@@ -234,11 +279,14 @@ def main() -> None:
     parser.add_argument("--json", help="write {'metrics': ...} here")
     parser.add_argument("--events", type=int, help="events to replay (default 500,000; quick 100,000)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", type=Path, help="record the first one-worker run with py-spy into this file (collapsed stacks)")
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s of the latency phase")
     args = parser.parse_args()
     total = args.events or (100_000 if args.quick else 500_000)
     latency_seconds = 10.0 if args.quick else 30.0
 
+    facts = machine()
+    console.print(f"machine: {facts['cpu']} ({facts['cpu_flags']}), {facts['cores']} cores, {facts['memory_gb']} GB")
     events, catalog, real_rows = build_events(total)
     console.print(f"replay: {total:,} events ({real_rows:,} real rows, {total - real_rows:,} synthetic loop copies)")
     logs = Path(tempfile.mkdtemp(prefix="streamrec-bench-logs-"))
@@ -259,12 +307,15 @@ def main() -> None:
         loader.stop()
 
         sizes = []
+        runs["raw_consumer_events_per_s"] = []
         for run in range(args.runs):
+            runs["raw_consumer_events_per_s"].append(raw_consumer_rate(settings))
             clear_state(client)
-            rate = throughput_run(settings, 1, redis_url, logs)
+            rate = throughput_run(settings, 1, redis_url, logs, profile=args.profile if run == 0 else None)
             runs["worker_events_per_s"].append(rate)
             sizes.append(bytes_per_user(client))
-            console.print(f"run {run + 1}: one worker {rate:,.0f} events/s")
+            console.print(f"run {run + 1}: one worker {rate:,.0f} events/s, "
+                          f"bare consumer {runs['raw_consumer_events_per_s'][-1]:,.0f} events/s")
         for run in range(args.runs):
             clear_state(client)
             rate = throughput_run(settings, 2, redis_url, logs)
@@ -289,6 +340,9 @@ def main() -> None:
 
     metrics = {
         "worker_events_per_s": round(median(runs["worker_events_per_s"])),
+        "worker_over_raw_consumer": round(median(
+            [w / r for w, r in zip(runs["worker_events_per_s"], runs["raw_consumer_events_per_s"], strict=True)]), 3),
+        "raw_consumer_events_per_s": round(median(runs["raw_consumer_events_per_s"])),
         "two_workers_events_per_s": round(median(runs["two_workers_events_per_s"])),
         "p50_event_to_profile_ms": round(median(runs["p50"]), 1),
         "p99_event_to_profile_ms": round(median(runs["p99"]), 1),
@@ -296,6 +350,8 @@ def main() -> None:
     }
     targets = {
         "worker_events_per_s": ("≥ 10,000", metrics["worker_events_per_s"] >= 10_000),
+        "worker_over_raw_consumer": ("(same run)", None),
+        "raw_consumer_events_per_s": ("(baseline)", None),
         "two_workers_events_per_s": ("(scale-out)", None),
         "p50_event_to_profile_ms": ("", None),
         "p99_event_to_profile_ms": ("≤ 100 at 2,000/s", metrics["p99_event_to_profile_ms"] <= 100),
@@ -309,7 +365,7 @@ def main() -> None:
         table.add_row(name, f"{value:,}", target, "" if met is None else ("yes" if met else "[red]no[/red]"))
     console.print(table)
     write_json(args.json, metrics, runs=runs, events=total, real_rows=real_rows, synthetic_rows=total - real_rows,
-               machine=machine(), command=" ".join(sys.argv))
+               machine=facts, command=" ".join(sys.argv))
     shutil.rmtree(model_repo, ignore_errors=True)
 
 

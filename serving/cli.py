@@ -48,14 +48,12 @@ def recs_worker(
     loglevel: Annotated[str, typer.Option(help="Log level of the worker.")] = "warning",
 ) -> None:
     """Run one recs worker (Faust); several share the profiles.updated partitions."""
-    import faust
-
     from serving.recs.worker import create_app
+    from streamrec.faust_app import run_worker
 
     check(ctx.obj, kafka=True, redis=True)
     _single_threaded_blas()
-    app = create_app(ctx.obj)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    run_worker(create_app(ctx.obj), loglevel=loglevel)
 
 
 @api_app.command("serve")

@@ -24,7 +24,8 @@ import redis.asyncio as redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamrec.kafka_client import client_config
-from streamrec.faust_app import send_all, worker_app
+from streamrec.delivery import KafkaDeliverer
+from streamrec.faust_app import worker_app
 from streamrec.messages import ProfileUpdated
 from streamrec.model.encoder_client import TritonEncoderClient
 from streamrec.settings import Settings
@@ -62,6 +63,7 @@ class StreamsRuntime:
         self.positions: dict[tuple[str, int], int] = {}  # next offset after the last one applied, per partition
         self.warned_unmarked: set[tuple[str, int]] = set()  # partitions whose missing watermark was logged
         self.offsets = KafkaOffsets(client_config(settings.kafka, client="streams-offsets"), group=settings.streams.app_id)
+        self.deliverer = KafkaDeliverer(client_config(settings.kafka, client="streams"))
         self._redis: redis.Redis | None = None
         self._interactions: InteractionProcessor | None = None
         self._catalog: CatalogProcessor | None = None
@@ -73,7 +75,7 @@ class StreamsRuntime:
         return self._redis
 
     async def publish_many(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
-        await send_all(self.app, messages)
+        await self.deliverer.send_all(messages)
 
     async def interactions(self) -> InteractionProcessor:
         if self._interactions is None:

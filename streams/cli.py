@@ -15,10 +15,10 @@ LogLevel = Annotated[str, typer.Option(help="Log level of the worker.")]
 
 def _run_worker(ctx: typer.Context, create_app: Callable, loglevel: str) -> None:
     """Check Kafka and Redis are reachable, then run the Faust app until stopped."""
-    import faust
+    from streamrec.faust_app import run_worker
 
     check(ctx.obj, kafka=True, redis=True)
-    faust.Worker(create_app(ctx.obj), loglevel=loglevel, quiet=True).execute_from_commandline()
+    run_worker(create_app(ctx.obj), loglevel=loglevel)
 
 
 @streams_app.command("worker")

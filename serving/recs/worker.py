@@ -26,7 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.engine.service import RecsService
 from streamrec.deadletter import DeadLetter
-from streamrec.faust_app import send_all, worker_app
+from streamrec.delivery import KafkaDeliverer
+from streamrec.kafka_client import client_config
+from streamrec.faust_app import worker_app
 from streamrec.messages import ProfileUpdated, Recommendations, UnreadableMessage
 from streamrec.settings import Settings
 from streamrec.topics import Topic
@@ -61,6 +63,7 @@ class RecsRuntime:
         self.app = app
         self.settings = settings
         self.service: RecsService | None = None
+        self.deliverer = KafkaDeliverer(client_config(settings.kafka, client="recs"))
 
     async def ready(self) -> RecsService:
         if self.service is None:
@@ -141,7 +144,7 @@ class RecsRuntime:
 
     async def send(self, messages: list[tuple[str, bytes | None, bytes]]) -> None:
         """Send ``(topic, key, value)`` messages and wait until Kafka acknowledged them all."""
-        await send_all(self.app, messages)
+        await self.deliverer.send_all(messages)
 
     async def until_done(self, values: list[bytes | None]) -> None:
         """Retry a batch until it is delivered: its offsets are committed only after that."""

@@ -13,7 +13,8 @@ import logging
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from streamrec.faust_app import send_all, worker_app
+from streamrec.delivery import KafkaDeliverer
+from streamrec.faust_app import worker_app
 from streamrec.kafka_client import client_config
 from streamrec.settings import Settings
 from streamrec.store.connection import connect
@@ -55,15 +56,13 @@ def create_app(settings: Settings) -> faust.App:
     )
     metrics = AttributionMetrics()
     processor: AttributionProcessor | None = None
+    deliverer = KafkaDeliverer(client_config(settings.kafka, client="attribution"))
 
     async def ready() -> AttributionProcessor:
         nonlocal processor
         if processor is None:
-            async def publish(messages: list[tuple[str, bytes | None, bytes]]) -> None:
-                await send_all(app, messages)
-
             processor = AttributionProcessor(
-                client=connect(settings.redis), settings=attribution, group=attribution.app_id, publish=publish,
+                client=connect(settings.redis), settings=attribution, group=attribution.app_id, publish=deliverer.send_all,
                 offsets=KafkaOffsets(client_config(settings.kafka, client="attribution-offsets"), group=attribution.app_id),
                 dlq_raw_max_bytes=settings.deadletters.raw_max_bytes,
             )
