@@ -17,6 +17,7 @@ from streamrec.delivery import KafkaDeliverer
 from streamrec.faust_app import worker_app
 from streamrec.kafka_client import client_config
 from streamrec.settings import Settings
+from streamrec.topics import Topic
 from streamrec.store.connection import connect
 from streams.attribution.processor import TOPICS, AttributionProcessor, AttributionResult
 from streams.processor import Record
@@ -36,6 +37,11 @@ class AttributionMetrics:
         self.dead_letters = Counter("streamrec_attribution_dead_letters", "Unreadable records sent to events.dlq.",
                                     registry=self.registry)
         self.reread = Counter("streamrec_attribution_reread", "Records read again because Redis lost them.", registry=self.registry)
+        self.unrecoverable = Counter("streamrec_attribution_unrecoverable_records",
+                                     "Records Redis lost that Kafka's retention had already deleted.", ["topic"],
+                                     registry=self.registry)
+        for topic in (Topic.IMPRESSIONS, Topic.ACCEPTED):  # a zero per topic from the start, for alerts and dashboards
+            self.unrecoverable.labels(topic.value)
 
     def observe(self, result: AttributionResult) -> None:
         self.impressions.inc(result.impressions)
@@ -45,6 +51,8 @@ class AttributionMetrics:
         self.duplicates.inc(result.duplicates)
         self.dead_letters.inc(result.dead_letters)
         self.reread.inc(result.reread)
+        for topic, count in result.unrecoverable.items():
+            self.unrecoverable.labels(topic).inc(count)
 
 
 def create_app(settings: Settings) -> faust.App:

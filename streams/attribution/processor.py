@@ -71,6 +71,7 @@ class AttributionResult:
     skipped: int = 0  # at or below the watermark: applied before
     dead_letters: int = 0
     reread: int = 0  # records read again from Kafka because Redis lost them
+    unrecoverable: Counter[str] = field(default_factory=Counter)  # topic -> lost records retention had deleted
     attempts: int = 1
 
     def merge(self, other: "AttributionResult") -> None:
@@ -81,6 +82,7 @@ class AttributionResult:
         self.skipped += other.skipped
         self.dead_letters += other.dead_letters
         self.reread += other.reread
+        self.unrecoverable += other.unrecoverable
         self.attempts += other.attempts - 1
 
 
@@ -148,6 +150,8 @@ class AttributionProcessor:
         async def apply(missing: dict[tuple[str, int], Reread]) -> None:
             again = rereads_as_records(missing)
             result.reread += len(again)
+            for (topic, _), reread in missing.items():
+                result.unrecoverable[topic] += reread.unrecoverable
             result.merge(await self._process_once(again))
 
         await reapply_missing(until, watermarks=self._watermarks, offsets=self._offsets, limit=self._settings.batch_max, apply=apply)

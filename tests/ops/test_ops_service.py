@@ -62,12 +62,14 @@ def ops_stack(settings, data_dir, tmp_path_factory):
     client.flushdb()
     suffix = uuid.uuid4().hex[:8]
     streams_group, recs_group, trainer_group = f"ops-streams-{suffix}", f"ops-recs-{suffix}", f"ops-trainer-{suffix}"
+    attribution_group = f"ops-attribution-{suffix}"
     commit_groups_at_end(settings.kafka, {
         streams_group: [t.value for t in (*INTERACTION_TOPICS, Topic.CATALOG)],
         recs_group: [Topic.PROFILES_UPDATED.value],
         trainer_group: [Topic.ACCEPTED.value],
+        attribution_group: [Topic.IMPRESSIONS.value, Topic.ACCEPTED.value],
     })
-    ports = {name: free_port() for name in ("collector", "streams", "recs", "api", "trainer", "ops")}
+    ports = {name: free_port() for name in ("collector", "streams", "recs", "api", "trainer", "ops", "attribution")}
     env = {
         **stack_environment(settings.stack),
         "STREAMREC_REDIS__URL": redis_url,
@@ -75,6 +77,8 @@ def ops_stack(settings, data_dir, tmp_path_factory):
         "STREAMREC_STREAMS__APP_ID": streams_group,
         "STREAMREC_STREAMS__WEB_PORT": str(ports["streams"]),
         "STREAMREC_RECS__APP_ID": recs_group,
+        "STREAMREC_ATTRIBUTION__APP_ID": attribution_group,
+        "STREAMREC_ATTRIBUTION__WEB_PORT": str(ports["attribution"]),
         "STREAMREC_RECS__WEB_PORT": str(ports["recs"]),
         "STREAMREC_RECS__INDEX_REFRESH_S": "0.5",
         "STREAMREC_RECS__SCORER_BUDGET_MS": "5000",
@@ -95,6 +99,7 @@ def ops_stack(settings, data_dir, tmp_path_factory):
         "collector": ComponentProcess(["collector", "serve"], root / "collector.log", env).start(),
         "streams": ComponentProcess(["streams", "worker"], root / "streams.log", env).start(),
         "recs": ComponentProcess(["recs", "worker"], root / "recs.log", env).start(),
+        "attribution": ComponentProcess(["streams", "attribution"], root / "attribution.log", env).start(),
         "api": ComponentProcess(["api", "serve"], root / "api.log", env).start(),
         "trainer": ComponentProcess(["trainer", "run", "--interval", "1h"], root / "trainer.log", env).start(),
         "ops": ComponentProcess(["ops", "serve"], root / "ops.log", env).start(),
@@ -113,6 +118,7 @@ def ops_stack(settings, data_dir, tmp_path_factory):
         components["collector"].wait_http(f"{urls['collector']}/healthz")
         components["api"].wait_http(f"{urls['api']}/healthz")
         components["trainer"].wait_http(f"{urls['trainer']}/metrics", timeout_s=120)
+        components["attribution"].wait_http(f"{urls['attribution']}/metrics", timeout_s=120)
         components["ops"].wait_http(f"{urls['ops']}/healthz")
         yield {"urls": urls, "amazon": amazon, "components": components, "groups": (streams_group, recs_group),
                "ports": ports, "settings": settings}
@@ -193,6 +199,7 @@ def test_every_metric_of_the_alerts_and_the_dashboard_exists_on_a_running_proces
     post_shop_events(ops_stack)  # histograms and labelled counters get their first samples
     endpoints = {
         "collector": f"{urls['collector']}/metrics", "streams": f"{urls['streams']}/metrics", "recs": f"{urls['recs']}/metrics",
+        "attribution": f"{urls['attribution']}/metrics",
         "api": f"{urls['api']}/metrics", "trainer": f"{urls['trainer']}/metrics", "ops": f"{urls['ops']}/metrics",
         "triton": f"http://127.0.0.1:{settings.stack.triton_metrics_port}/metrics",
     }

@@ -192,6 +192,8 @@ def test_monitoring_metric_names_of_the_rules_and_the_dashboard():
         "streamrec_streams_event_to_redis_seconds",
         "streamrec_streams_reread_records_total",
         "streamrec_streams_unrecoverable_records_total",
+        # attribution worker
+        "streamrec_attribution_unrecoverable_records_total",
         # recs worker
         "streamrec_recs_lists_total",
         "streamrec_recs_degraded_total",

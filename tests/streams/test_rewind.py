@@ -143,6 +143,25 @@ async def test_gaps_left_by_transaction_markers_or_retention_are_not_lost_writes
     assert not result.reread and not result.unrecoverable and len(result.applied) == 6
 
 
+async def test_lost_writes_that_retention_already_deleted_are_counted_and_the_rest_applied(settings, client, topic, group, offsets):
+    user = f"u-{uuid.uuid4().hex}"
+    produce(settings, topic, 8, user)
+    records = consume(settings, topic)
+    worker = processor(client, group, offsets)
+    keys = [layout.profile_key(user), layout.watermark_key(group, topic, 0)]
+    await worker.process(records[:3])
+    snapshot = {key: await client.dump(key) for key in keys}
+    await worker.process(records[3:])
+    for key, value in snapshot.items():  # Redis back to offset 2; retention then deletes offsets 3 and 4
+        await client.restore(key, 0, value, replace=True)
+    admin = AdminClient(client_config(settings.kafka, client="test"))
+    for future in admin.delete_records([TopicPartition(topic, 0, 5)]).values():
+        future.result(30)
+    result = await worker.catch_up({(topic, 0): 8})
+    assert result.reread == {topic: 3} and result.unrecoverable == {topic: 2}
+    assert await profile_counts(client, user) == 6
+
+
 async def test_writes_lost_on_a_quiet_partition_are_applied_again_by_the_check(settings, client, topic, group, offsets):
     user = f"u-{uuid.uuid4().hex}"
     produce(settings, topic, 8, user)
