@@ -378,9 +378,11 @@ def main() -> None:
             clear_state(client)
             latencies = catalog_load_latencies(settings, events[:real_rows], diginetica, args.rate, latency_seconds,
                                                redis_url, logs)
-            runs["catalog_load_p99"].append(quantile(latencies, 0.99))
+            # No signal at all within the window (the interactions held behind the load) has no p99: None.
+            runs["catalog_load_p99"].append(quantile(latencies, 0.99) if latencies else None)
+            runs.setdefault("catalog_load_signals", []).append(len(latencies))
             console.print(f"run {run + 1}: during a load of {len(diginetica):,} catalog items, {len(latencies):,} signals, "
-                          f"p99 {runs['catalog_load_p99'][-1]:.0f} ms")
+                          f"p99 {runs['catalog_load_p99'][-1] or float('nan'):.0f} ms")
         client.close()
 
     metrics = {
@@ -391,7 +393,9 @@ def main() -> None:
         "two_workers_events_per_s": round(median(runs["two_workers_events_per_s"])),
         "p50_event_to_profile_ms": round(median(runs["p50"]), 1),
         "p99_event_to_profile_ms": round(median(runs["p99"]), 1),
-        "p99_event_to_profile_during_catalog_load_ms": round(median(runs["catalog_load_p99"]), 1),
+        "p99_event_to_profile_during_catalog_load_ms": (
+            round(median(runs["catalog_load_p99"]), 1) if None not in runs["catalog_load_p99"] else None),
+        "signals_during_catalog_load": round(median(runs["catalog_load_signals"])),
         "redis_bytes_per_user": round(median(sizes)),
     }
     targets = {
@@ -402,7 +406,8 @@ def main() -> None:
         "p50_event_to_profile_ms": ("", None),
         "p99_event_to_profile_ms": ("≤ 100 at 2,000/s", metrics["p99_event_to_profile_ms"] <= 100),
         "p99_event_to_profile_during_catalog_load_ms": (
-            "≤ 250", metrics["p99_event_to_profile_during_catalog_load_ms"] <= 250),
+            "≤ 250", (metrics["p99_event_to_profile_during_catalog_load_ms"] or float("inf")) <= 250),
+        "signals_during_catalog_load": ("(of the window's events)", None),
         "redis_bytes_per_user": ("≤ 5,120", metrics["redis_bytes_per_user"] <= 5120),
     }
     table = Table(title=f"streams benchmark ({total:,} events, {total - real_rows:,} synthetic; medians of {args.runs})")
@@ -410,7 +415,7 @@ def main() -> None:
         table.add_column(column)
     for name, value in metrics.items():
         target, met = targets[name]
-        table.add_row(name, f"{value:,}", target, "" if met is None else ("yes" if met else "[red]no[/red]"))
+        table.add_row(name, "none" if value is None else f"{value:,}", target, "" if met is None else ("yes" if met else "[red]no[/red]"))
     console.print(table)
     write_json(args.json, metrics, runs=runs, events=total, real_rows=real_rows, synthetic_rows=total - real_rows,
                machine=facts, command=" ".join(sys.argv))
