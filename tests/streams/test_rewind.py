@@ -102,6 +102,18 @@ async def profile_counts(client, user: str) -> int:
     return sum(layout.decode_profile(raw).counts.values()) if raw else 0
 
 
+async def apply_then_lose(client, worker: InteractionProcessor, user: str, group: str, topic: str,
+                          kept: list[Record], lost: list[Record]) -> None:
+    """Apply ``kept`` then ``lost``, then restore Redis to the snapshot taken between them
+    (profile and watermark together): the writes of ``lost`` are gone, Kafka still holds them."""
+    keys = [layout.profile_key(user), layout.watermark_key(group, topic, 0)]
+    await worker.process(kept)
+    snapshot = {key: await client.dump(key) for key in keys}
+    await worker.process(lost)
+    for key, value in snapshot.items():
+        await client.restore(key, 0, value, replace=True)
+
+
 async def test_a_batch_past_a_lost_watermark_first_applies_what_redis_lost(settings, client, topic, group, offsets):
     user = f"u-{uuid.uuid4().hex}"
     produce(settings, topic, 10, user)
@@ -148,13 +160,8 @@ async def test_lost_writes_that_retention_already_deleted_are_counted_and_the_re
     produce(settings, topic, 8, user)
     records = consume(settings, topic)
     worker = processor(client, group, offsets)
-    keys = [layout.profile_key(user), layout.watermark_key(group, topic, 0)]
-    await worker.process(records[:3])
-    snapshot = {key: await client.dump(key) for key in keys}
-    await worker.process(records[3:])
-    for key, value in snapshot.items():  # Redis back to offset 2; retention then deletes offsets 3 and 4
-        await client.restore(key, 0, value, replace=True)
-    admin = AdminClient(client_config(settings.kafka, client="test"))
+    await apply_then_lose(client, worker, user, group, topic, records[:3], records[3:])  # Redis back to offset 2
+    admin = AdminClient(client_config(settings.kafka, client="test"))  # retention then deletes offsets 3 and 4
     for future in admin.delete_records([TopicPartition(topic, 0, 5)]).values():
         future.result(30)
     result = await worker.catch_up({(topic, 0): 8})
@@ -167,12 +174,7 @@ async def test_writes_lost_on_a_quiet_partition_are_applied_again_by_the_check(s
     produce(settings, topic, 8, user)
     records = consume(settings, topic)
     worker = processor(client, group, offsets)
-    keys = [layout.profile_key(user), layout.watermark_key(group, topic, 0)]
-    await worker.process(records[:5])
-    snapshot = {key: await client.dump(key) for key in keys}
-    await worker.process(records[5:])
-    for key, value in snapshot.items():
-        await client.restore(key, 0, value, replace=True)
+    await apply_then_lose(client, worker, user, group, topic, records[:5], records[5:])
     # No new record arrives; the worker's periodic check knows it applied up to offset 8.
     result = await worker.catch_up({(topic, 0): 8})
     assert result.reread == {topic: 3} and await profile_counts(client, user) == 8
