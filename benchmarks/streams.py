@@ -38,6 +38,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -264,9 +266,8 @@ async def latency_run(settings: Settings, events: list[DatasetEvent], rate: floa
     return latencies
 
 
-def produce_catalog_load(settings: Settings, items: list, ready: threading.Event) -> None:
+def produce_catalog_load(settings: Settings, items: list) -> None:
     """The catalog again with changed titles (so every item is embedded again), at full speed."""
-    ready.wait()
     now = int(time.time() * 1000)
     with EventProducer.from_settings(settings) as producer:
         for count, item in enumerate(items, 1):
@@ -275,25 +276,33 @@ def produce_catalog_load(settings: Settings, items: list, ready: threading.Event
                 producer.poll(0)
 
 
+@contextmanager
+def live_worker(settings: Settings, redis_url: str, log: Path, agents: str, topics: tuple[Topic, ...],
+                events: list[DatasetEvent], rate: float) -> Iterator[None]:
+    """A worker of a new group that starts at the log end of ``topics`` (so only fresh events are
+    timed, not the backlog), started, assigned and warmed up at ``rate`` for 5 s; stopped after."""
+    group = f"bench-{log.stem}-{uuid.uuid4().hex[:6]}"
+    start_at_log_end(settings, group, topics)
+    worker = Worker(settings, group, redis_url, agents, log)
+    try:
+        time.sleep(8)  # worker start-up and partition assignment
+        asyncio.run(latency_run(settings, events, rate, 5.0))  # warm-up, not timed
+        yield
+    finally:
+        worker.stop()
+
+
 def catalog_load_latencies(settings: Settings, events: list[DatasetEvent], items: list, rate: float,
                            seconds: float, redis_url: str, logs: Path) -> list[float]:
     """Event -> profile latencies at ``rate`` while one worker with both agents (the default) also
     embeds a catalog load of ``items`` on Triton."""
-    group = f"bench-catalog-load-{uuid.uuid4().hex[:6]}"
-    start_at_log_end(settings, group, (*INTERACTION_TOPICS, Topic.CATALOG))
-    worker = Worker(settings, group, redis_url, '["interactions","catalog"]', logs / "catalog-load.log")
-    try:
-        time.sleep(8)  # worker start-up and partition assignment
-        asyncio.run(latency_run(settings, events, rate, 5.0))  # warm-up, not timed
-        go = threading.Event()
-        loader = threading.Thread(target=produce_catalog_load, args=(settings, items, go), daemon=True)
+    with live_worker(settings, redis_url, logs / "catalog-load.log", '["interactions","catalog"]',
+                     (*INTERACTION_TOPICS, Topic.CATALOG), events, rate):
+        loader = threading.Thread(target=produce_catalog_load, args=(settings, items), daemon=True)
         loader.start()
-        go.set()
         latencies = asyncio.run(latency_run(settings, events, rate, seconds))
         loader.join()
         return latencies
-    finally:
-        worker.stop()
 
 
 def bytes_per_user(client: redis.Redis, sample: int = 2000) -> float:
@@ -358,20 +367,14 @@ def main() -> None:
             runs["two_workers_events_per_s"].append(rate)
             console.print(f"run {run + 1}: two workers {rate:,.0f} events/s")
 
-        group = f"bench-latency-{uuid.uuid4().hex[:6]}"
         clear_state(client)
-        start_at_log_end(settings, group)  # time fresh events only, not the backlog
-        worker = Worker(settings, group, redis_url, '["interactions"]', logs / "latency.log")
-        try:
-            time.sleep(8)  # worker start-up and partition assignment
-            asyncio.run(latency_run(settings, events[:real_rows], args.rate, 5.0))  # warm-up, not timed
+        with live_worker(settings, redis_url, logs / "latency.log", '["interactions"]', INTERACTION_TOPICS,
+                         events[:real_rows], args.rate):
             for run in range(args.runs):
                 latencies = asyncio.run(latency_run(settings, events[:real_rows], args.rate, latency_seconds))
                 runs["p50"].append(quantile(latencies, 0.5))
                 runs["p99"].append(quantile(latencies, 0.99))
                 console.print(f"run {run + 1}: {len(latencies):,} signals, p50 {runs['p50'][-1]:.0f} ms, p99 {runs['p99'][-1]:.0f} ms")
-        finally:
-            worker.stop()
         diginetica = [item for item in catalog if item.item_id.startswith("dg")][:CATALOG_LOAD_ITEMS] or catalog[:CATALOG_LOAD_ITEMS]
         runs["catalog_load_p99"] = []
         for run in range(args.runs):
